@@ -1,0 +1,74 @@
+"""Configuration of the DSM data client and instrument provider (frozen NautilusConfig)."""
+
+from __future__ import annotations
+
+from nautilus_trader.common.config import InstrumentProviderConfig
+from nautilus_trader.live.config import LiveDataClientConfig
+
+
+class DSMInstrumentProviderConfig(InstrumentProviderConfig, frozen=True):
+    """
+    Configuration for ``DSMInstrumentProvider``.
+
+    Parameters
+    ----------
+    market_types : tuple[str, ...], optional
+        The markets whose exchangeInfo ``load_all`` reads (``spot``, ``futures_usdt``,
+        ``futures_coin``); all three when None. ``load_ids`` always reads only the markets of
+        the ids asked for.
+
+    """
+
+    market_types: tuple[str, ...] | None = None
+
+
+class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
+    """
+    Configuration for ``DSMDataClient``.
+
+    Parameters
+    ----------
+    market_type : str, optional
+        Restrict the client to one market (``spot``, ``futures_usdt``, ``futures_coin``). When
+        None the market of each instrument is inferred from its id; when set, an instrument of
+        another market is refused at subscribe/request time with a clear error.
+    base_url_http : str, optional
+        REST host override for every market (testnets, mirrors, proxies, the local imitation);
+        the market's path (``/api/v3``, ``/fapi/v1``, ``/dapi/v1``) is appended.
+    base_url_vision : str, optional
+        Binance Vision host override (``https://data.binance.vision`` when None).
+    cache_dir : str, optional
+        Parquet cache directory (the user cache dir when None).
+    min_completeness : float, default 0.95
+        Completeness below which a request is an error (logged, answered empty unless
+        ``on_low_quality="warn"``) and a live backfill logs an error with the gaps.
+    on_low_quality : str, default "raise"
+        ``raise`` or ``warn``: what a request does below ``min_completeness``.
+    poll_delay_ms : int, default 250
+        Delay after a bar's close before polling REST for it (Binance needs a moment to close
+        the kline).
+    synthetic_fallback : bool, default False
+        Generate labelled synthetic bars where no source has data. Never on by default.
+    max_concurrency : int, default 4
+        Concurrent Vision downloads / REST pages.
+    use_vision : bool, default True
+        Use Binance Vision bulk files for closed periods.
+    verify_tls : bool, default True
+        TLS certificate verification; turn off only explicitly.
+    instrument_provider : DSMInstrumentProviderConfig
+        The instrument provider configuration.
+
+    """
+
+    market_type: str | None = None
+    base_url_http: str | None = None
+    base_url_vision: str | None = None
+    cache_dir: str | None = None
+    min_completeness: float = 0.95
+    on_low_quality: str = "raise"
+    poll_delay_ms: int = 250
+    synthetic_fallback: bool = False
+    max_concurrency: int = 4
+    use_vision: bool = True
+    verify_tls: bool = True
+    instrument_provider: DSMInstrumentProviderConfig = DSMInstrumentProviderConfig()

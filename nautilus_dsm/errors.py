@@ -1,0 +1,50 @@
+"""Errors raised by nautilus-dsm.
+
+Every message names the offending input and the fix, so a user can act on it without reading
+the source.
+"""
+
+from __future__ import annotations
+
+
+class DSMError(Exception):
+    """Base class of every nautilus-dsm error."""
+
+
+class InvalidInput(DSMError, ValueError):
+    """A request that cannot be served as given; raised before any I/O."""
+
+
+class MarketTypeMismatch(InvalidInput):
+    """The instrument belongs to another market than the one requested or configured."""
+
+
+class UnknownSymbol(InvalidInput):
+    """Binance does not list the symbol on this market (exchangeInfo or error -1121)."""
+
+
+class SourceError(DSMError):
+    """A data source failed after its bounded retries."""
+
+
+class RateLimited(SourceError):
+    """Binance answered 429/418 and the wait it asked for exceeds what we may wait."""
+
+
+class ChecksumMismatch(SourceError):
+    """A Vision file whose SHA-256 differs from its published ``.CHECKSUM``."""
+
+
+class DataUnavailable(SourceError):
+    """No source (cache, Vision, REST) could provide a period that should exist."""
+
+
+class QualityBelowThreshold(DSMError):
+    """The fetched data is less complete than ``min_completeness``.
+
+    The fetched result (frame and report) is attached, so nothing is lost when the policy raises.
+    """
+
+    def __init__(self, message: str, result: object | None = None) -> None:
+        super().__init__(message)
+        self.result = result

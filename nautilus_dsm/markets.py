@@ -1,0 +1,373 @@
+"""Binance markets, endpoints, intervals, and the Nautilus instrument id <-> symbol mapping.
+
+The mapping is identical to NautilusTrader's own Binance adapter
+(``adapters/binance/common/symbol.py``) so that DSM bars and Binance execution share one
+instrument id. The market type is always inferred from the instrument id: perpetual data from the
+SPOT endpoint is silently wrong data, so a contradiction is an error, never a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+
+from nautilus_dsm.errors import InvalidInput, MarketTypeMismatch
+
+VENUE = "BINANCE"
+
+
+class DataProvider(Enum):
+    """Where the data comes from (Binance is the only provider today)."""
+
+    BINANCE = "binance"
+
+
+class MarketType(Enum):
+    """Binance market: spot, USDT-margined (UM) futures, coin-margined (CM) futures."""
+
+    SPOT = "spot"
+    FUTURES_USDT = "futures_usdt"
+    FUTURES_COIN = "futures_coin"
+
+    @classmethod
+    def parse(cls, value: MarketType | str) -> MarketType:
+        """Parse ``spot``/``futures_usdt``/``futures_coin`` (any case) or pass a member through."""
+        if isinstance(value, MarketType):
+            return value
+        text = str(value).strip().lower().replace("-", "_")
+        aliases = {"um": "futures_usdt", "cm": "futures_coin", "futures": "futures_usdt"}
+        text = aliases.get(text, text)
+        for member in cls:
+            if member.value == text or member.name.lower() == text:
+                return member
+        choices = ", ".join(m.value for m in cls)
+        raise InvalidInput(f"unknown market type {value!r}; use one of: {choices}")
+
+    @property
+    def is_futures(self) -> bool:
+        return self is not MarketType.SPOT
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Binance paths of one market; hosts come from config so mirrors and tests can override."""
+
+    rest_host: str
+    rest_prefix: str
+    vision_prefix: str
+    kline_limit: int
+
+
+ENDPOINTS: dict[MarketType, Endpoints] = {
+    MarketType.SPOT: Endpoints("https://api.binance.com", "/api/v3", "data/spot", 1000),
+    MarketType.FUTURES_USDT: Endpoints(
+        "https://fapi.binance.com", "/fapi/v1", "data/futures/um", 1500
+    ),
+    MarketType.FUTURES_COIN: Endpoints(
+        "https://dapi.binance.com", "/dapi/v1", "data/futures/cm", 1500
+    ),
+}
+DEFAULT_VISION_URL = "https://data.binance.vision"
+
+
+def rest_base_url(market_type: MarketType, base_url_http: str | None = None) -> str:
+    """Return the REST base (host + version prefix) for a market, honouring an override host."""
+    endpoints = ENDPOINTS[market_type]
+    host = (base_url_http or endpoints.rest_host).rstrip("/")
+    return host + endpoints.rest_prefix
+
+
+# --------------------------------------------------------------------------------------------
+# Intervals
+# --------------------------------------------------------------------------------------------
+
+_SECOND_MS = 1_000
+_MINUTE_MS = 60 * _SECOND_MS
+_HOUR_MS = 60 * _MINUTE_MS
+_DAY_MS = 24 * _HOUR_MS
+# 1970-01-01 was a Thursday; Binance weekly klines open on Mondays 00:00 UTC.
+_WEEK_OFFSET_MS = 4 * _DAY_MS
+
+
+class Interval(Enum):
+    """Binance kline intervals. ``1s`` exists on spot only; ``1M`` is a calendar month."""
+
+    SECOND_1 = "1s"
+    MINUTE_1 = "1m"
+    MINUTE_3 = "3m"
+    MINUTE_5 = "5m"
+    MINUTE_15 = "15m"
+    MINUTE_30 = "30m"
+    HOUR_1 = "1h"
+    HOUR_2 = "2h"
+    HOUR_4 = "4h"
+    HOUR_6 = "6h"
+    HOUR_8 = "8h"
+    HOUR_12 = "12h"
+    DAY_1 = "1d"
+    DAY_3 = "3d"
+    WEEK_1 = "1w"
+    MONTH_1 = "1M"
+
+    @classmethod
+    def parse(cls, value: Interval | str) -> Interval:
+        """Parse Binance's interval string (``1m``, ``1h``, ``1M``...); case matters for m/M."""
+        if isinstance(value, Interval):
+            return value
+        for member in cls:
+            if member.value == value:
+                return member
+        choices = " ".join(m.value for m in cls)
+        raise InvalidInput(f"unknown interval {value!r}; Binance supports: {choices}")
+
+    @property
+    def is_month(self) -> bool:
+        return self is Interval.MONTH_1
+
+    @property
+    def fixed_ms(self) -> int:
+        """Length in milliseconds; undefined for ``1M`` (calendar months differ)."""
+        if self.is_month:
+            raise ValueError("1M has no fixed length; use open_times()/next_open()")
+        return _INTERVAL_MS[self]
+
+    @property
+    def step(self) -> int:
+        """Number of units (``15`` for ``15m``)."""
+        return int(self.value[:-1])
+
+    @property
+    def unit(self) -> str:
+        return self.value[-1]
+
+    def check_market(self, market_type: MarketType) -> None:
+        """Raise when Binance does not serve this interval on the market (1s is spot only)."""
+        if self is Interval.SECOND_1 and market_type is not MarketType.SPOT:
+            raise InvalidInput(
+                f"interval 1s is served on SPOT only, not {market_type.name}; "
+                "use 1m or a longer interval for futures"
+            )
+
+    def floor_ms(self, ts_ms: int) -> int:
+        """Open time (ms) of the bar containing ``ts_ms``."""
+        if self.is_month:
+            dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+            return _ms(datetime(dt.year, dt.month, 1, tzinfo=UTC))
+        size = _INTERVAL_MS[self]
+        offset = _WEEK_OFFSET_MS if self is Interval.WEEK_1 else 0
+        return (ts_ms - offset) // size * size + offset
+
+    def ceil_ms(self, ts_ms: int) -> int:
+        """First bar open time at or after ``ts_ms``."""
+        floor = self.floor_ms(ts_ms)
+        return floor if floor == ts_ms else self.next_open_ms(floor)
+
+    def next_open_ms(self, open_ms: int) -> int:
+        """Open time of the bar after the one opening at ``open_ms`` (= its close, exclusive)."""
+        if self.is_month:
+            dt = datetime.fromtimestamp(open_ms / 1000, tz=UTC)
+            year, month = (dt.year + 1, 1) if dt.month == 12 else (dt.year, dt.month + 1)
+            return _ms(datetime(year, month, 1, tzinfo=UTC))
+        return open_ms + _INTERVAL_MS[self]
+
+    def open_times_ms(self, start_ms: int, end_ms: int) -> list[int]:
+        """Every bar open time in ``[start_ms, end_ms)`` on the interval's grid."""
+        if not self.is_month:
+            size = _INTERVAL_MS[self]
+            first = self.ceil_ms(start_ms)
+            return list(range(first, end_ms, size)) if first < end_ms else []
+        out: list[int] = []
+        t = self.ceil_ms(start_ms)
+        while t < end_ms:
+            out.append(t)
+            t = self.next_open_ms(t)
+        return out
+
+    def count(self, start_ms: int, end_ms: int) -> int:
+        """Number of bar open times in ``[start_ms, end_ms)``."""
+        if self.is_month:
+            return len(self.open_times_ms(start_ms, end_ms))
+        first = self.ceil_ms(start_ms)
+        if first >= end_ms:
+            return 0
+        return (end_ms - 1 - first) // _INTERVAL_MS[self] + 1
+
+
+_INTERVAL_MS: dict[Interval, int] = {
+    Interval.SECOND_1: _SECOND_MS,
+    Interval.MINUTE_1: _MINUTE_MS,
+    Interval.MINUTE_3: 3 * _MINUTE_MS,
+    Interval.MINUTE_5: 5 * _MINUTE_MS,
+    Interval.MINUTE_15: 15 * _MINUTE_MS,
+    Interval.MINUTE_30: 30 * _MINUTE_MS,
+    Interval.HOUR_1: _HOUR_MS,
+    Interval.HOUR_2: 2 * _HOUR_MS,
+    Interval.HOUR_4: 4 * _HOUR_MS,
+    Interval.HOUR_6: 6 * _HOUR_MS,
+    Interval.HOUR_8: 8 * _HOUR_MS,
+    Interval.HOUR_12: 12 * _HOUR_MS,
+    Interval.DAY_1: _DAY_MS,
+    Interval.DAY_3: 3 * _DAY_MS,
+    Interval.WEEK_1: 7 * _DAY_MS,
+}
+
+
+def _ms(dt: datetime) -> int:
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_ms(dt: datetime) -> int:
+    """UTC datetime -> epoch milliseconds, exactly; naive datetimes are refused."""
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise InvalidInput(
+            f"naive datetime {dt.isoformat()} is ambiguous; pass a timezone-aware UTC datetime, "
+            "e.g. datetime(2024, 1, 1, tzinfo=UTC)"
+        )
+    return _ms(dt)
+
+
+def from_ms(ms: int) -> datetime:
+    """Epoch milliseconds -> UTC datetime, exactly."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def check_range(start: datetime, end: datetime) -> tuple[int, int]:
+    """Validate a ``[start, end)`` request and return it in epoch milliseconds."""
+    start_ms, end_ms = to_ms(start), to_ms(end)
+    if start_ms >= end_ms:
+        raise InvalidInput(
+            f"start {start.isoformat()} is not before end {end.isoformat()}; "
+            "the range is [start, end), so pass an end after the start"
+        )
+    return start_ms, end_ms
+
+
+# --------------------------------------------------------------------------------------------
+# Symbols
+# --------------------------------------------------------------------------------------------
+
+_LINEAR_QUOTES = ("USDT", "BUSD", "TUSD", "FDUSD", "USDC", "DAI")
+# Binance's public symbol alphabet; anything else (dots, slashes, spaces) could escape a path.
+_BINANCE_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,24}(_(PERP|[0-9]{6}))?$")
+_NAUTILUS_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,24}(-PERP|_[0-9]{6})?$")
+
+
+def _is_linear(base_symbol: str) -> bool:
+    # Same guard as NautilusTrader: COIN-M {BASE}USD can overlap a linear quote (BNBUSD / BUSD).
+    return any(
+        base_symbol.endswith(q) and (not q.endswith("USD") or len(base_symbol) > len(q) + 2)
+        for q in _LINEAR_QUOTES
+    )
+
+
+@dataclass(frozen=True)
+class ResolvedInstrument:
+    """An instrument resolved to its market: the Nautilus id and the Binance symbol."""
+
+    instrument_id: str  # "BTCUSDT-PERP.BINANCE"
+    symbol: str  # Binance's symbol: "BTCUSDT", "BTCUSD_PERP"
+    market_type: MarketType
+
+    @property
+    def nautilus_symbol(self) -> str:
+        return self.instrument_id.rsplit(".", 1)[0]
+
+
+def market_type_of(nautilus_symbol: str) -> MarketType:
+    """Infer the market from a Nautilus Binance symbol (``BTCUSDT-PERP`` -> FUTURES_USDT)."""
+    if nautilus_symbol.endswith("-PERP"):
+        base = nautilus_symbol[: -len("-PERP")]
+        return MarketType.FUTURES_USDT if _is_linear(base) else MarketType.FUTURES_COIN
+    if "_" in nautilus_symbol:  # deliverable: BTCUSDT_240628 (UM) / BTCUSD_240628 (CM)
+        base = nautilus_symbol.split("_", 1)[0]
+        return MarketType.FUTURES_USDT if _is_linear(base) else MarketType.FUTURES_COIN
+    return MarketType.SPOT
+
+
+def to_binance_symbol(nautilus_symbol: str) -> str:
+    """``BTCUSDT-PERP`` -> ``BTCUSDT``; ``BTCUSD-PERP`` -> ``BTCUSD_PERP``; others unchanged."""
+    if nautilus_symbol.endswith("-PERP"):
+        base = nautilus_symbol[: -len("-PERP")]
+        return base if _is_linear(base) else base + "_PERP"
+    return nautilus_symbol
+
+
+def to_nautilus_symbol(binance_symbol: str, market_type: MarketType) -> str:
+    """``BTCUSDT`` on FUTURES_USDT -> ``BTCUSDT-PERP``; ``BTCUSD_PERP`` -> ``BTCUSD-PERP``."""
+    if market_type is MarketType.SPOT or binance_symbol[-1].isdigit():
+        return binance_symbol
+    if binance_symbol.endswith("_PERP"):
+        return binance_symbol.replace("_", "-")
+    return binance_symbol + "-PERP"
+
+
+_DESCRIBE = {
+    MarketType.SPOT: "a SPOT instrument",
+    MarketType.FUTURES_USDT: "a USDT-margined futures instrument",
+    MarketType.FUTURES_COIN: "a coin-margined futures instrument",
+}
+
+
+def _mismatch(instrument_id: str, inferred: MarketType, given: MarketType) -> MarketTypeMismatch:
+    hint = {
+        MarketType.SPOT: "the spot instrument id (e.g. BTCUSDT.BINANCE)",
+        MarketType.FUTURES_USDT: "the USDT-M perpetual id (e.g. BTCUSDT-PERP.BINANCE)",
+        MarketType.FUTURES_COIN: "the COIN-M perpetual id (e.g. BTCUSD-PERP.BINANCE)",
+    }[given]
+    return MarketTypeMismatch(
+        f"{instrument_id} is {_DESCRIBE[inferred]}, but market type {given.name} was requested; "
+        f"use MarketType.{inferred.name} (or leave the market type unset), or use {hint}"
+    )
+
+
+def resolve_instrument(
+    instrument_id_or_symbol: str,
+    market_type: MarketType | str | None = None,
+) -> ResolvedInstrument:
+    """Resolve a Nautilus instrument id or a raw Binance symbol to its market.
+
+    A Nautilus id (``BTCUSDT-PERP.BINANCE``) carries its market; an explicit ``market_type``
+    that contradicts it raises :class:`MarketTypeMismatch`. A raw Binance symbol (no venue,
+    e.g. ``BTCUSDT``) takes the explicit market type, spot when none is given.
+    """
+    given = MarketType.parse(market_type) if market_type is not None else None
+    text = str(instrument_id_or_symbol).strip()
+    if "." in text:
+        symbol_part, venue = text.rsplit(".", 1)
+        if venue != VENUE:
+            raise InvalidInput(
+                f"instrument id {text!r} has venue {venue!r}; nautilus-dsm serves Binance data, "
+                f"so use the {VENUE} venue, e.g. BTCUSDT-PERP.{VENUE}"
+            )
+        _check_symbol(symbol_part, _NAUTILUS_SYMBOL_RE, text)
+        inferred = market_type_of(symbol_part)
+        if given is not None and given is not inferred:
+            raise _mismatch(text, inferred, given)
+        return ResolvedInstrument(text, to_binance_symbol(symbol_part), inferred)
+
+    raw = text.upper()
+    if raw.endswith("-PERP"):  # a Nautilus symbol without the venue
+        return resolve_instrument(f"{raw}.{VENUE}", given)
+    _check_symbol(raw, _BINANCE_SYMBOL_RE, text)
+    if raw.endswith("_PERP") or "_" in raw:
+        inferred = market_type_of(raw if not raw.endswith("_PERP") else raw[:-5] + "-PERP")
+        if given is not None and given is not inferred:
+            raise _mismatch(raw, inferred, given)
+        market = inferred
+    else:
+        market = given or MarketType.SPOT
+    return ResolvedInstrument(f"{to_nautilus_symbol(raw, market)}.{VENUE}", raw, market)
+
+
+def _check_symbol(symbol: str, pattern: re.Pattern[str], original: str) -> None:
+    if not pattern.match(symbol):
+        raise InvalidInput(
+            f"invalid symbol {original!r}: Binance symbols are upper-case letters and digits "
+            "(e.g. BTCUSDT, BTCUSD_PERP, or the Nautilus id BTCUSDT-PERP.BINANCE)"
+        )

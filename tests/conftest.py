@@ -1,0 +1,34 @@
+"""Shared fixtures: the local Binance imitation and the real reference data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+
+
+@pytest.fixture
+def realdata() -> Path:
+    """``../shared/realdata`` (recorded Binance data); skips when the folder is absent."""
+    if not REALDATA.is_dir():
+        pytest.skip(f"real reference data not found at {REALDATA}")
+    return REALDATA
+
+
+@pytest.fixture
+def imitation() -> Iterator[object]:
+    """A fresh Binance imitation on 127.0.0.1 (real HTTP), stopped after the test."""
+    from nautilus_dsm.testing import BinanceImitation
+
+    with BinanceImitation() as server:
+        yield server
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "cache"
+    path.mkdir()
+    return path
