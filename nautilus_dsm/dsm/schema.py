@@ -69,9 +69,7 @@ def _finish(raw: pl.DataFrame) -> pl.DataFrame:
             pl.when(col >= _US_THRESHOLD).then(col // 1000).otherwise(col).cast(TIME).alias(name)
         )
     decimals = [
-        pl.col(name).cast(DECIMAL)
-        for name, dtype in FRAME_SCHEMA.items()
-        if dtype == DECIMAL
+        pl.col(name).cast(DECIMAL) for name, dtype in FRAME_SCHEMA.items() if dtype == DECIMAL
     ]
     return raw.select(*times, *decimals, pl.col("trades").cast(pl.Int64)).select(COLUMNS)
 

@@ -1,0 +1,84 @@
+"""nautilus-dsm: Binance klines for NautilusTrader, exactly and with their quality reported.
+
+The public API is loaded lazily so ``import nautilus_dsm`` stays cheap; every name below is
+importable from the package top level.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # markets
+    "DataProvider": "nautilus_dsm.markets",
+    "MarketType": "nautilus_dsm.markets",
+    "Interval": "nautilus_dsm.markets",
+    "resolve_instrument": "nautilus_dsm.markets",
+    # errors
+    "DSMError": "nautilus_dsm.errors",
+    "InvalidInput": "nautilus_dsm.errors",
+    "MarketTypeMismatch": "nautilus_dsm.errors",
+    "UnknownSymbol": "nautilus_dsm.errors",
+    "SourceError": "nautilus_dsm.errors",
+    "RateLimited": "nautilus_dsm.errors",
+    "ChecksumMismatch": "nautilus_dsm.errors",
+    "DataUnavailable": "nautilus_dsm.errors",
+    "QualityBelowThreshold": "nautilus_dsm.errors",
+    # engine
+    "DataSourceManager": "nautilus_dsm.dsm.manager",
+    "FetchResult": "nautilus_dsm.dsm.manager",
+    "QualityReport": "nautilus_dsm.dsm.quality",
+    # nautilus side
+    "bar_type_for": "nautilus_dsm.bars",
+    "interval_for": "nautilus_dsm.bars",
+    "frame_to_bars": "nautilus_dsm.bars",
+    "convert_frame": "nautilus_dsm.bars",
+    "DSMDataClientConfig": "nautilus_dsm.config",
+    "DSMInstrumentProviderConfig": "nautilus_dsm.config",
+    "DSMInstrumentProvider": "nautilus_dsm.providers",
+    "DSMDataClient": "nautilus_dsm.data",
+    "DSMLiveDataClientFactory": "nautilus_dsm.factories",
+    "ingest": "nautilus_dsm.catalog",
+    "backtest_data_config": "nautilus_dsm.catalog",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nautilus_dsm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from nautilus_dsm.bars import bar_type_for, convert_frame, frame_to_bars, interval_for
+    from nautilus_dsm.catalog import backtest_data_config, ingest
+    from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig
+    from nautilus_dsm.data import DSMDataClient
+    from nautilus_dsm.dsm.manager import DataSourceManager, FetchResult
+    from nautilus_dsm.dsm.quality import QualityReport
+    from nautilus_dsm.errors import (
+        ChecksumMismatch,
+        DataUnavailable,
+        DSMError,
+        InvalidInput,
+        MarketTypeMismatch,
+        QualityBelowThreshold,
+        RateLimited,
+        SourceError,
+        UnknownSymbol,
+    )
+    from nautilus_dsm.factories import DSMLiveDataClientFactory
+    from nautilus_dsm.markets import DataProvider, Interval, MarketType, resolve_instrument
+    from nautilus_dsm.providers import DSMInstrumentProvider
