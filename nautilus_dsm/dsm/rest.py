@@ -1,0 +1,345 @@
+"""Binance REST klines: closed bars of a range, paginated, rate-limit aware.
+
+Only closed bars are returned (the still-forming bar Binance includes is never served), every
+row the source sent for the range is kept (duplicates and disorder are the manager's to count
+and fix), and pages are planned up front from the range so a gap inside a page never ends the
+fetch early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+import polars as pl
+
+from nautilus_dsm.dsm.http import (
+    HttpTransport,
+    Reply,
+    RetryableResponse,
+    RetryPolicy,
+    WeightGate,
+)
+from nautilus_dsm.dsm.schema import empty_frame, parse_rest_klines
+from nautilus_dsm.errors import InvalidInput, SourceError, UnknownSymbol
+from nautilus_dsm.markets import ENDPOINTS, Interval, MarketType, rest_base_url
+
+# REQUEST_WEIGHT per minute (exchangeInfo rateLimits): spot 6000, futures 2400.
+WEIGHT_LIMITS: dict[MarketType, int] = {
+    MarketType.SPOT: 6000,
+    MarketType.FUTURES_USDT: 2400,
+    MarketType.FUTURES_COIN: 2400,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Pure planning
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    """One klines request: bar open times in ``[start_ms, end_ms)``, at most ``bars`` of them."""
+
+    start_ms: int
+    end_ms: int
+    bars: int
+
+    @property
+    def end_time_param(self) -> int:
+        """Binance's inclusive ``endTime``: the page never reaches into the next page's bars."""
+        return self.end_ms - 1
+
+
+def closed_end_ms(interval: Interval, end_ms: int, now_ms: int) -> int:
+    """
+    Cap an exclusive range end so that only closed bars fall inside it.
+
+    A bar is closed when ``open + interval <= now``, i.e. its open is before the open of the
+    bar forming at ``now``.
+    """
+    return min(end_ms, interval.floor_ms(now_ms))
+
+
+def plan_pages(interval: Interval, start_ms: int, end_ms: int, limit: int) -> list[Page]:
+    """Split the bar open times in ``[start_ms, end_ms)`` into pages of at most ``limit`` bars."""
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, was {limit}")
+    pages: list[Page] = []
+    if interval.is_month:
+        opens = interval.open_times_ms(start_ms, end_ms)
+        for i in range(0, len(opens), limit):
+            chunk = opens[i : i + limit]
+            pages.append(Page(chunk[0], interval.next_open_ms(chunk[-1]), len(chunk)))
+        return pages
+    size = interval.fixed_ms
+    first = interval.ceil_ms(start_ms)
+    total = interval.count(start_ms, end_ms)
+    for i in range(0, total, limit):
+        bars = min(limit, total - i)
+        page_start = first + i * size
+        pages.append(Page(page_start, page_start + bars * size, bars))
+    return pages
+
+
+# --------------------------------------------------------------------------------------------
+# The client
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestStats:
+    """
+    What a REST client did so far.
+
+    ``used_weight`` is the highest ``X-MBX-USED-WEIGHT-1M`` Binance reported,
+    ``last_used_weight`` the latest (None before the first answer carrying it).
+    """
+
+    requests: int
+    retries: int
+    waited_s: float
+    used_weight: int
+    last_used_weight: int | None
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _decode_json(response: httpx.Response) -> Any:
+    try:
+        return msgspec.json.decode(response.content)
+    except msgspec.DecodeError as exc:
+        # A 200 with a cut or garbled body is a transport failure, not an answer.
+        raise RetryableResponse(f"undecodable JSON body ({exc})") from exc
+
+
+class BinanceRestClient:
+    """
+    Klines, first bar and exchangeInfo from one Binance market's REST API.
+
+    Parameters
+    ----------
+    market_type : MarketType
+        The market (``/api/v3``, ``/fapi/v1`` or ``/dapi/v1``).
+    base_url_http : str, optional
+        Host override (mirrors, testnets, the local imitation); Binance's host when None.
+    timeout_s : float, default 10.0
+        Per-request timeout.
+    max_retries : int, default 5
+        Tries per request for 5xx, timeouts and connection resets.
+    backoff_base_s, backoff_max_s : float
+        Full-jitter exponential backoff between those tries.
+    max_wait_s : float, default 120.0
+        Longest total wait one request accepts on 429/418/weight gates.
+    concurrency : int, default 4
+        Requests in flight at once.
+    verify_tls : bool, default True
+        TLS certificate verification.
+    clock : Callable[[], int], optional
+        Wall-clock "now" in epoch ms deciding which bars are closed (system clock when None).
+
+    """
+
+    def __init__(
+        self,
+        market_type: MarketType,
+        base_url_http: str | None = None,
+        *,
+        timeout_s: float = 10.0,
+        max_retries: int = 5,
+        backoff_base_s: float = 0.25,
+        backoff_max_s: float = 8.0,
+        max_wait_s: float = 120.0,
+        concurrency: int = 4,
+        verify_tls: bool = True,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self.market_type = MarketType.parse(market_type)
+        self.base_url = rest_base_url(self.market_type, base_url_http)
+        self.kline_limit = ENDPOINTS[self.market_type].kline_limit
+        self._clock = clock or _wall_clock_ms
+        self._weight = WeightGate(WEIGHT_LIMITS[self.market_type])
+        self._transport = HttpTransport(
+            name=f"Binance {self.market_type.name} REST",
+            policy=RetryPolicy(max_retries, backoff_base_s, backoff_max_s, max_wait_s),
+            timeout_s=timeout_s,
+            concurrency=concurrency,
+            verify_tls=verify_tls,
+            weight_gate=self._weight,
+        )
+
+    @property
+    def stats(self) -> RestStats:
+        """A snapshot of the request counters and the used weight."""
+        counters = self._transport.counters
+        return RestStats(
+            requests=counters.requests,
+            retries=counters.retries,
+            waited_s=counters.waited_s,
+            used_weight=self._weight.peak_used,
+            last_used_weight=self._weight.last_used,
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._transport.aclose()
+
+    # -- klines --------------------------------------------------------------------------
+    async def klines(
+        self,
+        symbol: str,
+        interval: Interval | str,
+        start_ms: int,
+        end_ms: int,
+        *,
+        now_ms: int | None = None,
+    ) -> pl.DataFrame:
+        """
+        Every closed bar with open time in ``[start_ms, end_ms)``, as Binance served them.
+
+        Rows keep the source's order, duplicates included (FRAME_SCHEMA); the bar forming at
+        ``now_ms`` (the clock when None) and later bars are never returned.
+        """
+        interval = Interval.parse(interval)
+        interval.check_market(self.market_type)
+        now = self._clock() if now_ms is None else now_ms
+        stop = closed_end_ms(interval, end_ms, now)
+        pages = plan_pages(interval, start_ms, stop, self.kline_limit)
+        if not pages:
+            return empty_frame()
+        frames = await _gather_or_cancel(
+            [self._fetch_page(symbol, interval, page) for page in pages]
+        )
+        frame = pl.concat([f for group in frames for f in group], how="vertical")
+        opens = pl.col("open_time").dt.epoch("ms")
+        return frame.filter((opens >= start_ms) & (opens < stop))
+
+    async def _fetch_page(self, symbol: str, interval: Interval, page: Page) -> list[pl.DataFrame]:
+        # One request per page normally; a full answer that stops short of the page end (the
+        # source repeated rows) continues after the last open time, so no bar is dropped.
+        frames: list[pl.DataFrame] = []
+        cursor = page.start_ms
+        while True:
+            payload = await self._klines_request(
+                symbol, interval, cursor, page.end_time_param, self.kline_limit
+            )
+            frame = parse_rest_klines(payload)
+            frames.append(frame)
+            if len(payload) < self.kline_limit or frame.is_empty():
+                return frames
+            last_open = max(int(row[0]) for row in payload)
+            if interval.next_open_ms(last_open) >= page.end_ms:
+                return frames
+            cursor = last_open + 1
+
+    async def first_open_time(
+        self, symbol: str, interval: Interval | str, start_ms: int
+    ) -> int | None:
+        """
+        Open time (ms) of the first bar at or after ``start_ms``, None when there is none.
+
+        One request; the manager uses it to find a listing date.
+        """
+        interval = Interval.parse(interval)
+        interval.check_market(self.market_type)
+        payload = await self._klines_request(symbol, interval, start_ms, None, 1)
+        if not payload:
+            return None
+        return int(payload[0][0])
+
+    async def _klines_request(
+        self,
+        symbol: str,
+        interval: Interval,
+        start_ms: int,
+        end_ms_inclusive: int | None,
+        limit: int,
+    ) -> list[list[Any]]:
+        params: dict[str, str | int] = {
+            "symbol": symbol,
+            "interval": interval.value,
+            "startTime": start_ms,
+            "limit": limit,
+        }
+        if end_ms_inclusive is not None:
+            params["endTime"] = end_ms_inclusive
+        reply = await self._transport.get(f"{self.base_url}/klines", params, _decode_json)
+        self._raise_for_error(reply, symbol, interval)
+        payload = reply.value
+        if not isinstance(payload, list):
+            raise SourceError(
+                f"Binance {self.market_type.name} {reply.response.url.path} answered "
+                f"{type(payload).__name__} instead of a list of klines for {symbol}"
+            )
+        return payload
+
+    # -- exchangeInfo --------------------------------------------------------------------
+    async def exchange_info(self, symbol: str | None = None) -> dict:
+        """The decoded ``exchangeInfo`` of the market (of one symbol when given)."""
+        params: dict[str, str | int] = {} if symbol is None else {"symbol": symbol}
+        reply = await self._transport.get(f"{self.base_url}/exchangeInfo", params, _decode_json)
+        self._raise_for_error(reply, symbol, None)
+        if not isinstance(reply.value, dict):
+            raise SourceError(
+                f"Binance {self.market_type.name} {reply.response.url.path} answered "
+                f"{type(reply.value).__name__} instead of an exchangeInfo object"
+            )
+        return reply.value
+
+    # -- errors ----------------------------------------------------------------------------
+    def _raise_for_error(
+        self, reply: Reply[Any], symbol: str | None, interval: Interval | None
+    ) -> None:
+        status = reply.status
+        if 200 <= status < 300:
+            return
+        code, msg = _binance_error(reply.response)
+        path = reply.response.url.path
+        market = self.market_type.name
+        if code == -1121:
+            raise UnknownSymbol(
+                f"{symbol!r} is not a Binance {market} symbol ({path} answered -1121 {msg!r}); "
+                "check the spelling and the market type (e.g. BTCUSDT on SPOT or FUTURES_USDT, "
+                "BTCUSD_PERP on FUTURES_COIN)"
+            )
+        if code == -1120:
+            shown = interval.value if interval is not None else "?"
+            raise InvalidInput(
+                f"Binance {market} rejected interval {shown!r} ({path} answered -1120 {msg!r}); "
+                "use an interval this market serves (1s is spot only)"
+            )
+        raise SourceError(
+            f"Binance {market} {path} answered HTTP {status}"
+            + (f" code {code}: {msg}" if code is not None else f": {msg}")
+            + f" (symbol={symbol}); check the request parameters"
+        )
+
+
+def _binance_error(response: httpx.Response) -> tuple[int | None, str]:
+    try:
+        body = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        return None, response.text.strip()[:200]
+    if isinstance(body, dict):
+        code = body.get("code")
+        return (code if isinstance(code, int) else None), str(body.get("msg", ""))
+    return None, str(body)[:200]
+
+
+async def _gather_or_cancel[T](coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run the coroutines concurrently; on the first failure cancel the rest and re-raise it."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

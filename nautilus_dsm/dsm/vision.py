@@ -1,0 +1,283 @@
+"""Binance Vision bulk kline files: daily and monthly zips, verified against their CHECKSUM.
+
+A file is accepted only when the SHA-256 of the downloaded zip equals the published one; a
+mismatch is re-downloaded and, if it persists, refused (the period then comes from REST). The
+zip is inflated in a worker thread with a hard size cap, so a hostile or broken archive can
+neither block the event loop nor exhaust memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import io
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass
+
+import polars as pl
+
+from nautilus_dsm.dsm.http import HttpTransport, Reply, RetryPolicy, backoff_delay
+from nautilus_dsm.dsm.schema import parse_vision_csv
+from nautilus_dsm.errors import ChecksumMismatch, InvalidInput, SourceError
+from nautilus_dsm.markets import DEFAULT_VISION_URL, ENDPOINTS, Interval, MarketType
+
+# Binance's symbol alphabet; the symbol becomes part of a URL path, so nothing else passes.
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,24}(_[A-Z0-9]{4,6})?$")
+_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class VisionStats:
+    """
+    What a Vision client did so far.
+
+    ``files`` verified and parsed, ``bytes`` of zips downloaded, ``checksum_failures`` zips
+    whose SHA-256 differed, ``retries`` re-downloads and HTTP retries, ``not_found`` 404s.
+    """
+
+    files: int
+    bytes: int
+    checksum_failures: int
+    retries: int
+    not_found: int
+
+
+class _CorruptZip(Exception):
+    pass
+
+
+def vision_interval(interval: Interval) -> str:
+    """Vision's name of an interval: REST's, except the calendar month ``1M`` is ``1mo``."""
+    return "1mo" if interval.is_month else interval.value
+
+
+def parse_checksum(text: str, name: str) -> str:
+    """The lower-case SHA-256 of a ``.CHECKSUM`` body (``"<sha256>  <name>\\n"``)."""
+    fields = text.split()
+    if not fields or not _SHA256_RE.match(fields[0]):
+        raise SourceError(
+            f"Vision checksum file of {name} is malformed ({text[:100]!r}); expected "
+            "'<sha256>  <file name>', so the file cannot be verified and the period will come "
+            "from REST"
+        )
+    return fields[0].lower()
+
+
+def extract_csv(data: bytes, name: str, max_decompressed_bytes: int) -> bytes:
+    """
+    The CSV member of a Vision zip, inflated in chunks under a hard size cap.
+
+    Raises :class:`SourceError` when the member's declared or actual size exceeds the cap
+    (before inflating it all) and ``_CorruptZip`` when the archive is unreadable.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = [info for info in archive.infolist() if not info.is_dir()]
+            csvs = [info for info in members if info.filename.lower().endswith(".csv")]
+            if len(csvs) != 1:
+                raise _CorruptZip(
+                    f"expected one CSV member, found {[info.filename for info in members]}"
+                )
+            info = csvs[0]
+            if info.file_size > max_decompressed_bytes:
+                raise SourceError(
+                    f"Vision file {name}: member {info.filename} declares {info.file_size} bytes, "
+                    f"which exceeds the cap of {max_decompressed_bytes} bytes; raise "
+                    "max_decompressed_bytes if the file is genuine"
+                )
+            out = bytearray()
+            with archive.open(info) as member:
+                while chunk := member.read(_CHUNK):
+                    out += chunk
+                    if len(out) > max_decompressed_bytes:
+                        raise SourceError(
+                            f"Vision file {name}: member {info.filename} inflates beyond "
+                            f"{max_decompressed_bytes} bytes, which exceeds the cap; raise "
+                            "max_decompressed_bytes if the file is genuine"
+                        )
+            return bytes(out)
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
+        raise _CorruptZip(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _decode(data: bytes, name: str, max_decompressed_bytes: int) -> pl.DataFrame:
+    csv = extract_csv(data, name, max_decompressed_bytes)
+    try:
+        return parse_vision_csv(csv)
+    except SourceError as exc:
+        raise SourceError(f"Vision file {name}: {exc}") from exc
+    except pl.exceptions.PolarsError as exc:
+        raise SourceError(
+            f"Vision file {name} could not be parsed as klines ({exc}); the period will come "
+            "from REST"
+        ) from exc
+
+
+class VisionClient:
+    """
+    Daily and monthly kline files of one market from Binance Vision.
+
+    Parameters
+    ----------
+    market_type : MarketType
+        The market (``data/spot``, ``data/futures/um`` or ``data/futures/cm``).
+    base_url_vision : str, optional
+        Host override (mirrors, the local imitation); ``https://data.binance.vision`` when None.
+    concurrency : int, default 4
+        Requests in flight at once (one limit per client).
+    max_retries : int, default 3
+        Downloads of a file whose checksum fails or whose zip is corrupt, and tries per HTTP
+        request for 5xx / transport failures.
+    timeout_s : float, default 60.0
+        Per-request timeout.
+    max_decompressed_bytes : int, default 1 GiB
+        Hard cap on an inflated CSV.
+    verify_tls : bool, default True
+        TLS certificate verification.
+    backoff_base_s, backoff_max_s : float
+        Full-jitter exponential backoff between retries.
+
+    """
+
+    def __init__(
+        self,
+        market_type: MarketType,
+        base_url_vision: str | None = None,
+        *,
+        concurrency: int = 4,
+        max_retries: int = 3,
+        timeout_s: float = 60.0,
+        max_decompressed_bytes: int = 1 << 30,
+        verify_tls: bool = True,
+        backoff_base_s: float = 0.25,
+        backoff_max_s: float = 8.0,
+    ) -> None:
+        self.market_type = MarketType.parse(market_type)
+        host = (base_url_vision or DEFAULT_VISION_URL).rstrip("/")
+        self.base_url = f"{host}/{ENDPOINTS[self.market_type].vision_prefix}"
+        self.max_retries = max_retries
+        self.max_decompressed_bytes = max_decompressed_bytes
+        self._policy = RetryPolicy(max_retries, backoff_base_s, backoff_max_s)
+        self._transport = HttpTransport(
+            name=f"Binance Vision {self.market_type.name}",
+            policy=self._policy,
+            timeout_s=timeout_s,
+            concurrency=concurrency,
+            verify_tls=verify_tls,
+        )
+        self._files = 0
+        self._bytes = 0
+        self._checksum_failures = 0
+        self._retries = 0
+        self._not_found = 0
+
+    @property
+    def stats(self) -> VisionStats:
+        """A snapshot of the download counters."""
+        return VisionStats(
+            files=self._files,
+            bytes=self._bytes,
+            checksum_failures=self._checksum_failures,
+            retries=self._retries + self._transport.counters.retries,
+            not_found=self._not_found,
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._transport.aclose()
+
+    def file_url(self, symbol: str, interval: Interval | str, kind: str, stamp: str) -> str:
+        """URL of a kline zip; ``kind`` is ``daily`` or ``monthly``, ``stamp`` its date."""
+        interval = Interval.parse(interval)
+        label = vision_interval(interval)
+        name = f"{symbol}-{label}-{stamp}.zip"
+        return f"{self.base_url}/{kind}/klines/{symbol}/{label}/{name}"
+
+    async def daily(
+        self, symbol: str, interval: Interval | str, day: dt.date
+    ) -> pl.DataFrame | None:
+        """The bars of one UTC day's file; None when Vision has no such file (404)."""
+        return await self._file(symbol, interval, "daily", day.strftime("%Y-%m-%d"))
+
+    async def monthly(
+        self, symbol: str, interval: Interval | str, year: int, month: int
+    ) -> pl.DataFrame | None:
+        """The bars of one calendar month's file; None when Vision has no such file (404)."""
+        if not 1 <= month <= 12:
+            raise InvalidInput(f"month {month} is not 1..12; pass a calendar month")
+        return await self._file(symbol, interval, "monthly", f"{year:04d}-{month:02d}")
+
+    async def _file(
+        self, symbol: str, interval: Interval | str, kind: str, stamp: str
+    ) -> pl.DataFrame | None:
+        interval = Interval.parse(interval)
+        interval.check_market(self.market_type)
+        if not _SYMBOL_RE.match(symbol):
+            raise InvalidInput(
+                f"invalid Binance symbol {symbol!r}: upper-case letters and digits only "
+                "(e.g. BTCUSDT, BTCUSD_PERP)"
+            )
+        url = self.file_url(symbol, interval, kind, stamp)
+        name = url.rsplit("/", 1)[1]
+        mismatch: tuple[str, str] | None = None
+        corrupt = ""
+        for attempt in range(1, self.max_retries + 1):
+            if attempt > 1:
+                self._retries += 1
+                await asyncio.sleep(
+                    backoff_delay(
+                        attempt - 1, self._policy.backoff_base_s, self._policy.backoff_max_s
+                    )
+                )
+            reply = await self._transport.get(url)
+            if reply.status == 404:
+                self._not_found += 1
+                return None
+            self._check_ok(reply, name)
+            data = reply.response.content
+            self._bytes += len(data)
+            published = await self._published_sha256(url, name)
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != published:
+                self._checksum_failures += 1
+                mismatch, corrupt = (published, actual), ""
+                continue
+            try:
+                frame = await asyncio.to_thread(_decode, data, name, self.max_decompressed_bytes)
+            except _CorruptZip as exc:
+                mismatch, corrupt = None, str(exc)
+                continue
+            self._files += 1
+            return frame
+        if mismatch is not None:
+            raise ChecksumMismatch(
+                f"Vision file {name}: SHA-256 {mismatch[1]} of the download differs from the "
+                f"published {mismatch[0]} after {self.max_retries} downloads; the file is refused "
+                "and the period will come from REST"
+            )
+        raise SourceError(
+            f"Vision file {name} is corrupt after {self.max_retries} downloads ({corrupt}); "
+            "the period will come from REST"
+        )
+
+    async def _published_sha256(self, url: str, name: str) -> str:
+        reply = await self._transport.get(url + ".CHECKSUM")
+        if reply.status == 404:
+            raise SourceError(
+                f"Vision file {name} has no .CHECKSUM, so it cannot be verified and is refused; "
+                "the period will come from REST"
+            )
+        self._check_ok(reply, name + ".CHECKSUM")
+        return parse_checksum(reply.response.text, name)
+
+    def _check_ok(self, reply: Reply[None], name: str) -> None:
+        if 200 <= reply.status < 300:
+            return
+        raise SourceError(
+            f"Binance Vision {reply.response.url.path} answered HTTP {reply.status} for {name}; "
+            "check base_url_vision, or the period will come from REST"
+        )
