@@ -1,0 +1,669 @@
+"""The data-source manager: Binance klines through cache -> Vision -> REST, with a quality report.
+
+``fetch`` validates everything before any I/O, splits the request into periods (UTC days, or
+UTC years for ``1d`` and longer), serves closed periods from the cache, fetches the others from
+Binance Vision (a whole uncached month from its monthly zip) and falls back to REST per period
+when a file is missing or cannot be trusted. Closed periods are cached; the open period (the one
+containing now) is fetched from REST for the requested part only and never cached. The merged
+frame holds exactly the closed bars with open time in ``[start, end)``, sorted and unique; what
+was missing, repeated, reordered or odd is in the report, never papered over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from nautilus_dsm.dsm.cache import KlineCache
+from nautilus_dsm.dsm.planner import (
+    MonthGroup,
+    Period,
+    closed_end_ms,
+    is_closed,
+    periods_for,
+    plan_fetch,
+)
+from nautilus_dsm.dsm.quality import (
+    QualityReport,
+    assess,
+    below_threshold_message,
+    iso_ms,
+    normalise,
+)
+from nautilus_dsm.dsm.rest import BinanceRestClient
+from nautilus_dsm.dsm.schema import COLUMNS, empty_frame
+from nautilus_dsm.dsm.vision import VisionClient
+from nautilus_dsm.errors import (
+    DataUnavailable,
+    DSMError,
+    InvalidInput,
+    QualityBelowThreshold,
+    SourceError,
+)
+from nautilus_dsm.markets import (
+    DEFAULT_VISION_URL,
+    ENDPOINTS,
+    DataProvider,
+    Interval,
+    MarketType,
+    ResolvedInstrument,
+    check_range,
+    resolve_instrument,
+    rest_base_url,
+)
+
+log = logging.getLogger("nautilus_dsm.dsm")
+
+Source = Literal["cache", "vision", "rest"]
+ProgressCallback = Callable[[int, int], None]
+_POLICIES = ("raise", "warn")
+_SOURCE_COL = "__source"
+
+
+class FetchInsideEventLoop(DSMError, RuntimeError):
+    """``fetch_sync`` was called from code already running an event loop."""
+
+
+@dataclass(slots=True)
+class FetchResult:
+    """The bars of a fetch, their quality report, the resolved instrument and the interval."""
+
+    frame: pl.DataFrame
+    report: QualityReport
+    instrument: ResolvedInstrument
+    interval: Interval
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class _Run:
+    """Mutable state of one fetch: frames per period, counters, failures, timings."""
+
+    instrument: ResolvedInstrument
+    interval: Interval
+    start_ms: int
+    stop_ms: int
+    now_ms: int
+    total: int
+    progress: ProgressCallback | None
+    done: int = 0
+    frames: list[pl.DataFrame] = field(default_factory=list)
+    duplicates: int = 0
+    out_of_order: int = 0
+    warnings: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"cache": 0.0, "vision": 0.0, "rest": 0.0}
+    )
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.progress is not None and n:
+            self.progress(self.done, self.total)
+
+
+class DataSourceManager:
+    """
+    Fetch Binance klines exactly, through cache -> Binance Vision -> REST.
+
+    Create with :meth:`create`. One REST and one Vision client per market, created on first use.
+    Use ``async with`` or call :meth:`aclose` to release the connections.
+    """
+
+    def __init__(
+        self,
+        market_type: MarketType | None,
+        *,
+        base_url_http: str | None,
+        base_url_vision: str | None,
+        cache: KlineCache,
+        min_completeness: float,
+        on_low_quality: str,
+        max_concurrency: int,
+        use_cache: bool,
+        use_vision: bool,
+        use_rest: bool,
+        verify_tls: bool,
+        clock: Callable[[], int] | None,
+    ) -> None:
+        self.market_type = market_type
+        self.base_url_http = base_url_http
+        self.base_url_vision = base_url_vision
+        self.cache = cache
+        self.min_completeness = _check_threshold(min_completeness)
+        self.on_low_quality = _check_policy(on_low_quality)
+        if max_concurrency < 1:
+            raise InvalidInput(f"max_concurrency must be >= 1, was {max_concurrency}")
+        self.max_concurrency = max_concurrency
+        self.use_cache = use_cache
+        self.use_vision = use_vision
+        self.use_rest = use_rest
+        self.verify_tls = verify_tls
+        self._clock = clock or _wall_clock_ms
+        self._rest: dict[MarketType, BinanceRestClient] = {}
+        self._vision: dict[MarketType, VisionClient] = {}
+        self._exchange_info: dict[MarketType, dict] = {}
+        # First bar ever per (market, symbol, interval): it never changes once known, so live
+        # polls of the open period do not repeat the probe.
+        self._first_bar: dict[tuple[MarketType, str, Interval], int] = {}
+
+    @classmethod
+    def create(
+        cls,
+        provider: DataProvider | str = DataProvider.BINANCE,
+        market_type: MarketType | str | None = None,
+        *,
+        base_url_http: str | None = None,
+        base_url_vision: str | None = None,
+        cache_dir: Path | str | None = None,
+        min_completeness: float = 0.95,
+        on_low_quality: str = "raise",
+        max_concurrency: int = 4,
+        use_cache: bool = True,
+        use_vision: bool = True,
+        use_rest: bool = True,
+        verify_tls: bool = True,
+        clock: Callable[[], int] | None = None,
+    ) -> DataSourceManager:
+        """
+        Create a manager.
+
+        Parameters
+        ----------
+        provider : DataProvider
+            The data provider (Binance).
+        market_type : MarketType, optional
+            Restrict the manager to one market; an instrument of another market is refused
+            with :class:`MarketTypeMismatch`. None infers the market per instrument id.
+        base_url_http, base_url_vision : str, optional
+            Host overrides of the REST API and of Binance Vision (mirrors, the imitation).
+        cache_dir : Path, optional
+            Parquet cache root (the user cache dir when None).
+        min_completeness : float, default 0.95
+            Completeness (0..1) below which ``on_low_quality`` applies.
+        on_low_quality : {"raise", "warn"}
+            Raise :class:`QualityBelowThreshold` (result attached) or log a warning.
+        max_concurrency : int, default 4
+            Concurrent requests per source client.
+        use_cache, use_vision, use_rest : bool
+            Switch sources off (e.g. ``use_rest=False`` for bulk files only).
+        verify_tls : bool, default True
+            TLS certificate verification.
+        clock : Callable[[], int], optional
+            "Now" in epoch ms (decides which periods are closed); the system clock when None.
+
+        """
+        if isinstance(provider, str):
+            try:
+                provider = DataProvider(provider.strip().lower())
+            except ValueError:
+                raise InvalidInput(
+                    f"unknown provider {provider!r}; use one of: "
+                    + ", ".join(p.value for p in DataProvider)
+                ) from None
+        if provider is not DataProvider.BINANCE:
+            raise InvalidInput(f"unsupported provider {provider!r}; use DataProvider.BINANCE")
+        return cls(
+            MarketType.parse(market_type) if market_type is not None else None,
+            base_url_http=base_url_http,
+            base_url_vision=base_url_vision,
+            cache=KlineCache(cache_dir),
+            min_completeness=min_completeness,
+            on_low_quality=on_low_quality,
+            max_concurrency=max_concurrency,
+            use_cache=use_cache,
+            use_vision=use_vision,
+            use_rest=use_rest,
+            verify_tls=verify_tls,
+            clock=clock,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> DataSourceManager:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every client's connections (clients are re-created if used again)."""
+        clients: list[BinanceRestClient | VisionClient] = [
+            *self._rest.values(),
+            *self._vision.values(),
+        ]
+        self._rest.clear()
+        self._vision.clear()
+        for client in clients:
+            await client.aclose()
+
+    def rest_client(self, market_type: MarketType) -> BinanceRestClient:
+        """The market's REST client, created on first use."""
+        client = self._rest.get(market_type)
+        if client is None:
+            client = BinanceRestClient(
+                market_type,
+                self.base_url_http,
+                concurrency=self.max_concurrency,
+                verify_tls=self.verify_tls,
+                clock=self._clock,
+            )
+            self._rest[market_type] = client
+        return client
+
+    def vision_client(self, market_type: MarketType) -> VisionClient:
+        """The market's Vision client, created on first use."""
+        client = self._vision.get(market_type)
+        if client is None:
+            client = VisionClient(
+                market_type,
+                self.base_url_vision,
+                concurrency=self.max_concurrency,
+                verify_tls=self.verify_tls,
+            )
+            self._vision[market_type] = client
+        return client
+
+    async def exchange_info(self, market_type: MarketType | str) -> dict:
+        """The market's decoded ``exchangeInfo``, fetched once per manager."""
+        # Any market: instrument metadata is not bars, and providers may load several markets.
+        market = MarketType.parse(market_type)
+        info = self._exchange_info.get(market)
+        if info is None:
+            info = await self.rest_client(market).exchange_info()
+            self._exchange_info[market] = info
+        return info
+
+    # -- fetch -------------------------------------------------------------------------------
+
+    def fetch_sync(
+        self,
+        instrument_id_or_symbol: str,
+        interval: Interval | str,
+        start: datetime,
+        end: datetime,
+        *,
+        progress: ProgressCallback | None = None,
+        min_completeness: float | None = None,
+        on_low_quality: str | None = None,
+    ) -> FetchResult:
+        """Blocking :meth:`fetch` for scripts; refuses to run inside a running event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise FetchInsideEventLoop(
+                "fetch_sync() was called inside a running event loop (async code, Jupyter); "
+                "use `await dsm.fetch(...)` there instead"
+            )
+
+        async def run() -> FetchResult:
+            try:
+                return await self.fetch(
+                    instrument_id_or_symbol,
+                    interval,
+                    start,
+                    end,
+                    progress=progress,
+                    min_completeness=min_completeness,
+                    on_low_quality=on_low_quality,
+                )
+            finally:
+                # The connections belong to this short-lived loop.
+                await self.aclose()
+
+        return asyncio.run(run())
+
+    async def fetch(
+        self,
+        instrument_id_or_symbol: str,
+        interval: Interval | str,
+        start: datetime,
+        end: datetime,
+        *,
+        progress: ProgressCallback | None = None,
+        min_completeness: float | None = None,
+        on_low_quality: str | None = None,
+    ) -> FetchResult:
+        """
+        Fetch the closed bars with open time in ``[start, end)``.
+
+        Parameters
+        ----------
+        instrument_id_or_symbol : str
+            A Nautilus id (``BTCUSDT-PERP.BINANCE``) or a Binance symbol.
+        interval : Interval or str
+            Binance interval (``1s`` spot only, ``1m`` ... ``1M``).
+        start, end : datetime
+            Timezone-aware UTC; ``end`` is exclusive and capped at now (closed bars only).
+        progress : Callable[[int, int], None], optional
+            Called with ``(done_periods, total_periods)`` as periods complete.
+        min_completeness, on_low_quality : optional
+            Override the manager's quality policy for this call.
+
+        Raises
+        ------
+        InvalidInput, MarketTypeMismatch
+            Before any I/O, for a bad interval, range, symbol or market.
+        UnknownSymbol
+            When Binance does not list the symbol on the market.
+        DataUnavailable
+            When a period could not be fetched from any source.
+        QualityBelowThreshold
+            Below ``min_completeness`` with policy "raise"; ``.result`` holds the result.
+
+        """
+        started = time.perf_counter()
+        interval = Interval.parse(interval)
+        instrument = resolve_instrument(instrument_id_or_symbol, self.market_type)
+        interval.check_market(instrument.market_type)
+        start_ms, end_ms = check_range(start, end)
+        threshold = _check_threshold(
+            self.min_completeness if min_completeness is None else min_completeness
+        )
+        policy = _check_policy(self.on_low_quality if on_low_quality is None else on_low_quality)
+
+        now_ms = self._clock()
+        stop_ms = max(start_ms, closed_end_ms(interval, end_ms, now_ms))
+        periods = periods_for(interval, start_ms, stop_ms)
+        run = _Run(instrument, interval, start_ms, stop_ms, now_ms, len(periods), progress)
+        if stop_ms < end_ms:
+            run.warnings.append(
+                f"end {iso_ms(end_ms)} is after the last closed bar; capped at "
+                f"{iso_ms(stop_ms)} (bars still forming are never returned)"
+            )
+
+        cached_keys = self._read_cache(run, periods)
+        listing_ms, not_before_ms = await self._find_listing(run, periods, cached_keys)
+        plan = plan_fetch(
+            interval,
+            periods,
+            now_ms,
+            cached_keys,
+            not_before_ms=not_before_ms,
+            use_vision=self.use_vision,
+        )
+        run.advance(len(plan.cached) + len(plan.skipped))
+
+        jobs: list[Awaitable[None]] = [self._vision_month(run, m) for m in plan.vision_months]
+        jobs += [self._vision_day(run, p) for p in plan.vision_days]
+        jobs += [self._rest_period(run, p, cache=True) for p in plan.rest_closed]
+        jobs += [self._rest_period(run, p, cache=False) for p in plan.open]
+        await _gather_or_cancel(jobs)
+        if run.failures:
+            raise DataUnavailable(
+                f"{instrument.instrument_id} {interval.value}: {len(run.failures)} period(s) "
+                f"could not be fetched from any source: {'; '.join(run.failures)}. Periods "
+                "fetched so far are cached, so a retry only requests these; check the network "
+                "and base_url_http / base_url_vision, or narrow the range"
+            )
+
+        frame, sources = self._merge(run)
+        run.timings["total"] = time.perf_counter() - started
+        report = assess(
+            frame,
+            interval,
+            start_ms,
+            stop_ms,
+            instrument_id=instrument.instrument_id,
+            symbol=instrument.symbol,
+            market_type=instrument.market_type,
+            listing_ms=listing_ms,
+            duplicates_removed=run.duplicates,
+            out_of_order_fixed=run.out_of_order,
+            sources=sources,
+            cache_hits=len(plan.cached),
+            cache_misses=sum(len(m.days) for m in plan.vision_months)
+            + len(plan.vision_days)
+            + len(plan.rest_closed),
+            endpoint_http=(
+                rest_base_url(instrument.market_type, self.base_url_http) if self.use_rest else None
+            ),
+            endpoint_vision=self._vision_endpoint(instrument.market_type),
+            timings=run.timings,
+            warnings=run.warnings,
+        )
+        result = FetchResult(frame, report, instrument, interval)
+        log.debug("fetched %s", report.summary())
+        if report.completeness < threshold:
+            message = below_threshold_message(report, threshold)
+            if policy == "raise":
+                raise QualityBelowThreshold(message, result=result)
+            report.warnings.append(message)
+            log.warning(message)
+        return result
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _read_cache(self, run: _Run, periods: list[Period]) -> set[str]:
+        if not self.use_cache:
+            return set()
+        closed = [p.key for p in periods if is_closed(run.interval, p, run.now_ms)]
+        if not closed:
+            return set()
+        t0 = time.perf_counter()
+        inst = run.instrument
+        frame, hits = self.cache.read_many(inst.market_type, inst.symbol, run.interval, closed)
+        run.timings["cache"] += time.perf_counter() - t0
+        if frame is not None:
+            self._add(run, frame, "cache")
+        return set(hits)
+
+    async def _find_listing(
+        self, run: _Run, periods: list[Period], cached_keys: set[str]
+    ) -> tuple[int | None, int | None]:
+        """One REST call for the symbol's first bar ever, unless the first period is cached.
+
+        Returns ``(listing_ms, not_before_ms)``: the listing when it is after the requested
+        start (reported), and the time before which no period needs requesting. Asking from
+        epoch 0 rather than from ``start`` keeps an outage at the start of the range a gap
+        instead of mistaking it for a listing. The same call turns an unknown symbol into one
+        :class:`UnknownSymbol` before any Vision request.
+        """
+        if not periods or not self.use_rest or periods[0].key in cached_keys:
+            return None, None
+        inst, interval = run.instrument, run.interval
+        memo_key = (inst.market_type, inst.symbol, interval)
+        first = self._first_bar.get(memo_key)
+        if first is None:
+            t0 = time.perf_counter()
+            try:
+                first = await self.rest_client(inst.market_type).first_open_time(
+                    inst.symbol, interval, 0
+                )
+            except SourceError as exc:
+                run.warnings.append(f"could not look up the first bar ({exc}); listing not checked")
+                return None, None
+            finally:
+                run.timings["rest"] += time.perf_counter() - t0
+            if first is not None:
+                self._first_bar[memo_key] = first
+        if first is None or first >= run.stop_ms:
+            # Nothing at all in the range: request nothing rather than search period by period.
+            what = (
+                "has no bars at or after"
+                if first is None
+                else f"has its first bar at {iso_ms(first)}, after"
+            )
+            run.warnings.append(
+                f"{inst.instrument_id} {what} the requested range "
+                f"{iso_ms(run.start_ms)}..{iso_ms(run.stop_ms)}; nothing was requested"
+            )
+            if first is None:
+                return None, run.stop_ms
+            return first, run.stop_ms
+        if first <= interval.ceil_ms(run.start_ms):
+            return None, None
+        before = interval.count(run.start_ms, first)
+        run.warnings.append(
+            f"{inst.instrument_id} has no data before {iso_ms(first)} (first bar); {before} bars "
+            "requested before it are not counted as missing"
+        )
+        return first, first
+
+    async def _vision_month(self, run: _Run, month: MonthGroup) -> None:
+        inst = run.instrument
+        t0 = time.perf_counter()
+        try:
+            frame = await self.vision_client(inst.market_type).monthly(
+                inst.symbol, run.interval, month.year, month.month
+            )
+            reason = "404"
+        except SourceError as exc:
+            frame, reason = None, str(exc)
+        finally:
+            run.timings["vision"] += time.perf_counter() - t0
+        if frame is None:
+            # Monthly files appear days after the month ends; the daily files come first.
+            log.info(
+                "Vision monthly %s %s unavailable (%s); using daily files",
+                inst.symbol,
+                month.key,
+                reason,
+            )
+            await _gather_or_cancel([self._vision_day(run, day) for day in month.days])
+            return
+        opens = pl.col("open_time").dt.epoch("ms")
+        inside = frame.filter((opens >= month.days[0].start_ms) & (opens < month.days[-1].end_ms))
+        self._note_outside(run, frame.height - inside.height, f"Vision monthly {month.key}")
+        for day in month.days:
+            part = inside.filter((opens >= day.start_ms) & (opens < day.end_ms))
+            self._store(run, day, part, "vision", cache=True)
+
+    async def _vision_day(self, run: _Run, period: Period) -> None:
+        inst = run.instrument
+        t0 = time.perf_counter()
+        try:
+            frame = await self.vision_client(inst.market_type).daily(
+                inst.symbol, run.interval, period.day
+            )
+            reason = "not on Vision (404)"
+        except SourceError as exc:
+            frame, reason = None, f"Vision refused ({exc})"
+        finally:
+            run.timings["vision"] += time.perf_counter() - t0
+        if frame is not None:
+            self._store(run, period, frame, "vision", cache=True)
+        elif self.use_rest:
+            log.info("%s %s: %s; using REST", inst.symbol, period.key, reason)
+            await self._rest_period(run, period, cache=True)
+        elif reason.startswith("not on Vision"):
+            run.warnings.append(f"{period.key}: {reason} and REST is disabled; counted as missing")
+            run.advance()
+        else:
+            run.failures.append(f"{period.key} ({reason}; REST is disabled)")
+            run.advance()
+
+    async def _rest_period(self, run: _Run, period: Period, *, cache: bool) -> None:
+        inst = run.instrument
+        if not self.use_rest:
+            run.warnings.append(
+                f"{period.key}: the open period needs REST, which is disabled; counted as missing"
+            )
+            run.advance()
+            return
+        # A closed period is fetched whole (and cached); the open one only as far as requested.
+        lo = period.start_ms if cache else max(period.start_ms, run.start_ms)
+        hi = period.end_ms if cache else min(period.end_ms, run.stop_ms)
+        t0 = time.perf_counter()
+        try:
+            frame = await self.rest_client(inst.market_type).klines(
+                inst.symbol, run.interval, lo, hi, now_ms=run.now_ms
+            )
+        except SourceError as exc:
+            run.failures.append(f"{period.key} (REST: {exc})")
+            run.advance()
+            return
+        finally:
+            run.timings["rest"] += time.perf_counter() - t0
+        self._store(run, period, frame, "rest", cache=cache)
+
+    def _store(
+        self, run: _Run, period: Period, frame: pl.DataFrame, source: Source, *, cache: bool
+    ) -> None:
+        clean, duplicates, out_of_order = normalise(frame.select(COLUMNS))
+        run.duplicates += duplicates
+        run.out_of_order += out_of_order
+        opens = pl.col("open_time").dt.epoch("ms")
+        inside = clean.filter((opens >= period.start_ms) & (opens < period.end_ms))
+        self._note_outside(run, clean.height - inside.height, f"{source} {period.key}")
+        if cache and self.use_cache:
+            inst = run.instrument
+            t0 = time.perf_counter()
+            self.cache.write(inst.market_type, inst.symbol, run.interval, period.key, inside)
+            run.timings["cache"] += time.perf_counter() - t0
+        self._add(run, inside, source)
+        run.advance()
+
+    @staticmethod
+    def _note_outside(run: _Run, n: int, where: str) -> None:
+        if n:
+            run.warnings.append(
+                f"{where}: {n} row(s) with open times outside the file's period were ignored"
+            )
+
+    @staticmethod
+    def _add(run: _Run, frame: pl.DataFrame, source: Source) -> None:
+        run.frames.append(frame.with_columns(pl.lit(source).alias(_SOURCE_COL)))
+
+    @staticmethod
+    def _merge(run: _Run) -> tuple[pl.DataFrame, dict[str, int]]:
+        if not run.frames:
+            return empty_frame(), {}
+        opens = pl.col("open_time").dt.epoch("ms")
+        merged = (
+            pl.concat(run.frames, how="vertical")
+            .filter((opens >= run.start_ms) & (opens < run.stop_ms))
+            .sort("open_time", maintain_order=True)
+        )
+        unique = merged.unique(subset="open_time", keep="first", maintain_order=True)
+        run.duplicates += merged.height - unique.height
+        counts = unique.get_column(_SOURCE_COL).value_counts()
+        sources = {str(s): int(n) for s, n in counts.iter_rows()}
+        return unique.select(COLUMNS), sources
+
+    def _vision_endpoint(self, market_type: MarketType) -> str | None:
+        if not self.use_vision:
+            return None
+        host = (self.base_url_vision or DEFAULT_VISION_URL).rstrip("/")
+        return f"{host}/{ENDPOINTS[market_type].vision_prefix}"
+
+
+def _check_threshold(value: float) -> float:
+    if not 0.0 <= float(value) <= 1.0:
+        raise InvalidInput(
+            f"min_completeness {value!r} is not a fraction; pass a value in [0, 1], e.g. 0.95"
+        )
+    return float(value)
+
+
+def _check_policy(value: str) -> str:
+    if value not in _POLICIES:
+        raise InvalidInput(f"on_low_quality {value!r} is not 'raise' or 'warn'; use one of them")
+    return value
+
+
+async def _gather_or_cancel(jobs: list[Awaitable[None]]) -> None:
+    """Run the jobs concurrently; on the first error cancel the rest and re-raise it."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    if not tasks:
+        return
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -1,0 +1,163 @@
+"""KlineCache on disk: layout, atomic writes, corrupt files, fast multi-period reads."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from nautilus_dsm.dsm.cache import KlineCache
+from nautilus_dsm.dsm.schema import FRAME_SCHEMA
+from nautilus_dsm.errors import InvalidInput
+from nautilus_dsm.markets import Interval, MarketType, to_ms
+
+UM = MarketType.FUTURES_USDT
+M1 = Interval.MINUTE_1
+
+
+def day_frame(day: date, n: int = 1440) -> pl.DataFrame:
+    start = to_ms(datetime(day.year, day.month, day.day, tzinfo=UTC))
+    opens = [start + i * 60_000 for i in range(n)]
+    price = [Decimal(f"42000.{i:08d}") for i in range(n)]
+    one = [Decimal("1.5")] * n
+    return pl.DataFrame(
+        {
+            "open_time": opens,
+            "close_time": [t + 59_999 for t in opens],
+            "open": price,
+            "high": price,
+            "low": price,
+            "close": price,
+            "volume": one,
+            "quote_volume": one,
+            "trades": list(range(n)),
+            "taker_buy_base_volume": one,
+            "taker_buy_quote_volume": one,
+        },
+        schema=FRAME_SCHEMA,
+    )
+
+
+def test_write_then_read_round_trips_exactly(cache_dir: Path) -> None:
+    cache = KlineCache(cache_dir)
+    frame = day_frame(date(2024, 1, 3))
+
+    path = cache.write(UM, "BTCUSDT", M1, "2024-01-03", frame)
+
+    assert path == cache_dir / "binance" / "futures_usdt" / "BTCUSDT" / "1m" / "2024-01-03.parquet"
+    assert cache.read(UM, "BTCUSDT", M1, "2024-01-03").equals(frame)
+    assert [p.name for p in path.parent.iterdir()] == ["2024-01-03.parquet"]  # no temp left
+
+
+def test_read_absent_period_is_none(cache_dir: Path) -> None:
+    assert KlineCache(cache_dir).read(UM, "BTCUSDT", M1, "2024-01-03") is None
+
+
+def test_truncated_file_is_counted_deleted_and_absent(cache_dir: Path) -> None:
+    cache = KlineCache(cache_dir)
+    path = cache.write(UM, "BTCUSDT", M1, "2024-01-03", day_frame(date(2024, 1, 3)))
+    path.write_bytes(path.read_bytes()[:500])
+
+    assert cache.read(UM, "BTCUSDT", M1, "2024-01-03") is None
+    assert cache.corrupt == 1
+    assert not path.exists()
+
+
+def test_wrong_schema_file_is_counted_and_absent(cache_dir: Path) -> None:
+    cache = KlineCache(cache_dir)
+    path = cache.path(UM, "BTCUSDT", M1, "2024-01-03")
+    path.parent.mkdir(parents=True)
+    day_frame(date(2024, 1, 3)).drop("trades").write_parquet(path)
+
+    assert cache.read(UM, "BTCUSDT", M1, "2024-01-03") is None
+    assert cache.corrupt == 1
+
+
+def test_read_many_skips_a_corrupt_file_and_keeps_the_rest(cache_dir: Path) -> None:
+    cache = KlineCache(cache_dir)
+    days = [date(2024, 1, d) for d in (1, 2, 3)]
+    for day in days:
+        cache.write(UM, "BTCUSDT", M1, day.isoformat(), day_frame(day))
+    cache.path(UM, "BTCUSDT", M1, "2024-01-02").write_bytes(b"not parquet")
+
+    frame, hits = cache.read_many(UM, "BTCUSDT", M1, [d.isoformat() for d in days] + ["2024-01-04"])
+
+    assert hits == ["2024-01-01", "2024-01-03"]
+    assert frame.equals(pl.concat([day_frame(days[0]), day_frame(days[2])]))
+    assert cache.corrupt == 1
+
+
+def test_read_many_of_a_year_of_minutes_is_fast(cache_dir: Path) -> None:
+    cache = KlineCache(cache_dir)
+    template = day_frame(date(2024, 1, 1))
+    keys = []
+    for i in range(365):
+        day = date(2024, 1, 1) + timedelta(days=i)
+        shifted = template.with_columns(
+            pl.col("open_time") + timedelta(days=i), pl.col("close_time") + timedelta(days=i)
+        )
+        cache.write(UM, "BTCUSDT", M1, day.isoformat(), shifted)
+        keys.append(day.isoformat())
+
+    cpu = time.process_time()
+    frame, hits = cache.read_many(UM, "BTCUSDT", M1, keys)
+    cpu = time.process_time() - cpu
+
+    assert frame.height == 365 * 1440
+    assert len(hits) == 365
+    assert cpu < 1.0
+
+
+def test_concurrent_writers_of_one_period_both_succeed(cache_dir: Path) -> None:
+    cache = KlineCache(cache_dir)
+    frame = day_frame(date(2024, 1, 3))
+
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(
+            pool.map(lambda _: cache.write(UM, "BTCUSDT", M1, "2024-01-03", frame), range(16))
+        )
+
+    assert len(set(paths)) == 1
+    assert cache.read(UM, "BTCUSDT", M1, "2024-01-03").equals(frame)
+    assert [p.name for p in paths[0].parent.iterdir()] == ["2024-01-03.parquet"]
+
+
+@pytest.mark.parametrize("symbol", ["../etc", "btcusdt", "BTC/USDT", "A"])
+def test_path_refuses_symbols_outside_binance_alphabet(cache_dir: Path, symbol: str) -> None:
+    with pytest.raises(InvalidInput, match="invalid symbol"):
+        KlineCache(cache_dir).path(UM, symbol, M1, "2024-01-03")
+
+
+def test_path_refuses_bad_period_keys(cache_dir: Path) -> None:
+    with pytest.raises(InvalidInput, match=r"invalid cache period '\.\./2024'"):
+        KlineCache(cache_dir).path(UM, "BTCUSDT", M1, "../2024")
+
+
+def test_info_and_clear(cache_dir: Path) -> None:
+    cache = KlineCache(cache_dir)
+    cache.write(UM, "BTCUSDT", M1, "2024-01-01", day_frame(date(2024, 1, 1)))
+    cache.write(UM, "BTCUSDT", M1, "2024-01-02", day_frame(date(2024, 1, 2)))
+    cache.write(
+        MarketType.SPOT, "ETHUSDT", Interval.HOUR_1, "2024-01-01", day_frame(date(2024, 1, 1), 24)
+    )
+
+    info = cache.info()
+
+    assert info["files"] == 3
+    assert [
+        (e["market"], e["symbol"], e["interval"], e["files"], e["first"], e["last"])
+        for e in info["entries"]
+    ] == [
+        ("futures_usdt", "BTCUSDT", "1m", 2, "2024-01-01", "2024-01-02"),
+        ("spot", "ETHUSDT", "1h", 1, "2024-01-01", "2024-01-01"),
+    ]
+    assert info["bytes"] == sum(e["bytes"] for e in info["entries"]) > 0
+    assert cache.clear(market="spot") == 1
+    assert cache.info()["files"] == 2
+    assert cache.clear() == 2
+    assert cache.info()["files"] == 0
