@@ -1,0 +1,89 @@
+"""Fault switches of the Binance imitation: the failures a real client meets, on demand.
+
+Every switch is a plain attribute, so a test flips it while the server runs. Counters ("the next
+N answers fail") are consumed under a lock, so concurrent requests never both take the last one.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Faults:
+    """Mutable fault switches; the server reads them on every request.
+
+    Attributes
+    ----------
+    gaps
+        ``(symbol, start_ms, end_ms)``: bars with open time in ``[start_ms, end_ms)`` are absent
+        from REST and Vision (every market and interval of that symbol).
+    vision_missing, vision_bad_checksum, vision_truncated, vision_wrong_columns
+        Vision zip names (``"BTCUSDT-1m-2024-01-03.zip"``): answered 404; with a ``.CHECKSUM``
+        that does not match; with the zip cut in half; with a CSV of 11 columns (no ``ignore``).
+    vision_timestamps_us
+        Force µs (True) or ms (False) timestamps in every Vision CSV; None = Binance's behaviour
+        (spot files dated 2025-01-01 or later in µs, everything else in ms).
+    rest_5xx, rest_429, rest_418
+        The next N REST requests answer 503 / 429 / 418 (``Retry-After: retry_after_s``).
+    retry_after_s
+        ``Retry-After`` of the forced 429/418 answers.
+    ban_seconds
+        Length of the ban (418) for a client that ignores ``Retry-After`` after a real 429.
+    weight_limit
+        Request-weight limit per minute; None = Binance's (6000 spot, 2400 futures).
+    ban_after_ignored
+        How many requests sent while told to wait are tolerated before the ban.
+    latency_s
+        Delay before each answer.
+    reset_mid_body
+        The next N answers send their headers and half the body, then close the socket.
+    duplicate_rows, out_of_order_rows
+        REST kline pages repeat a row / swap their first two rows.
+    down
+        Close every connection without answering (an outage).
+    """
+
+    gaps: list[tuple[str, int, int]] = field(default_factory=list)
+    vision_missing: set[str] = field(default_factory=set)
+    vision_bad_checksum: set[str] = field(default_factory=set)
+    vision_truncated: set[str] = field(default_factory=set)
+    vision_wrong_columns: set[str] = field(default_factory=set)
+    vision_timestamps_us: bool | None = None
+    rest_5xx: int = 0
+    rest_429: int = 0
+    rest_418: int = 0
+    retry_after_s: int = 1
+    ban_seconds: int = 120
+    weight_limit: int | None = None
+    ban_after_ignored: int = 3
+    latency_s: float = 0.0
+    reset_mid_body: int = 0
+    duplicate_rows: bool = False
+    out_of_order_rows: bool = False
+    down: bool = False
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    def take(self, name: str) -> bool:
+        """Consume one unit of the counter ``name``; True when it was positive."""
+        with self._lock:
+            value = getattr(self, name)
+            if value > 0:
+                setattr(self, name, value - 1)
+                return True
+            return False
+
+    def gaps_for(self, symbol: str) -> list[tuple[int, int]]:
+        """The ``[start_ms, end_ms)`` gaps of ``symbol``."""
+        return [(start, end) for sym, start, end in list(self.gaps) if sym == symbol]
+
+    def reset(self) -> None:
+        """Switch every fault off."""
+        fresh = Faults()
+        with self._lock:
+            for name in self.__dataclass_fields__:
+                if name != "_lock":
+                    setattr(self, name, getattr(fresh, name))
