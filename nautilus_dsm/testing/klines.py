@@ -230,7 +230,8 @@ def _quote_units(
     else:  # COIN-M: base-asset volume = contracts x contract size / price
         contracts = steps.astype(np.float64) * ks.step_units / UNIT
         value = contracts * ks.contract_size * UNIT * UNIT / price
-    return (np.floor(value / quote_step) * quote_step).astype(np.int64)
+    # Scale back in integers: the float product of a large count and the step is inexact.
+    return np.floor(value / quote_step).astype(np.int64) * quote_step
 
 
 # --------------------------------------------------------------------------------------------
