@@ -1,6 +1,7 @@
 """The kline cache: one parquet file per market / symbol / interval / closed period.
 
-Layout: ``{root}/binance/{market}/{SYMBOL}/{interval}/{YYYY-MM-DD | YYYY}.parquet``. Only
+Layout: ``{root}/binance/{market}/{SYMBOL}/{interval}/{YYYY-MM-DD | YYYY}.parquet`` (``1mo``
+for ``1M``, so it never shares a folder with ``1m`` on case-insensitive file systems). Only
 closed periods are written, and a written period is immutable, so a cached file is always the
 whole truth for its period. Writes are atomic (temp file in the same directory, fsync,
 ``os.replace``): a killed process never leaves half a file, and two processes writing the same
@@ -33,6 +34,11 @@ _KEY_RE = re.compile(r"^[0-9]{4}(-[0-9]{2}-[0-9]{2})?$")
 _SUFFIX = ".parquet"
 
 
+def _dir_name(interval: Interval) -> str:
+    # "1M" and "1m" are one folder on case-insensitive file systems; Vision's "1mo" is not.
+    return "1mo" if interval is Interval.MONTH_1 else interval.value
+
+
 def default_cache_dir() -> Path:
     """The per-user cache directory (``platformdirs.user_cache_dir("nautilus-dsm")``)."""
     return Path(platformdirs.user_cache_dir("nautilus-dsm"))
@@ -63,7 +69,7 @@ class KlineCache:
                 f"invalid symbol {symbol!r} for the cache: Binance symbols are upper-case "
                 "letters, digits and '_' (e.g. BTCUSDT, BTCUSD_PERP)"
             )
-        path = self.root / PROVIDER_DIR / market.value / symbol / interval.value
+        path = self.root / PROVIDER_DIR / market.value / symbol / _dir_name(interval)
         self._check_under_root(path)
         return path
 
@@ -202,7 +208,7 @@ class KlineCache:
         """Delete cached files matching the filters (all when none given); return how many."""
         market_name = MarketType.parse(market).value if market is not None else None
         symbol_name = symbol.upper() if symbol is not None else None
-        interval_name = Interval.parse(interval).value if interval is not None else None
+        interval_name = _dir_name(Interval.parse(interval)) if interval is not None else None
         removed = 0
         for market_dir, symbol_dir, interval_dir in self._interval_dirs():
             if market_name is not None and market_dir.name != market_name:
