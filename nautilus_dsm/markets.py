@@ -340,6 +340,8 @@ def resolve_instrument(
     text = str(instrument_id_or_symbol).strip()
     if "." in text:
         symbol_part, venue = text.rsplit(".", 1)
+        if not venue.isalnum():  # "../x", "BTC.USDT/": a path, not a venue
+            _check_symbol(text, _BINANCE_SYMBOL_RE, text)
         if venue != VENUE:
             raise InvalidInput(
                 f"instrument id {text!r} has venue {venue!r}; nautilus-dsm serves Binance data, "

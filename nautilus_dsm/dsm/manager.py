@@ -46,6 +46,7 @@ from nautilus_dsm.errors import (
     DSMError,
     InvalidInput,
     QualityBelowThreshold,
+    RateLimited,
     SourceError,
 )
 from nautilus_dsm.markets import (
@@ -103,6 +104,7 @@ class _Run:
     out_of_order: int = 0
     warnings: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    rate_limited: bool = False  # a failure was a 429/418 wait beyond max_wait_s
     timings: dict[str, float] = field(
         default_factory=lambda: {"cache": 0.0, "vision": 0.0, "rest": 0.0}
     )
@@ -361,6 +363,8 @@ class DataSourceManager:
             When Binance does not list the symbol on the market.
         DataUnavailable
             When a period could not be fetched from any source.
+        RateLimited
+            When a period's REST request would wait on a 429/418 beyond ``max_wait_s``.
         QualityBelowThreshold
             Below ``min_completeness`` with policy "raise"; ``.result`` holds the result.
 
@@ -403,7 +407,10 @@ class DataSourceManager:
         jobs += [self._rest_period(run, p, cache=False) for p in plan.open]
         await _gather_or_cancel(jobs)
         if run.failures:
-            raise DataUnavailable(
+            # A ban is not missing data: RateLimited (a SourceError, like DataUnavailable) lets
+            # callers back off and retry after the time the message names.
+            error = RateLimited if run.rate_limited else DataUnavailable
+            raise error(
                 f"{instrument.instrument_id} {interval.value}: {len(run.failures)} period(s) "
                 f"could not be fetched from any source: {'; '.join(run.failures)}. Periods "
                 "fetched so far are cached, so a retry only requests these; check the network "
@@ -584,6 +591,7 @@ class DataSourceManager:
             )
         except SourceError as exc:
             run.failures.append(f"{period.key} (REST: {exc})")
+            run.rate_limited |= isinstance(exc, RateLimited)
             run.advance()
             return
         finally:

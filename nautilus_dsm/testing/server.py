@@ -733,6 +733,12 @@ class _Handler(BaseHTTPRequestHandler):
         with self.imitation._lock:
             self.imitation._connections.add(self.connection)
 
+    def handle(self) -> None:
+        # A client that timed out or hung up mid-answer is an expected event, not a server error
+        # (socketserver would print a traceback for each).
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            super().handle()
+
     def finish(self) -> None:
         with self.imitation._lock:
             self.imitation._connections.discard(self.connection)
