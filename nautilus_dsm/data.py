@@ -1,0 +1,712 @@
+"""``DSMDataClient``: Binance klines for a live Nautilus node, served through the DSM engine.
+
+Historical requests go through the data-source manager (cache -> Binance Vision -> REST) and are
+answered exactly once, with an empty list and a logged error on any failure. Live bar
+subscriptions poll REST once per bar close and publish each closed kline exactly once, in order,
+backfilling what an outage missed before any newer bar.
+
+Bars are stamped at their close (``ts_event = ts_init = open + interval``), use the instrument's
+price and size precision, and are plain ``Bar`` objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+from nautilus_trader.common.component import LiveClock
+from nautilus_trader.common.enums import LogColor
+from nautilus_trader.data.messages import (
+    RequestBars,
+    RequestInstrument,
+    RequestInstruments,
+    SubscribeBars,
+    SubscribeInstrument,
+    SubscribeInstruments,
+    UnsubscribeBars,
+    UnsubscribeInstrument,
+    UnsubscribeInstruments,
+)
+from nautilus_trader.live.data_client import LiveMarketDataClient
+from nautilus_trader.model.data import Bar, BarType
+from nautilus_trader.model.enums import AggregationSource
+from nautilus_trader.model.identifiers import ClientId, InstrumentId, Venue
+from nautilus_trader.model.instruments import Instrument
+
+from nautilus_dsm.bars import convert_frame, interval_for
+from nautilus_dsm.config import DSMDataClientConfig
+from nautilus_dsm.errors import DSMError, InvalidInput, UnknownSymbol
+from nautilus_dsm.markets import (
+    VENUE,
+    Interval,
+    MarketType,
+    ResolvedInstrument,
+    from_ms,
+    resolve_instrument,
+    to_ms,
+)
+from nautilus_dsm.synthetic import SYNTHETIC, fill_gaps, missing_open_times_ms
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from nautilus_trader.cache.cache import Cache
+    from nautilus_trader.common.component import MessageBus
+    from nautilus_trader.common.providers import InstrumentProvider
+
+    from nautilus_dsm.dsm.manager import DataSourceManager
+
+BINANCE_VENUE = Venue(VENUE)
+DEFAULT_CLIENT_ID = "DSM"
+# A request with neither start nor limit gets Binance's own default page: the last 500 bars.
+DEFAULT_REQUEST_LIMIT = 500
+# Live polling retry schedule (seconds): short enough for 1s bars, bounded for long outages.
+_RETRY_BASE_S = 0.1
+_RETRY_MAX_S = 5.0
+# How often to re-poll when a bar is due but Binance has not closed it yet.
+_NOT_YET_CLOSED_S = 0.05
+_NOT_YET_CLOSED_MAX_S = 2.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure planning
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BarRequestPlan:
+    """What a bar request resolves to: the open times to fetch and how many bars to keep.
+
+    ``[start_ms, end_ms)`` are bar open times. Bars are events at their close (``ts_init``), so
+    a request ``[start, end]`` is answered with the bars whose close lies in ``(start, end]``:
+    the data engine's ``ts_init`` filter never drops one of ours silently, and adjacent requests
+    ``[a, b]``, ``[b, c]`` (or the engine's continuation from ``b + 1ns``) neither repeat nor
+    lose the bar closing at ``b``. ``notes`` are the changes made to the request, for the log.
+    """
+
+    start_ms: int
+    end_ms: int
+    limit: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return self.start_ms >= self.end_ms
+
+
+def steps_back_ms(interval: Interval, open_ms: int, n: int) -> int:
+    """Open time ``n`` bars before the bar opening at ``open_ms`` (calendar months for 1M)."""
+    if not interval.is_month:
+        return open_ms - n * interval.fixed_ms
+    t = open_ms
+    for _ in range(n):
+        t = interval.floor_ms(t - 1)
+    return t
+
+
+def plan_bar_request(
+    interval: Interval,
+    start_ns: int | None,
+    end_ns: int | None,
+    limit: int,
+    now_ns: int,
+) -> BarRequestPlan:
+    """Resolve a request's ``start``/``end``/``limit`` to the closed bars that answer it.
+
+    The bars served are those closing in ``(start, end]`` (see :class:`BarRequestPlan`).
+    ``end`` is clamped to now (only closed bars exist); a ``limit`` keeps the last ``limit``
+    bars before ``end``, and with no ``start`` the start is derived as ``limit`` bars before
+    ``end``; with neither, the last ``DEFAULT_REQUEST_LIMIT`` bars are served. Raises
+    ``InvalidInput`` for a negative limit.
+    """
+    if limit < 0:
+        raise InvalidInput(f"limit {limit} is negative; pass 0 (no limit) or a positive count")
+    notes: list[str] = []
+    if end_ns is None:
+        end_ns = now_ns
+    elif end_ns > now_ns:
+        notes.append(
+            f"clamped end from {from_ms(end_ns // 1_000_000).isoformat()} to now "
+            f"{from_ms(now_ns // 1_000_000).isoformat()} (only closed bars exist)"
+        )
+        end_ns = now_ns
+    # The last bar to serve must close at or before end: opens strictly before floor(end).
+    end_ms = interval.floor_ms(end_ns // 1_000_000)
+    if start_ns is None:
+        if limit == 0:
+            limit = DEFAULT_REQUEST_LIMIT
+            notes.append(f"no start and no limit: serving the last {limit} bars")
+        start_ms = steps_back_ms(interval, end_ms, limit)
+        notes.append(f"start derived from limit={limit}: {from_ms(start_ms).isoformat()}")
+    else:
+        # The first bar closing after start is the one containing start (close > start).
+        start_ms = interval.floor_ms(start_ns // 1_000_000)
+    return BarRequestPlan(start_ms=start_ms, end_ms=end_ms, limit=limit, notes=tuple(notes))
+
+
+def _timestamp_ns(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    if hasattr(value, "value"):  # pandas.Timestamp: exact nanoseconds
+        return int(value.value)
+    if value.tzinfo is None:
+        raise InvalidInput(f"naive datetime {value.isoformat()}; pass a UTC-aware datetime")
+    delta = value - from_ms(0)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def _format_gaps(gaps: list[Any], limit: int = 5) -> str:
+    text = ", ".join(str(gap) for gap in gaps[:limit])
+    return text + (f" (+{len(gaps) - limit} more)" if len(gaps) > limit else "")
+
+
+def _runs(open_times_ms: list[int], interval: Interval) -> list[tuple[int, int, int]]:
+    """Group ascending missing open times into ``(first, end_exclusive, count)`` runs."""
+    runs: list[tuple[int, int, int]] = []
+    for t in open_times_ms:
+        if runs and runs[-1][1] == t:
+            first, _, n = runs[-1]
+            runs[-1] = (first, interval.next_open_ms(t), n + 1)
+        else:
+            runs.append((t, interval.next_open_ms(t), 1))
+    return runs
+
+
+def _format_runs(runs: list[tuple[int, int, int]], limit: int = 5) -> str:
+    text = ", ".join(
+        f"[{from_ms(a).isoformat()}, {from_ms(b).isoformat()}) {n} missing"
+        for a, b, n in runs[:limit]
+    )
+    return text + (f" (+{len(runs) - limit} more)" if len(runs) > limit else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Live polling state
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _BarPoller:
+    """One sequential polling task per bar type (so a slow response never publishes twice)."""
+
+    bar_type: BarType
+    interval: Interval
+    resolved: ResolvedInstrument
+    instrument: Instrument
+    next_open_ms: int  # open time of the next bar to publish
+    last_close: Decimal | None = None
+    task: asyncio.Task | None = None
+    published: int = 0
+    synthetic: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+
+# ---------------------------------------------------------------------------------------------
+# The client
+# ---------------------------------------------------------------------------------------------
+
+
+class DSMDataClient(LiveMarketDataClient):
+    """
+    A NautilusTrader live market data client for Binance klines, backed by the DSM engine.
+
+    Parameters
+    ----------
+    loop : asyncio.AbstractEventLoop
+        The event loop for the client.
+    dsm : DataSourceManager
+        The data-source manager (cache -> Vision -> REST) that serves every bar.
+    msgbus : MessageBus
+        The message bus for the client.
+    cache : Cache
+        The cache for the client.
+    clock : LiveClock
+        The clock for the client.
+    instrument_provider : InstrumentProvider
+        The instrument provider (``DSMInstrumentProvider``).
+    config : DSMDataClientConfig
+        The client configuration.
+    name : str, optional
+        The client id (``"DSM"`` when None).
+
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        dsm: DataSourceManager,
+        msgbus: MessageBus,
+        cache: Cache,
+        clock: LiveClock,
+        instrument_provider: InstrumentProvider,
+        config: DSMDataClientConfig,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(
+            loop=loop,
+            client_id=ClientId(name or DEFAULT_CLIENT_ID),
+            venue=BINANCE_VENUE,
+            msgbus=msgbus,
+            cache=cache,
+            clock=clock,
+            instrument_provider=instrument_provider,
+            config=config,
+        )
+        self._dsm = dsm
+        self._config = config
+        # Every message of this client goes through this seam (tests swap in a recorder).
+        self._logger: Any = self._log
+        # Configuration errors surface at construction, not at the first request.
+        self._market_type: MarketType | None = (
+            MarketType.parse(config.market_type) if config.market_type else None
+        )
+        if config.on_low_quality not in ("raise", "warn"):
+            raise InvalidInput(f"on_low_quality={config.on_low_quality!r}; use 'raise' or 'warn'")
+        if not 0.0 <= config.min_completeness <= 1.0:
+            raise InvalidInput(
+                f"min_completeness={config.min_completeness} is outside [0, 1]; pass e.g. 0.95"
+            )
+        if config.poll_delay_ms < 0:
+            raise InvalidInput(f"poll_delay_ms={config.poll_delay_ms} is negative; pass e.g. 250")
+        self._pollers: dict[BarType, _BarPoller] = {}
+        self._logger.info(
+            f"config: market_type={config.market_type}, base_url_http={config.base_url_http}, "
+            f"base_url_vision={config.base_url_vision}, "
+            f"min_completeness={config.min_completeness}, "
+            f"on_low_quality={config.on_low_quality}, poll_delay_ms={config.poll_delay_ms}, "
+            f"synthetic_fallback={config.synthetic_fallback}",
+            LogColor.BLUE,
+        )
+        if config.synthetic_fallback:
+            self._logger.warning(
+                "synthetic_fallback=True: gaps no source has are filled with flat SYNTHETIC bars "
+                "(each one logged and counted)"
+            )
+
+    @property
+    def dsm(self) -> DataSourceManager:
+        """The data-source manager serving this client."""
+        return self._dsm
+
+    def poller_stats(self, bar_type: BarType) -> dict[str, Any] | None:
+        """Published/synthetic counts and close->publish latencies (ms) of a live subscription."""
+        poller = self._pollers.get(bar_type)
+        if poller is None:
+            return None
+        return {
+            "published": poller.published,
+            "synthetic": poller.synthetic,
+            "next_open_ms": poller.next_open_ms,
+            "latencies_ms": list(poller.latencies_ms),
+        }
+
+    def _now_ns(self) -> int:
+        # "Now" decides which Binance bars are closed, so it must be real time. A live node's
+        # clock is; the BacktestNode download engine hands its clients a TestClock (at 0).
+        if isinstance(self._clock, LiveClock):
+            return self._clock.timestamp_ns()
+        return time.time_ns()
+
+    def _now_ms(self) -> int:
+        return self._now_ns() // 1_000_000
+
+    # -- CONNECTION -------------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        await self._instrument_provider.initialize()
+        self._send_all_instruments_to_data_engine()
+
+    async def _disconnect(self) -> None:
+        for bar_type in list(self._pollers):
+            await self._stop_poller(bar_type)
+        await self._dsm.aclose()
+
+    def _send_all_instruments_to_data_engine(self) -> None:
+        for instrument in self._instrument_provider.get_all().values():
+            self._cache.add_instrument(instrument)
+            self._handle_data(instrument)
+        for currency in self._instrument_provider.currencies().values():
+            self._cache.add_currency(currency)
+
+    # -- INSTRUMENTS ------------------------------------------------------------------------------
+
+    def _resolve(self, instrument_id: InstrumentId) -> ResolvedInstrument:
+        return resolve_instrument(instrument_id.value, self._market_type)
+
+    async def _instrument(self, instrument_id: InstrumentId) -> Instrument:
+        """The instrument from the cache, the provider, or loaded on demand; else UnknownSymbol."""
+        resolved = self._resolve(instrument_id)
+        instrument = self._cache.instrument(instrument_id)
+        if instrument is None:
+            instrument = self._instrument_provider.find(instrument_id)
+        if instrument is None:
+            instrument_for = getattr(self._instrument_provider, "instrument_for", None)
+            if instrument_for is not None:  # DSMInstrumentProvider: raises UnknownSymbol
+                instrument = await instrument_for(instrument_id)
+            else:
+                await self._instrument_provider.load_async(instrument_id)
+                instrument = self._instrument_provider.find(instrument_id)
+        if instrument is None:
+            raise UnknownSymbol(
+                f"{instrument_id} ({resolved.symbol}) is not listed on Binance "
+                f"{resolved.market_type.name}; check the symbol in exchangeInfo"
+            )
+        if self._cache.instrument(instrument_id) is None:
+            self._cache.add_instrument(instrument)
+        return instrument
+
+    async def _subscribe_instruments(self, command: SubscribeInstruments) -> None:
+        if not self._instrument_provider.get_all():
+            await self._instrument_provider.load_all_async()
+        self._send_all_instruments_to_data_engine()
+
+    async def _subscribe_instrument(self, command: SubscribeInstrument) -> None:
+        try:
+            instrument = await self._instrument(command.instrument_id)
+        except DSMError as e:
+            self._logger.error(f"Cannot subscribe to instrument {command.instrument_id}: {e}")
+            return
+        self._handle_data(instrument)
+
+    async def _unsubscribe_instruments(self, command: UnsubscribeInstruments) -> None:
+        pass  # instruments are static; nothing to stop
+
+    async def _unsubscribe_instrument(self, command: UnsubscribeInstrument) -> None:
+        pass  # instruments are static; nothing to stop
+
+    async def _request_instrument(self, request: RequestInstrument) -> None:
+        instrument: Instrument | None = None
+        try:
+            instrument = await self._instrument(request.instrument_id)
+        except DSMError as e:
+            self._logger.error(f"Cannot serve instrument request for {request.instrument_id}: {e}")
+        except Exception as e:
+            self._logger.exception(f"Instrument request for {request.instrument_id} failed", e)
+        finally:
+            if instrument is not None:
+                self._handle_instrument(
+                    instrument, request.id, request.start, request.end, request.params
+                )
+            else:  # answer empty so the requester is not left waiting
+                self._handle_instruments(
+                    BINANCE_VENUE, [], request.id, request.start, request.end, request.params
+                )
+
+    async def _request_instruments(self, request: RequestInstruments) -> None:
+        instruments: list[Instrument] = []
+        try:
+            if not self._instrument_provider.get_all():
+                await self._instrument_provider.load_all_async()
+            instruments = list(self._instrument_provider.list_all())
+            for instrument in instruments:
+                self._cache.add_instrument(instrument)
+        except Exception as e:
+            self._logger.exception("Instruments request failed", e)
+            instruments = []
+        finally:
+            self._handle_instruments(
+                BINANCE_VENUE, instruments, request.id, request.start, request.end, request.params
+            )
+
+    # -- HISTORICAL BARS --------------------------------------------------------------------------
+
+    async def _request_bars(self, request: RequestBars) -> None:
+        bars: list[Bar] = []
+        try:
+            bars = await self._bars_for_request(request)
+        except asyncio.CancelledError:
+            self._logger.warning(f"Request for {request.bar_type} bars cancelled; answering empty")
+            bars = []
+            raise
+        except DSMError as e:  # invalid input, unknown symbol, source down, low quality
+            self._logger.error(f"Cannot serve {request.bar_type} bars: {e}")
+            bars = []
+        except Exception as e:
+            self._logger.exception(f"Request for {request.bar_type} bars failed", e)
+            bars = []
+        finally:
+            self._handle_bars(
+                request.bar_type, bars, request.id, request.start, request.end, request.params
+            )
+
+    def _check_bar_type(self, bar_type: BarType) -> tuple[Interval, ResolvedInstrument]:
+        if bar_type.aggregation_source != AggregationSource.EXTERNAL:
+            raise InvalidInput(
+                f"{bar_type} is internally aggregated; DSM serves Binance klines, so use "
+                f"{str(bar_type).rsplit('-', 1)[0]}-EXTERNAL (Nautilus aggregates INTERNAL bars "
+                "from them itself)"
+            )
+        interval = interval_for(bar_type)
+        resolved = self._resolve(bar_type.instrument_id)
+        interval.check_market(resolved.market_type)
+        return interval, resolved
+
+    async def _bars_for_request(self, request: RequestBars) -> list[Bar]:
+        bar_type = request.bar_type
+        # Validate before any I/O.
+        interval, resolved = self._check_bar_type(bar_type)
+        plan = plan_bar_request(
+            interval,
+            _timestamp_ns(request.start),
+            _timestamp_ns(request.end),
+            request.limit,
+            self._now_ns(),
+        )
+        for note in plan.notes:
+            self._logger.info(f"{bar_type}: {note}", LogColor.BLUE)
+        if plan.is_empty:
+            self._logger.warning(
+                f"{bar_type}: no closed bar lies in the requested range "
+                f"(start={request.start}, end={request.end}); answering empty"
+            )
+            return []
+
+        instrument = await self._instrument(bar_type.instrument_id)
+        result = await self._dsm.fetch(
+            resolved.instrument_id,
+            interval,
+            from_ms(plan.start_ms),
+            from_ms(plan.end_ms),
+            min_completeness=self._config.min_completeness,
+            on_low_quality=self._config.on_low_quality,
+        )
+        report = result.report
+        if report.gaps:
+            self._logger.warning(
+                f"{bar_type}: {report.bars}/{report.expected_bars} bars "
+                f"({report.completeness:.4%}), gaps: {_format_gaps(report.gaps)}"
+            )
+        frame = result.frame
+        if self._config.synthetic_fallback:
+            frame, _ = self._fill_synthetic(
+                frame,
+                bar_type,
+                interval,
+                plan.start_ms,
+                plan.end_ms,
+                previous_close=None,
+                first_open_ms=_ms_or_none(report.listing_time),
+                report=report,
+            )
+        if plan.limit and frame.height > plan.limit:
+            frame = frame.tail(plan.limit)
+        bars = self._convert(frame, bar_type, instrument)
+        self._logger.info(
+            f"{bar_type}: serving {len(bars)} bars "
+            f"[{from_ms(plan.start_ms).isoformat()}, {from_ms(plan.end_ms).isoformat()}) "
+            f"sources={report.sources}",
+            LogColor.BLUE,
+        )
+        return bars
+
+    def _convert(self, frame: pl.DataFrame, bar_type: BarType, instrument: Instrument) -> list[Bar]:
+        conversion = convert_frame(frame, bar_type, instrument)
+        if conversion.invalid.height:
+            self._logger.error(
+                f"{bar_type}: {conversion.invalid.height} of {conversion.rows} klines could not "
+                f"be converted and are not served: {conversion.invalid.head(5).to_dicts()}"
+            )
+        return conversion.bars
+
+    def _fill_synthetic(
+        self,
+        frame: pl.DataFrame,
+        bar_type: BarType,
+        interval: Interval,
+        start_ms: int,
+        end_ms: int,
+        *,
+        previous_close: Decimal | None,
+        first_open_ms: int | None,
+        report: Any | None = None,
+    ) -> tuple[pl.DataFrame, int]:
+        fill = fill_gaps(
+            frame,
+            interval,
+            start_ms,
+            end_ms,
+            previous_close=previous_close,
+            first_open_ms=first_open_ms,
+        )
+        if fill.count:
+            runs = _runs(fill.synthetic_open_ms, interval)
+            self._logger.warning(
+                f"{bar_type}: {fill.count} SYNTHETIC flat bars generated (no source has them): "
+                f"{_format_runs(runs)}"
+            )
+            for open_ms in fill.synthetic_open_ms:
+                self._logger.debug(f"{bar_type}: SYNTHETIC bar open={from_ms(open_ms).isoformat()}")
+            if report is not None:
+                report.sources[SYNTHETIC] = report.sources.get(SYNTHETIC, 0) + fill.count
+        if fill.unfilled_open_ms:
+            self._logger.warning(
+                f"{bar_type}: {len(fill.unfilled_open_ms)} missing bars before the first real "
+                "bar stay empty (no earlier close to repeat): "
+                f"{_format_runs(_runs(fill.unfilled_open_ms, interval))}"
+            )
+        return fill.frame, fill.count
+
+    # -- LIVE BARS --------------------------------------------------------------------------------
+
+    async def _subscribe_bars(self, command: SubscribeBars) -> None:
+        bar_type = command.bar_type
+        if self._is_sync:
+            self._logger.error(
+                f"Cannot subscribe to {bar_type}: live subscriptions need a running event loop "
+                "(a TradingNode); a BacktestNode download engine only serves requests"
+            )
+            return
+        if bar_type in self._pollers:
+            self._logger.warning(f"Already polling {bar_type}; not starting a second poller")
+            return
+        try:
+            interval, resolved = self._check_bar_type(bar_type)
+            instrument = await self._instrument(bar_type.instrument_id)
+        except DSMError as e:
+            self._logger.error(f"Cannot subscribe to {bar_type}: {e}")
+            return
+        now_ms = self._now_ms()
+        poller = _BarPoller(
+            bar_type=bar_type,
+            interval=interval,
+            resolved=resolved,
+            instrument=instrument,
+            next_open_ms=interval.floor_ms(now_ms),  # the forming bar is the first published
+        )
+        poller.task = asyncio.get_running_loop().create_task(
+            self._poll_bars(poller), name=f"dsm-poll-{bar_type}"
+        )
+        self._pollers[bar_type] = poller
+        self._logger.info(
+            f"Polling {bar_type} from the bar opening {from_ms(poller.next_open_ms).isoformat()} "
+            f"(poll_delay_ms={self._config.poll_delay_ms})",
+            LogColor.BLUE,
+        )
+
+    async def _unsubscribe_bars(self, command: UnsubscribeBars) -> None:
+        await self._stop_poller(command.bar_type)
+
+    async def _stop_poller(self, bar_type: BarType) -> None:
+        poller = self._pollers.pop(bar_type, None)
+        if poller is None or poller.task is None:
+            return
+        poller.task.cancel()
+        await asyncio.wait([poller.task])
+        self._logger.info(
+            f"Stopped polling {bar_type} after {poller.published} bars "
+            f"({poller.synthetic} synthetic)"
+        )
+
+    async def _poll_bars(self, poller: _BarPoller) -> None:
+        """Publish every closed bar once, in order; retry with backoff through outages."""
+        bar_type, interval = poller.bar_type, poller.interval
+        delay_ms = self._config.poll_delay_ms
+        failures = 0
+        waits = 0
+        # Re-poll a due bar at least 4 times per interval (1s bars: every <= 250 ms).
+        max_wait_s = (
+            _NOT_YET_CLOSED_MAX_S
+            if interval.is_month
+            else min(_NOT_YET_CLOSED_MAX_S, interval.fixed_ms / 4_000)
+        )
+        while True:
+            due_ms = interval.next_open_ms(poller.next_open_ms) + delay_ms
+            now_ms = self._now_ms()
+            if due_ms > now_ms:
+                await asyncio.sleep((due_ms - now_ms) / 1000)
+            try:
+                result = await self._dsm.fetch(
+                    poller.resolved.instrument_id,
+                    interval,
+                    from_ms(poller.next_open_ms),
+                    from_ms(max(self._now_ms(), poller.next_open_ms + 1)),
+                    min_completeness=0.0,
+                    on_low_quality="warn",
+                )
+                frame = result.frame.filter(
+                    pl.col("open_time").dt.epoch("ms") >= poller.next_open_ms
+                ).sort("open_time")
+                if not frame.is_empty():
+                    self._publish(poller, frame, result.report)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                failures += 1
+                retry_s = min(_RETRY_BASE_S * 2 ** (failures - 1), _RETRY_MAX_S)
+                log = self._logger.warning if isinstance(e, DSMError) else self._logger.error
+                log(
+                    f"{bar_type}: fetch failed ({type(e).__name__}: {e}); attempt {failures}, "
+                    f"retrying in {retry_s:.2f}s; bars from "
+                    f"{from_ms(poller.next_open_ms).isoformat()} will be backfilled in order"
+                )
+                await asyncio.sleep(retry_s)
+                continue
+            if failures:
+                self._logger.info(
+                    f"{bar_type}: source back after {failures} failed attempts; backfilled up to "
+                    f"{from_ms(poller.next_open_ms).isoformat()}",
+                    LogColor.GREEN,
+                )
+                failures = 0
+            if frame.is_empty():
+                # Due but not closed at the source yet: re-poll soon, never publish forming bars.
+                waits += 1
+                await asyncio.sleep(min(_NOT_YET_CLOSED_S * waits, max_wait_s))
+                continue
+            waits = 0
+
+    def _publish(self, poller: _BarPoller, frame: pl.DataFrame, report: Any) -> None:
+        bar_type, interval = poller.bar_type, poller.interval
+        last_open_ms = int(frame["open_time"].dt.epoch("ms")[-1])
+        end_ms = interval.next_open_ms(last_open_ms)
+        missing = missing_open_times_ms(frame, interval, poller.next_open_ms, end_ms).tolist()
+        if missing:
+            runs = _runs(missing, interval)
+            expected = interval.count(poller.next_open_ms, end_ms)
+            completeness = (expected - len(missing)) / expected
+            below = completeness < self._config.min_completeness
+            self._logger.error(
+                f"{bar_type}: the source has no bars for {len(missing)} of {expected} open times "
+                f"({completeness:.2%}{' < min_completeness' if below else ''}): "
+                f"{_format_runs(runs)}"
+                + ("; filling with SYNTHETIC bars" if self._config.synthetic_fallback else "")
+            )
+        if self._config.synthetic_fallback and missing:
+            frame, added = self._fill_synthetic(
+                frame,
+                bar_type,
+                interval,
+                poller.next_open_ms,
+                end_ms,
+                previous_close=poller.last_close,
+                first_open_ms=None,
+                report=report,
+            )
+            poller.synthetic += added
+        bars = self._convert(frame, bar_type, poller.instrument)
+        last_close = frame["close"][-1]
+        now_ns = self._now_ns()
+        for bar in bars:
+            self._handle_data(bar)
+            # Advance per bar: whatever happens next, a published bar is never published again.
+            poller.next_open_ms = bar.ts_event // 1_000_000  # the close is the next bar's open
+            poller.published += 1
+            poller.latencies_ms.append((now_ns - bar.ts_event) / 1_000_000)
+        poller.next_open_ms = end_ms
+        poller.last_close = last_close
+        if len(bars) > 1:
+            self._logger.info(f"{bar_type}: published {len(bars)} bars (backfill)", LogColor.BLUE)
+
+
+def _ms_or_none(value: Any) -> int | None:
+    """A report timestamp (epoch ms or aware datetime) as exact epoch ms."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    return to_ms(value)

@@ -1,0 +1,155 @@
+"""``DSMLiveDataClientFactory`` and the cached getters of the shared engine and provider.
+
+Like NautilusTrader's adapters (``adapters/tardis/factories.py``), the HTTP-owning object (here
+the ``DataSourceManager``) and the instrument provider are created once per distinct
+configuration and shared by every client built from it, so two clients on the same node never
+double the request weight or the instrument loading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import lru_cache
+from pathlib import Path
+
+from nautilus_trader.cache.cache import Cache
+from nautilus_trader.common.component import LiveClock, MessageBus
+from nautilus_trader.live.factories import LiveDataClientFactory
+
+from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig
+from nautilus_dsm.data import DSMDataClient
+from nautilus_dsm.dsm.manager import DataSourceManager
+from nautilus_dsm.markets import DataProvider, MarketType
+from nautilus_dsm.providers import DSMInstrumentProvider
+
+
+@lru_cache
+def get_cached_dsm(
+    market_type: str | None = None,
+    base_url_http: str | None = None,
+    base_url_vision: str | None = None,
+    cache_dir: str | None = None,
+    min_completeness: float = 0.95,
+    on_low_quality: str = "raise",
+    max_concurrency: int = 4,
+    use_vision: bool = True,
+    verify_tls: bool = True,
+) -> DataSourceManager:
+    """
+    Cache and return the data-source manager for these (hashable) settings.
+
+    Parameters are those of ``DSMDataClientConfig``; a second call with the same values returns
+    the same instance.
+
+    Returns
+    -------
+    DataSourceManager
+
+    """
+    return DataSourceManager.create(
+        DataProvider.BINANCE,
+        MarketType.parse(market_type) if market_type else None,
+        base_url_http=base_url_http,
+        base_url_vision=base_url_vision,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        min_completeness=min_completeness,
+        on_low_quality=on_low_quality,
+        max_concurrency=max_concurrency,
+        use_vision=use_vision,
+        verify_tls=verify_tls,
+    )
+
+
+@lru_cache
+def get_cached_dsm_instrument_provider(
+    dsm: DataSourceManager,
+    config: DSMInstrumentProviderConfig,
+    clock: LiveClock,
+) -> DSMInstrumentProvider:
+    """
+    Cache and return the instrument provider reading ``dsm``'s (memoised) exchangeInfo.
+
+    Parameters
+    ----------
+    dsm : DataSourceManager
+        The engine whose ``exchange_info`` feeds the provider.
+    config : DSMInstrumentProviderConfig
+        The provider configuration.
+    clock : LiveClock
+        The clock stamping instruments' ``ts_init``.
+
+    Returns
+    -------
+    DSMInstrumentProvider
+
+    """
+    return DSMInstrumentProvider(dsm.exchange_info, config, clock)
+
+
+def dsm_for_config(config: DSMDataClientConfig) -> DataSourceManager:
+    """The shared engine for a client configuration (its hashable parts are the cache key)."""
+    return get_cached_dsm(
+        market_type=config.market_type,
+        base_url_http=config.base_url_http,
+        base_url_vision=config.base_url_vision,
+        cache_dir=config.cache_dir,
+        min_completeness=config.min_completeness,
+        on_low_quality=config.on_low_quality,
+        max_concurrency=config.max_concurrency,
+        use_vision=config.use_vision,
+        verify_tls=config.verify_tls,
+    )
+
+
+class DSMLiveDataClientFactory(LiveDataClientFactory):
+    """
+    Provides the nautilus-dsm live data client (Binance klines through the DSM engine).
+    """
+
+    @staticmethod
+    def create(  # type: ignore[override]
+        loop: asyncio.AbstractEventLoop,
+        name: str,
+        config: DSMDataClientConfig,
+        msgbus: MessageBus,
+        cache: Cache,
+        clock: LiveClock,
+    ) -> DSMDataClient:
+        """
+        Create a new DSM data client.
+
+        Parameters
+        ----------
+        loop : asyncio.AbstractEventLoop
+            The event loop for the client.
+        name : str
+            The client id (the key under ``data_clients``, e.g. ``"DSM"``).
+        config : DSMDataClientConfig
+            The client configuration.
+        msgbus : MessageBus
+            The message bus for the client.
+        cache : Cache
+            The cache for the client.
+        clock : LiveClock
+            The clock for the client and the instrument provider.
+
+        Returns
+        -------
+        DSMDataClient
+
+        """
+        dsm = dsm_for_config(config)
+        try:
+            provider = get_cached_dsm_instrument_provider(dsm, config.instrument_provider, clock)
+        except TypeError:  # unhashable provider config (e.g. a ``filters`` dict): not shared
+            provider = DSMInstrumentProvider(dsm.exchange_info, config.instrument_provider, clock)
+        return DSMDataClient(
+            loop=loop,
+            dsm=dsm,
+            msgbus=msgbus,
+            cache=cache,
+            clock=clock,
+            instrument_provider=provider,
+            config=config,
+            name=name,
+        )

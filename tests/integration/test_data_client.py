@@ -1,0 +1,730 @@
+"""DSMDataClient against the Binance imitation, with a real LiveClock, MessageBus and Cache.
+
+The harness registers the two endpoints the client talks to (``DataEngine.process`` for
+published data, ``DataEngine.response`` for request answers) and records every message the
+client logs, so each test asserts exactly what was answered, published and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import polars as pl
+import pytest
+from nautilus_trader.cache.cache import Cache
+from nautilus_trader.common.component import LiveClock, MessageBus
+from nautilus_trader.core.uuid import UUID4
+from nautilus_trader.data.messages import (
+    DataResponse,
+    RequestBars,
+    RequestInstrument,
+    SubscribeBars,
+    UnsubscribeBars,
+)
+from nautilus_trader.model.data import Bar, BarType
+from nautilus_trader.model.identifiers import ClientId, InstrumentId, TraderId
+from nautilus_trader.model.instruments import Instrument
+
+from nautilus_dsm.config import DSMDataClientConfig
+from nautilus_dsm.data import (
+    BINANCE_VENUE,
+    DEFAULT_REQUEST_LIMIT,
+    DSMDataClient,
+    plan_bar_request,
+    steps_back_ms,
+)
+from nautilus_dsm.dsm.manager import DataSourceManager
+from nautilus_dsm.errors import DataUnavailable
+from nautilus_dsm.markets import Interval, MarketType, to_ms
+from nautilus_dsm.providers import DSMInstrumentProvider
+
+CLIENT_ID = ClientId("DSM")
+SPOT_1M = BarType.from_str("BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL")
+SPOT_1S = BarType.from_str("BTCUSDT.BINANCE-1-SECOND-LAST-EXTERNAL")
+DAY = datetime(2024, 1, 2, tzinfo=UTC)
+DAY_MS = to_ms(DAY)
+MIN_MS = 60_000
+NS = 1_000_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure planning (no I/O)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_plan_range_serves_bars_closing_in_start_end() -> None:
+    # bars closing in (start, end]: start mid-bar -> that bar (it closes after start);
+    # end mid-bar -> the bar containing end is excluded (it closes after end)
+    plan = plan_bar_request(
+        Interval.MINUTE_1,
+        (DAY_MS + 30_000) * NS,
+        (DAY_MS + 10 * MIN_MS + 5) * NS,
+        0,
+        now_ns=(DAY_MS + 86_400_000) * NS,
+    )
+
+    assert (plan.start_ms, plan.end_ms, plan.limit, plan.notes) == (
+        DAY_MS,
+        DAY_MS + 10 * MIN_MS,  # exclusive: the last bar opens at 00:09 and closes at 00:10
+        0,
+        (),
+    )
+
+
+@pytest.mark.parametrize(
+    ("start_ns", "first_open_ms"),
+    [
+        (DAY_MS * NS, DAY_MS),  # the bar closing at start belongs to the previous request
+        (DAY_MS * NS + 1, DAY_MS),  # the engine's continuation after a catalog file ending at start
+        ((DAY_MS + MIN_MS) * NS - 1, DAY_MS),
+        ((DAY_MS + MIN_MS) * NS, DAY_MS + MIN_MS),
+    ],
+)
+def test_plan_start_boundaries(start_ns: int, first_open_ms: int) -> None:
+    plan = plan_bar_request(Interval.MINUTE_1, start_ns, (DAY_MS + 3_600_000) * NS, 0, 2**62)
+
+    assert plan.start_ms == first_open_ms
+
+
+def test_plan_clamps_end_to_now_and_says_so() -> None:
+    now_ns = (DAY_MS + 5 * MIN_MS + 123) * NS
+
+    plan = plan_bar_request(Interval.MINUTE_1, DAY_MS * NS, (DAY_MS + 3_600_000) * NS, 0, now_ns)
+
+    assert (plan.start_ms, plan.end_ms) == (DAY_MS, DAY_MS + 5 * MIN_MS)
+    assert plan.notes == (
+        "clamped end from 2024-01-02T01:00:00+00:00 to now 2024-01-02T00:05:00.123000+00:00 "
+        "(only closed bars exist)",
+    )
+
+
+def test_plan_limit_without_start_derives_start() -> None:
+    plan = plan_bar_request(Interval.HOUR_1, None, (DAY_MS + 1) * NS, 3, DAY_MS * 2 * NS)
+
+    assert (plan.start_ms, plan.end_ms, plan.limit) == (DAY_MS - 3 * 3_600_000, DAY_MS, 3)
+
+
+def test_plan_neither_start_nor_limit_serves_default_page() -> None:
+    plan = plan_bar_request(Interval.MINUTE_1, None, None, 0, DAY_MS * NS)
+
+    assert plan.limit == DEFAULT_REQUEST_LIMIT
+    assert plan.start_ms == DAY_MS - DEFAULT_REQUEST_LIMIT * MIN_MS
+
+
+def test_steps_back_on_calendar_months() -> None:
+    mar = to_ms(datetime(2024, 3, 1, tzinfo=UTC))
+
+    assert steps_back_ms(Interval.MONTH_1, mar, 2) == to_ms(datetime(2024, 1, 1, tzinfo=UTC))
+
+
+# ---------------------------------------------------------------------------------------------
+# Harness
+# ---------------------------------------------------------------------------------------------
+
+
+class RecordingLogger:
+    """Forwards to the client's Nautilus logger and keeps ``(level, message)`` for asserts."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.records: list[tuple[str, str]] = []
+
+    def _log(self, level: str, message: str, *args: Any) -> None:
+        self.records.append((level, message))
+        getattr(self._inner, level)(message, *args)
+
+    def debug(self, message: str, *args: Any) -> None:
+        self._log("debug", message, *args)
+
+    def info(self, message: str, *args: Any) -> None:
+        self._log("info", message, *args)
+
+    def warning(self, message: str, *args: Any) -> None:
+        self._log("warning", message, *args)
+
+    def error(self, message: str, *args: Any) -> None:
+        self._log("error", message, *args)
+
+    def exception(self, message: str, ex: BaseException) -> None:
+        self._log("exception", message, ex)
+
+    def at(self, level: str) -> list[str]:
+        return [m for lv, m in self.records if lv == level]
+
+
+@dataclass
+class Harness:
+    client: DSMDataClient
+    cache: Cache
+    clock: LiveClock
+    srv: Any
+    logs: RecordingLogger
+    published: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    responses: asyncio.Queue[DataResponse] = field(default_factory=asyncio.Queue)
+
+    async def request_bars(
+        self,
+        bar_type: BarType,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int = 0,
+    ) -> DataResponse:
+        """Send a request through the public API; return its single answer (asserted single)."""
+        request = RequestBars(
+            bar_type=bar_type,
+            start=pd.Timestamp(start) if start is not None else None,
+            end=pd.Timestamp(end) if end is not None else None,
+            limit=limit,
+            client_id=CLIENT_ID,
+            venue=BINANCE_VENUE,
+            callback=None,
+            request_id=UUID4(),
+            ts_init=self.clock.timestamp_ns(),
+            params=None,
+        )
+        self.client.request_bars(request)
+        response = await asyncio.wait_for(self.responses.get(), timeout=30)
+        await asyncio.gather(*list(self.client._tasks))  # the request task has finished ...
+        assert self.responses.empty()  # ... and answered exactly once
+        assert response.correlation_id == request.id
+        return response
+
+    async def next_bar(self, timeout: float = 10.0) -> Bar:
+        while True:
+            item = await asyncio.wait_for(self.published.get(), timeout=timeout)
+            if isinstance(item, Bar):
+                return item
+
+
+@pytest.fixture
+async def make_harness(imitation: Any, cache_dir: Path) -> AsyncIterator[Callable[..., Harness]]:
+    made: list[Harness] = []
+
+    def make(dsm_wrapper: Callable[[Any], Any] | None = None, **overrides: Any) -> Harness:
+        loop = asyncio.get_running_loop()
+        clock = LiveClock()
+        msgbus = MessageBus(TraderId("TESTER-001"), clock)
+        cache = Cache()
+        settings: dict[str, Any] = {
+            "base_url_http": imitation.url,
+            "base_url_vision": imitation.url,
+            "cache_dir": str(cache_dir),
+            "poll_delay_ms": 20,
+        }
+        settings.update(overrides)
+        config = DSMDataClientConfig(**settings)
+        dsm = DataSourceManager.create(
+            "binance",
+            config.market_type,
+            base_url_http=config.base_url_http,
+            base_url_vision=config.base_url_vision,
+            cache_dir=config.cache_dir,
+            min_completeness=config.min_completeness,
+            on_low_quality=config.on_low_quality,
+        )
+        if dsm_wrapper is not None:
+            dsm = dsm_wrapper(dsm)
+        provider = DSMInstrumentProvider(dsm.exchange_info, config.instrument_provider, clock)
+        client = DSMDataClient(loop, dsm, msgbus, cache, clock, provider, config)
+        logs = RecordingLogger(client._logger)
+        client._logger = logs
+        harness = Harness(client, cache, clock, imitation, logs)
+        msgbus.register("DataEngine.process", harness.published.put_nowait)
+        msgbus.register("DataEngine.response", harness.responses.put_nowait)
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        await harness.client._disconnect()
+
+
+def expected_rows(
+    srv: Any, market: MarketType, symbol: str, interval: Interval, start_ms: int, end_ms: int
+) -> list[tuple[int, str, str, str, str, str]]:
+    """The imitation's truth as ``(ts_close_ns, o, h, l, c, v)`` at 8 decimals (spot BTCUSDT)."""
+    frame = srv.expected(market, symbol, interval, start_ms, end_ms)
+    step = interval.fixed_ms
+    return [
+        (
+            (r["open_time_ms"] + step) * NS,
+            *(f"{r[c]:.8f}" for c in ("open", "high", "low", "close", "volume")),
+        )
+        for r in frame.with_columns(
+            pl.col("open_time").dt.epoch("ms").alias("open_time_ms")
+        ).iter_rows(named=True)
+    ]
+
+
+def bar_rows(bars: list[Bar]) -> list[tuple[int, str, str, str, str, str]]:
+    for bar in bars:
+        assert bar.ts_event == bar.ts_init
+        assert type(bar) is Bar
+    return [
+        (b.ts_event, str(b.open), str(b.high), str(b.low), str(b.close), str(b.volume))
+        for b in bars
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_request_bars_range_returns_exactly_the_source_bars(make_harness) -> None:
+    h = make_harness()
+    start, end = DAY, datetime(2024, 1, 2, 3, tzinfo=UTC)
+
+    response = await h.request_bars(SPOT_1M, start, end)
+
+    bars = response.data
+    assert len(bars) == 180, h.logs.records
+    assert bar_rows(bars) == expected_rows(
+        h.srv, MarketType.SPOT, "BTCUSDT", Interval.MINUTE_1, DAY_MS, DAY_MS + 180 * MIN_MS
+    )
+    assert bars[0].ts_event == (DAY_MS + MIN_MS) * NS  # stamped at the close
+    assert bars[-1].ts_event == to_ms(end) * NS
+    instrument: Instrument = h.cache.instrument(SPOT_1M.instrument_id)
+    assert bars[0].open.precision == instrument.price_precision == 8
+    assert bars[0].volume.precision == instrument.size_precision == 8
+    assert h.logs.at("error") == []
+
+
+async def test_request_bars_with_limit_serves_last_bars_before_end(make_harness) -> None:
+    h = make_harness()
+    end = datetime(2024, 1, 2, 3, tzinfo=UTC)
+
+    response = await h.request_bars(SPOT_1M, None, end, limit=10)
+
+    assert bar_rows(response.data) == expected_rows(
+        h.srv,
+        MarketType.SPOT,
+        "BTCUSDT",
+        Interval.MINUTE_1,
+        DAY_MS + 170 * MIN_MS,
+        DAY_MS + 180 * MIN_MS,
+    )
+    assert any("start derived from limit=10" in m for m in h.logs.at("info"))
+
+
+async def test_request_bars_with_start_and_limit_keeps_the_last(make_harness) -> None:
+    h = make_harness()
+
+    response = await h.request_bars(SPOT_1M, DAY, datetime(2024, 1, 2, 1, tzinfo=UTC), limit=5)
+
+    assert [b.ts_event for b in response.data] == [
+        (DAY_MS + m * MIN_MS) * NS for m in range(56, 61)
+    ]
+
+
+async def test_request_bars_unknown_symbol_answers_empty_once(make_harness) -> None:
+    h = make_harness()
+    bar_type = BarType.from_str("FOOBARUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL")
+
+    response = await h.request_bars(bar_type, DAY, datetime(2024, 1, 2, 1, tzinfo=UTC))
+
+    assert response.data == []
+    assert h.logs.at("error") == [
+        f"Cannot serve {bar_type} bars: FOOBARUSDT.BINANCE is not listed in the SPOT "
+        "exchangeInfo (2 instruments); check the symbol, and that a SPOT instrument id is meant "
+        "(e.g. BTCUSDT.BINANCE spot, BTCUSDT-PERP.BINANCE USDT-M, BTCUSD-PERP.BINANCE COIN-M)"
+    ]
+    assert [r.path for r in h.srv.requests] == ["/api/v3/exchangeInfo"]  # no kline request
+
+
+async def test_request_bars_market_type_contradiction_answers_empty(make_harness) -> None:
+    h = make_harness(market_type="spot")
+    bar_type = BarType.from_str("BTCUSDT-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL")
+
+    response = await h.request_bars(bar_type, DAY, datetime(2024, 1, 2, 1, tzinfo=UTC))
+
+    assert response.data == []
+    assert h.logs.at("error") == [
+        f"Cannot serve {bar_type} bars: BTCUSDT-PERP.BINANCE is a USDT-margined futures "
+        "instrument, but market type SPOT was requested; use MarketType.FUTURES_USDT (or leave "
+        "the market type unset), or use the spot instrument id (e.g. BTCUSDT.BINANCE)"
+    ]
+    assert h.srv.requests == []  # refused before any I/O
+
+
+async def test_request_bars_two_minute_bars_answer_empty_with_fix(make_harness) -> None:
+    h = make_harness()
+    bar_type = BarType.from_str("BTCUSDT.BINANCE-2-MINUTE-LAST-EXTERNAL")
+
+    response = await h.request_bars(bar_type, DAY, datetime(2024, 1, 2, 1, tzinfo=UTC))
+
+    assert response.data == []
+    assert h.logs.at("error") == [
+        f"Cannot serve {bar_type} bars: Binance has no kline for 2-MINUTE-LAST ({bar_type}); "
+        "use one of 1-MINUTE, 3-MINUTE, 5-MINUTE, 15-MINUTE, 30-MINUTE"
+    ]
+    assert h.srv.requests == []
+
+
+async def test_request_bars_1s_futures_answers_empty(make_harness) -> None:
+    h = make_harness()
+    bar_type = BarType.from_str("BTCUSDT-PERP.BINANCE-1-SECOND-LAST-EXTERNAL")
+
+    response = await h.request_bars(bar_type, DAY, datetime(2024, 1, 2, 1, tzinfo=UTC))
+
+    assert response.data == []
+    assert h.logs.at("error") == [
+        f"Cannot serve {bar_type} bars: interval 1s is served on SPOT only, not FUTURES_USDT; "
+        "use 1m or a longer interval for futures"
+    ]
+    assert h.srv.requests == []
+
+
+async def test_request_bars_below_min_completeness_answers_empty(make_harness) -> None:
+    h = make_harness()
+    h.srv.faults.gaps.append(("BTCUSDT", DAY_MS + 10 * MIN_MS, DAY_MS + 40 * MIN_MS))
+
+    response = await h.request_bars(SPOT_1M, DAY, datetime(2024, 1, 2, 1, tzinfo=UTC))
+
+    assert response.data == []
+    assert h.logs.at("error") == [
+        f"Cannot serve {SPOT_1M} bars: BTCUSDT.BINANCE 1m "
+        "2024-01-02T00:00:00Z..2024-01-02T01:00:00Z: completeness 50.00% (30 of 60 expected "
+        "bars) is below min_completeness 95.00%; 1 gap(s), largest: "
+        "2024-01-02T00:10:00Z..2024-01-02T00:40:00Z (30 bars); pass min_completeness=0.5 or "
+        "on_low_quality='warn' to accept it (the fetched result is attached as .result)"
+    ]
+
+
+async def test_request_bars_low_quality_with_warn_serves_real_bars(make_harness) -> None:
+    h = make_harness(on_low_quality="warn")
+    h.srv.faults.gaps.append(("BTCUSDT", DAY_MS + 10 * MIN_MS, DAY_MS + 40 * MIN_MS))
+
+    response = await h.request_bars(SPOT_1M, DAY, datetime(2024, 1, 2, 1, tzinfo=UTC))
+
+    assert bar_rows(response.data) == expected_rows(
+        h.srv, MarketType.SPOT, "BTCUSDT", Interval.MINUTE_1, DAY_MS, DAY_MS + 60 * MIN_MS
+    )
+    assert len(response.data) == 30
+    assert h.logs.at("error") == []
+    assert (
+        f"{SPOT_1M}: 30/60 bars (50.0000%), gaps: "
+        "2024-01-02T00:10:00Z..2024-01-02T00:40:00Z (30 bars)"
+    ) in h.logs.at("warning")
+
+
+async def test_request_bars_synthetic_fallback_fills_gaps_with_flat_bars(make_harness) -> None:
+    h = make_harness(synthetic_fallback=True, min_completeness=0.0)
+    h.srv.faults.gaps.append(("BTCUSDT", DAY_MS + 10 * MIN_MS, DAY_MS + 13 * MIN_MS))
+    end = datetime(2024, 1, 2, 0, 20, tzinfo=UTC)
+
+    response = await h.request_bars(SPOT_1M, DAY, end)
+
+    bars = response.data
+    assert [b.ts_event for b in bars] == [(DAY_MS + m * MIN_MS) * NS for m in range(1, 21)]
+    real = expected_rows(h.srv, MarketType.SPOT, "BTCUSDT", Interval.MINUTE_1, DAY_MS, to_ms(end))
+    assert len(real) == 17
+    by_ts = {row[0]: row for row in bar_rows(bars)}
+    assert all(by_ts[row[0]] == row for row in real)
+    last_close = real[9][4]  # the close of the bar opening at minute 9
+    for minute in (10, 11, 12):
+        ts = (DAY_MS + (minute + 1) * MIN_MS) * NS
+        assert by_ts[ts] == (ts, last_close, last_close, last_close, last_close, "0.00000000")
+    warnings = [m for m in h.logs.at("warning") if "SYNTHETIC" in m]
+    assert warnings == [
+        f"{SPOT_1M}: 3 SYNTHETIC flat bars generated (no source has them): "
+        "[2024-01-02T00:10:00+00:00, 2024-01-02T00:13:00+00:00) 3 missing"
+    ]
+    assert [m for m in h.logs.at("info") if "serving" in m] == [
+        f"{SPOT_1M}: serving 20 bars [2024-01-02T00:00:00+00:00, 2024-01-02T00:20:00+00:00) "
+        "sources={'cache': 0, 'vision': 17, 'rest': 0, 'synthetic': 3}"
+    ]
+
+
+async def test_request_instrument_coin_m_is_inverse(make_harness) -> None:
+    h = make_harness()
+    request = RequestInstrument(
+        instrument_id=InstrumentId.from_str("BTCUSD-PERP.BINANCE"),
+        start=None,
+        end=None,
+        client_id=CLIENT_ID,
+        venue=BINANCE_VENUE,
+        callback=None,
+        request_id=UUID4(),
+        ts_init=h.clock.timestamp_ns(),
+        params=None,
+    )
+
+    h.client.request_instrument(request)
+    response = await asyncio.wait_for(h.responses.get(), timeout=10)
+
+    [instrument] = response.data
+    assert instrument.is_inverse is True
+    assert instrument.multiplier.as_decimal() == Decimal(100)
+
+
+# ---------------------------------------------------------------------------------------------
+# Live subscriptions
+# ---------------------------------------------------------------------------------------------
+
+
+def _subscribe(h: Harness, bar_type: BarType) -> None:
+    h.client.subscribe_bars(
+        SubscribeBars(
+            bar_type=bar_type,
+            client_id=CLIENT_ID,
+            venue=BINANCE_VENUE,
+            command_id=UUID4(),
+            ts_init=h.clock.timestamp_ns(),
+        )
+    )
+
+
+async def _unsubscribe(h: Harness, bar_type: BarType) -> None:
+    h.client.unsubscribe_bars(
+        UnsubscribeBars(
+            bar_type=bar_type,
+            client_id=CLIENT_ID,
+            venue=BINANCE_VENUE,
+            command_id=UUID4(),
+            ts_init=h.clock.timestamp_ns(),
+        )
+    )
+    await asyncio.gather(*list(h.client._tasks))
+
+
+def _assert_contiguous_closed_and_true(h: Harness, bars: list[Bar], received_ns: list[int]) -> None:
+    step_ns = 1_000 * NS
+    opens_ms = [b.ts_event // NS - 1_000 for b in bars]
+    assert [b.ts_event for b in bars] == [bars[0].ts_event + i * step_ns for i in range(len(bars))]
+    assert all(b.ts_event <= t for b, t in zip(bars, received_ns, strict=True))  # none forming
+    assert bar_rows(bars) == expected_rows(
+        h.srv, MarketType.SPOT, "BTCUSDT", Interval.SECOND_1, opens_ms[0], opens_ms[-1] + 1_000
+    )
+
+
+async def test_subscribe_1s_bars_publishes_each_closed_bar_once_in_order(make_harness) -> None:
+    h = make_harness()
+    before_ms = h.clock.timestamp_ms()
+
+    _subscribe(h, SPOT_1S)
+    await asyncio.gather(*list(h.client._tasks))  # the subscription is active
+    after_ms = h.clock.timestamp_ms()
+    bars, received = [], []
+    for _ in range(3):
+        bars.append(await h.next_bar())
+        received.append(h.clock.timestamp_ns())
+
+    # the first bar published is the one forming when the subscription became active
+    first_open_ms = bars[0].ts_event // NS - 1_000
+    assert Interval.SECOND_1.floor_ms(before_ms) <= first_open_ms <= after_ms
+    _assert_contiguous_closed_and_true(h, bars, received)
+    assert h.logs.at("error") == []
+
+
+async def test_outage_is_backfilled_in_order_without_gap_or_duplicate(make_harness) -> None:
+    h = make_harness()
+    _subscribe(h, SPOT_1S)
+    bars, received = [await h.next_bar()], [h.clock.timestamp_ns()]
+
+    h.srv.pause()
+    await asyncio.sleep(3.0)  # the outage itself (the scenario), not a synchronisation
+    resumed_ms = h.srv.now_ms()
+    h.srv.resume()
+    while bars[-1].ts_event // NS < resumed_ms + 1_000:
+        bars.append(await h.next_bar(timeout=20))
+        received.append(h.clock.timestamp_ns())
+
+    assert len(bars) >= 5
+    _assert_contiguous_closed_and_true(h, bars, received)
+    paused = [b for b in bars if bars[0].ts_event < b.ts_event <= resumed_ms * NS]
+    assert len(paused) >= 2  # bars that closed during the outage arrived, in order, once
+    assert h.logs.at("error") == []
+
+
+class FlakyDSM:
+    """Proxies a DataSourceManager; ``fetch`` raises DataUnavailable while ``failures`` > 0."""
+
+    def __init__(self, inner: DataSourceManager) -> None:
+        self._inner = inner
+        self.failures = 0
+        self.failed = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            if self.failures == 0:
+                self.failed.set()
+            raise DataUnavailable("REST down (test)")
+        return await self._inner.fetch(*args, **kwargs)
+
+
+async def test_source_errors_are_retried_with_backoff_then_backfilled(make_harness) -> None:
+    h = make_harness(dsm_wrapper=FlakyDSM)
+    flaky: FlakyDSM = h.client.dsm
+    _subscribe(h, SPOT_1S)
+    bars, received = [await h.next_bar()], [h.clock.timestamp_ns()]
+
+    flaky.failures = 5  # 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s of backoff: bars close meanwhile
+    await asyncio.wait_for(flaky.failed.wait(), timeout=10)
+    failed_until_ms = h.clock.timestamp_ms()
+    while bars[-1].ts_event // NS < failed_until_ms + 1_000:
+        bars.append(await h.next_bar(timeout=10))
+        received.append(h.clock.timestamp_ns())
+
+    _assert_contiguous_closed_and_true(h, bars, received)
+    retries = [m for m in h.logs.at("warning") if "retrying in" in m]
+    assert [m.split("attempt ")[1].split(",")[0] for m in retries] == ["1", "2", "3", "4", "5"]
+    assert [m.split("retrying in ")[1].split("s;")[0] for m in retries] == [
+        "0.10",
+        "0.20",
+        "0.40",
+        "0.80",
+        "1.60",
+    ]
+    assert retries[0].startswith(
+        f"{SPOT_1S}: fetch failed (DataUnavailable: REST down (test)); attempt 1"
+    )
+    assert any("source back after 5 failed attempts" in m for m in h.logs.at("info"))
+    assert any("(backfill)" in m for m in h.logs.at("info"))
+
+
+async def _stream_across_gap(h: Harness) -> tuple[list[Bar], int, int]:
+    """Subscribe; remove the forming bar and the next from the source; collect past the gap."""
+    _subscribe(h, SPOT_1S)
+    bars = [await h.next_bar()]
+    gap_start = bars[-1].ts_event // NS  # the open of the bar forming now
+    gap_end = gap_start + 2_000
+    h.srv.faults.gaps.append(("BTCUSDT", gap_start, gap_end))
+    while bars[-1].ts_event // NS < gap_end + 1_000:
+        bars.append(await h.next_bar())
+    return bars, gap_start, gap_end
+
+
+async def test_live_source_gap_publishes_real_bars_only_and_logs_error(make_harness) -> None:
+    h = make_harness()
+
+    bars, gap_start, gap_end = await _stream_across_gap(h)
+
+    opens_ms = [b.ts_event // NS - 1_000 for b in bars]
+    assert gap_start not in opens_ms and gap_start + 1_000 not in opens_ms
+    assert opens_ms == sorted(set(opens_ms))  # in order, each once
+    assert bar_rows(bars) == expected_rows(
+        h.srv, MarketType.SPOT, "BTCUSDT", Interval.SECOND_1, opens_ms[0], opens_ms[-1] + 1_000
+    )
+    gap_iso = (
+        datetime.fromtimestamp(gap_start / 1000, UTC).isoformat(),
+        datetime.fromtimestamp(gap_end / 1000, UTC).isoformat(),
+    )
+    assert h.logs.at("error") == [
+        f"{SPOT_1S}: the source has no bars for 2 of 3 open times (33.33% < min_completeness): "
+        f"[{gap_iso[0]}, {gap_iso[1]}) 2 missing"
+    ]
+
+
+async def test_live_source_gap_with_synthetic_fallback_is_filled_flat(make_harness) -> None:
+    h = make_harness(synthetic_fallback=True)
+
+    bars, gap_start, gap_end = await _stream_across_gap(h)
+
+    opens_ms = [b.ts_event // NS - 1_000 for b in bars]
+    assert opens_ms == [opens_ms[0] + 1_000 * i for i in range(len(opens_ms))]
+    by_open = dict(zip(opens_ms, bars, strict=True))
+    before = by_open[gap_start - 1_000]
+    for open_ms in (gap_start, gap_start + 1_000):
+        bar = by_open[open_ms]
+        assert (bar.open, bar.high, bar.low, bar.close) == (before.close,) * 4
+        assert str(bar.volume) == "0.00000000"
+    real = [b for o, b in by_open.items() if not gap_start <= o < gap_end]
+    real_opens = [o for o in opens_ms if not gap_start <= o < gap_end]
+    truth = expected_rows(
+        h.srv, MarketType.SPOT, "BTCUSDT", Interval.SECOND_1, opens_ms[0], opens_ms[-1] + 1_000
+    )
+    assert bar_rows(real) == truth
+    assert [r[0] // NS - 1_000 for r in truth] == real_opens
+    assert h.client.poller_stats(SPOT_1S)["synthetic"] == 2
+    assert [m for m in h.logs.at("warning") if "SYNTHETIC" in m] == [
+        f"{SPOT_1S}: 2 SYNTHETIC flat bars generated (no source has them): "
+        f"[{datetime.fromtimestamp(gap_start / 1000, UTC).isoformat()}, "
+        f"{datetime.fromtimestamp(gap_end / 1000, UTC).isoformat()}) 2 missing"
+    ]
+
+
+async def test_unsubscribe_stops_publication(make_harness) -> None:
+    h = make_harness()
+    _subscribe(h, SPOT_1S)
+    await h.next_bar()
+
+    await _unsubscribe(h, SPOT_1S)
+
+    assert h.client.poller_stats(SPOT_1S) is None
+    while not h.published.empty():  # a bar published before the unsubscribe took effect
+        h.published.get_nowait()
+    with pytest.raises(TimeoutError):
+        await h.next_bar(timeout=1.6)  # past the next close + poll delay: nothing comes
+
+
+async def test_subscribe_two_minute_bars_logs_error_naming_the_fix(make_harness) -> None:
+    h = make_harness()
+    bar_type = BarType.from_str("BTCUSDT.BINANCE-2-MINUTE-LAST-EXTERNAL")
+
+    _subscribe(h, bar_type)
+    await asyncio.gather(*list(h.client._tasks))
+
+    errors = h.logs.at("error")
+    assert len(errors) == 1
+    assert errors[0].startswith(f"Cannot subscribe to {bar_type}: ")
+    assert h.client.poller_stats(bar_type) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Synchronous mode: BacktestNode download engine (each coroutine under its own asyncio.run)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_download_engine_drives_the_client_synchronously(imitation: Any, tmp_path: Path) -> None:
+    from nautilus_trader.backtest.node import BacktestNode
+    from nautilus_trader.common.config import ImportableFactoryConfig
+    from nautilus_trader.config import DataCatalogConfig, ImportableConfig
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+    node = BacktestNode(configs=[])
+    node.setup_download_engine(
+        DataCatalogConfig(path=str(tmp_path / "catalog")),
+        {
+            "DSM": ImportableConfig(
+                path="nautilus_dsm.config:DSMDataClientConfig",
+                factory=ImportableFactoryConfig(
+                    path="nautilus_dsm.factories:DSMLiveDataClientFactory"
+                ),
+                config={
+                    "base_url_http": imitation.url,
+                    "base_url_vision": imitation.url,
+                    "cache_dir": str(tmp_path / "cache"),
+                },
+            )
+        },
+    )
+    try:
+        # Two requests = two event loops: nothing may stay bound to the first one.
+        for hour in (0, 1):
+            node.download_data(
+                "request_bars",
+                bar_type=SPOT_1M,
+                start=pd.Timestamp(datetime(2024, 1, 2, hour, tzinfo=UTC)),
+                end=pd.Timestamp(datetime(2024, 1, 2, hour + 1, tzinfo=UTC)),
+                client_id=CLIENT_ID,
+            )
+    finally:
+        node.dispose()
+
+    bars = ParquetDataCatalog(str(tmp_path / "catalog")).bars([str(SPOT_1M)])
+    assert len(bars) == 120
+    assert bar_rows(bars) == expected_rows(
+        imitation, MarketType.SPOT, "BTCUSDT", Interval.MINUTE_1, DAY_MS, DAY_MS + 120 * MIN_MS
+    )
