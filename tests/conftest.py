@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+# ../shared/realdata beside the checkout (CI's layout), or NAUTILUS_DSM_REALDATA.
+REALDATA = Path(
+    os.environ.get("NAUTILUS_DSM_REALDATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "realdata"
+)
 
 
 @pytest.fixture
