@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
-from nautilus_trader.backtest.config import BacktestDataConfig
 from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.persistence.catalog.parquet import (
@@ -44,6 +43,7 @@ from nautilus_dsm.markets import (
 )
 
 if TYPE_CHECKING:
+    from nautilus_trader.backtest.config import BacktestDataConfig
     from nautilus_trader.model.instruments import Instrument
 
     from nautilus_dsm.dsm.manager import DataSourceManager
@@ -316,8 +316,15 @@ def _write_file_atomic(catalog: ParquetDataCatalog, directory: str, name: str, t
     final = f"{directory}/{name}"
     tmp = f"{final}.{uuid.uuid4().hex}{_TMP_SUFFIX}"
     catalog.fs.mkdirs(directory, exist_ok=True)
+    # No dictionary encoding: int128 raws and timestamps hardly repeat, so dictionaries cost
+    # time and space; without them the write is ~1.7x faster and the file ~15% smaller
+    # (benchmarks/catalog_ingest.py). The data read back is identical.
     pq.write_table(
-        table, where=tmp, filesystem=catalog.fs, row_group_size=catalog.max_rows_per_group
+        table,
+        where=tmp,
+        filesystem=catalog.fs,
+        row_group_size=catalog.max_rows_per_group,
+        use_dictionary=False,
     )
     catalog.fs.mv(tmp, final)
     return final
@@ -592,6 +599,10 @@ def backtest_data_config(
         start_time = _to_ns(start) + 1
     if end is not None:
         end_time = _to_ns(end)
+    # Imported here: nautilus_trader.backtest.config adds ~20 MB RSS and import time to every
+    # ingest, which never needs it.
+    from nautilus_trader.backtest.config import BacktestDataConfig
+
     return BacktestDataConfig(
         catalog_path=path,
         catalog_fs_protocol=protocol,

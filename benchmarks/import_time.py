@@ -1,0 +1,108 @@
+"""Benchmark: what importing nautilus_dsm adds to a NautilusTrader script's start-up.
+
+Run: ``uv run python benchmarks/import_time.py [--reps 5]`` (offline; about a minute).
+
+Each variant is timed as the wall time of a fresh ``python -c`` (interpreter start included,
+so the ``pass`` variant is the floor), variants interleaved, median of ``--reps``:
+
+- ``nt``: ``import nautilus_trader.live.node, nautilus_trader.model.data`` (NautilusTrader's
+  equivalent: what a live or backtest script imports anyway);
+- ``dsm``: the public names a user touches (``DataSourceManager``, ``DSMDataClientConfig``,
+  ``DSMLiveDataClientFactory``, ``frame_to_bars``) alone;
+- ``nt+dsm``: both, i.e. the real script; ``nt+deps``: NautilusTrader plus our third-party
+  dependencies (polars, httpx), to separate their cost from our own modules'.
+
+Target: nautilus_dsm adds <= 0.3 s over the NautilusTrader equivalent. Both readings are
+reported: ``dsm - nt`` (importing ours instead of NT's) and ``nt+dsm - nt`` (what ours adds to
+a script that imports NT anyway). A ``-X importtime`` run splits what ours adds by package
+(self times summed), separating our own modules from polars, httpx and what they pull in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+NT = "import nautilus_trader.live.node, nautilus_trader.model.data"
+DSM = (
+    "from nautilus_dsm import DataSourceManager, DSMDataClientConfig, "
+    "DSMLiveDataClientFactory, frame_to_bars"
+)
+VARIANTS: dict[str, str] = {
+    "pass": "pass",
+    "import nautilus_dsm": "import nautilus_dsm",
+    "nt": NT,
+    "dsm": DSM,
+    "nt+dsm": f"{NT}; {DSM}",
+    "nt+deps": f"{NT}; import polars, httpx",
+}
+TARGET_S = 0.3
+# A stdlib module nothing else imports: everything -X importtime lists after it is ours.
+MARKER = "colorsys"
+
+
+def wall(code: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - t0
+
+
+def added_packages() -> dict[str, float]:
+    """Seconds (summed self time) per top-level package that ``DSM`` adds after NT's import."""
+    code = f"{NT}; import {MARKER}; {DSM}"
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    lines = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+    names = [line.split("|")[2].strip() for line in lines]
+    start = next(i for i, name in enumerate(names) if name == MARKER) + 1
+    out: dict[str, float] = {}
+    for line, name in zip(lines[start:], names[start:], strict=True):
+        self_us = int(line.split("|")[0].removeprefix("import time:"))
+        package = name.split(".")[0]
+        out[package] = out.get(package, 0.0) + self_us / 1e6
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5, help="fresh interpreters per variant")
+    args = parser.parse_args()
+    for code in VARIANTS.values():  # warm the OS page cache (.so files, .pyc)
+        wall(code)
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for _ in range(args.reps):
+        for name, code in VARIANTS.items():
+            times[name].append(wall(code))
+    med = {name: statistics.median(values) for name, values in times.items()}
+
+    print(f"\n== Import time: fresh `python -c`, median of {args.reps} ==")
+    for name, code in VARIANTS.items():
+        print(f"{name:>20}: {med[name]:.3f} s   ({code})")
+    alone = med["dsm"] - med["nt"]
+    added = med["nt+dsm"] - med["nt"]
+    deps = med["nt+deps"] - med["nt"]
+    print(
+        f"dsm - nt = {alone:+.3f} s (target <= {TARGET_S} s: "
+        f"{'MET' if alone <= TARGET_S else 'MISSED'}); ratio dsm/nt {med['dsm'] / med['nt']:.2f}"
+    )
+    print(
+        f"nt+dsm - nt = {added:+.3f} s (target <= {TARGET_S} s: "
+        f"{'MET' if added <= TARGET_S else 'MISSED'}); nt+deps - nt (polars + httpx alone) "
+        f"= {deps:+.3f} s"
+    )
+    packages = added_packages()
+    total = sum(packages.values())
+    print(f"what nautilus_dsm adds on top of NautilusTrader (-X importtime, {total:.3f} s):")
+    for package, seconds in list(packages.items())[:10]:
+        print(f"  {seconds:7.3f} s  {seconds / total:5.1%}  {package}")
+
+
+if __name__ == "__main__":
+    main()
