@@ -11,16 +11,22 @@ from __future__ import annotations
 import asyncio
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.component import LiveClock, MessageBus
 from nautilus_trader.live.factories import LiveDataClientFactory
 
 from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig
-from nautilus_dsm.data import DSMDataClient
-from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.markets import DataProvider, MarketType
-from nautilus_dsm.providers import DSMInstrumentProvider
+
+if TYPE_CHECKING:
+    from nautilus_dsm.data import DSMDataClient
+    from nautilus_dsm.dsm.manager import DataSourceManager
+    from nautilus_dsm.providers import DSMInstrumentProvider
+
+# The engine, provider and client (polars, httpx) are imported when a client is built, not when
+# a node config imports this factory: a TradingNode script pays for them only if it uses them.
 
 
 @lru_cache
@@ -46,6 +52,8 @@ def get_cached_dsm(
     DataSourceManager
 
     """
+    from nautilus_dsm.dsm.manager import DataSourceManager
+
     return DataSourceManager.create(
         DataProvider.BINANCE,
         MarketType.parse(market_type) if market_type else None,
@@ -83,6 +91,8 @@ def get_cached_dsm_instrument_provider(
     DSMInstrumentProvider
 
     """
+    from nautilus_dsm.providers import DSMInstrumentProvider
+
     return DSMInstrumentProvider(dsm.exchange_info, config, clock)
 
 
@@ -138,6 +148,9 @@ class DSMLiveDataClientFactory(LiveDataClientFactory):
         DSMDataClient
 
         """
+        from nautilus_dsm.data import DSMDataClient
+        from nautilus_dsm.providers import DSMInstrumentProvider
+
         dsm = dsm_for_config(config)
         try:
             provider = get_cached_dsm_instrument_provider(dsm, config.instrument_provider, clock)
