@@ -581,6 +581,8 @@ class DataSourceManager:
             )
             run.advance()
             return
+        if cache and not self._worth_whole(run, period):
+            cache = False
         # A closed period is fetched whole (and cached); the open one only as far as requested.
         lo = period.start_ms if cache else max(period.start_ms, run.start_ms)
         hi = period.end_ms if cache else min(period.end_ms, run.stop_ms)
@@ -597,6 +599,19 @@ class DataSourceManager:
         finally:
             run.timings["rest"] += time.perf_counter() - t0
         self._store(run, period, frame, "rest", cache=cache)
+
+    @staticmethod
+    def _worth_whole(run: _Run, period: Period) -> bool:
+        """Fetch a closed period whole from REST (to cache it) unless that costs many pages.
+
+        A live poll just after midnight asks for a few 1s bars of yesterday, which Vision has
+        not published yet; the whole day would be 87 pages. Then only the requested part is
+        fetched, and not cached (a later request or Vision completes the day).
+        """
+        if run.start_ms <= period.start_ms and period.end_ms <= run.stop_ms:
+            return True
+        limit = ENDPOINTS[run.instrument.market_type].kline_limit
+        return run.interval.count(period.start_ms, period.end_ms) <= 2 * limit
 
     def _store(
         self, run: _Run, period: Period, frame: pl.DataFrame, source: Source, *, cache: bool

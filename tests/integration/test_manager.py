@@ -412,3 +412,33 @@ async def test_first_bar_probe_is_done_once_per_symbol_and_interval(
         (T0 + 2 * DAY + 690 * MIN, "1500"),
     ]
     assert cached_files(cache_dir, "futures_usdt", "BTCUSDT", "1m") == []
+
+
+async def test_a_few_1s_bars_of_a_closed_day_missing_on_vision_cost_one_page_not_87(
+    imitation, cache_dir: Path
+) -> None:
+    # A live poll just after midnight: yesterday is closed, Vision has not published it yet.
+    now = T0 + DAY + 30_000  # 2024-01-02T00:00:30Z
+    imitation.faults.vision_missing.add("BTCUSDT-1s-2024-01-01.zip")
+    dsm = make_dsm(imitation, cache_dir, clock=lambda: now)
+
+    result = await dsm.fetch(
+        "BTCUSDT.BINANCE",
+        "1s",
+        JAN1 + timedelta(days=1, seconds=-10),
+        JAN1 + timedelta(days=1, seconds=20),
+    )
+    await dsm.aclose()
+
+    start, stop = T0 + DAY - 10_000, T0 + DAY + 20_000
+    assert result.frame.equals(imitation.expected(SPOT, "BTCUSDT", "1s", start, stop))
+    assert result.report.sources == {"cache": 0, "vision": 0, "rest": 30, "synthetic": 0}
+    assert kline_starts(imitation, "/api/v3/klines") == [
+        (0, "1"),
+        (start, "1000"),
+        (T0 + DAY, "1000"),
+    ]
+    assert vision_paths(imitation) == [
+        "/data/spot/daily/klines/BTCUSDT/1s/BTCUSDT-1s-2024-01-01.zip",
+    ]
+    assert cached_files(cache_dir, "spot", "BTCUSDT", "1s") == []
