@@ -19,16 +19,11 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from nautilus_trader.backtest.config import (
-    BacktestEngineConfig,
-    BacktestRunConfig,
-    BacktestVenueConfig,
-)
 from nautilus_trader.backtest.node import BacktestNode
-from nautilus_trader.config import ImportableStrategyConfig, LoggingConfig
 from nautilus_trader.model.identifiers import Venue
 
-from nautilus_dsm import DataProvider, DataSourceManager, backtest_data_config, bar_type_for, ingest
+from nautilus_dsm import DataProvider, DataSourceManager, backtest_data_config, ingest
+from nautilus_dsm.demo import ema_cross_run_config
 
 INSTRUMENT_ID = "BTCUSDT-PERP.BINANCE"
 INTERVAL = "1m"
@@ -75,39 +70,11 @@ def main() -> None:
         report = ingest(catalog_path, [INSTRUMENT_ID], [INTERVAL], start, end, dsm=dsm)
         print(report.summary())
 
-    # 2. Backtest exactly that bar type (data_cls=Bar the class, bar_types=[...]).
-    bar_type = str(bar_type_for(INSTRUMENT_ID, INTERVAL))
-    run_config = BacktestRunConfig(
-        engine=BacktestEngineConfig(
-            strategies=[
-                ImportableStrategyConfig(
-                    strategy_path="nautilus_trader.examples.strategies.ema_cross:EMACross",
-                    config_path="nautilus_trader.examples.strategies.ema_cross:EMACrossConfig",
-                    config={
-                        "instrument_id": INSTRUMENT_ID,
-                        "bar_type": bar_type,
-                        "trade_size": "0.010",
-                        "fast_ema_period": 10,
-                        "slow_ema_period": 30,
-                        "request_bars": False,
-                        "subscribe_trade_ticks": False,
-                    },
-                )
-            ],
-            logging=LoggingConfig(log_level="ERROR"),
-        ),
-        venues=[
-            BacktestVenueConfig(
-                name="BINANCE",
-                oms_type="NETTING",
-                account_type="MARGIN",
-                starting_balances=["100000 USDT"],
-            )
-        ],
-        data=[backtest_data_config(catalog_path, INSTRUMENT_ID, INTERVAL, start, end)],
-        # Keep the engine after the run so orders and positions can be read from it.
-        dispose_on_completion=False,
-    )
+    # 2. Backtest exactly that bar type: backtest_data_config selects it (data_cls=Bar the class,
+    #    bar_types=[...]); ema_cross_run_config adds NautilusTrader's EMACross, a BINANCE venue
+    #    (netting, margin, 100000 USDT) and keeps the engine after the run to read results from.
+    data = backtest_data_config(catalog_path, INSTRUMENT_ID, INTERVAL, start, end)
+    run_config = ema_cross_run_config(data)
     node = BacktestNode(configs=[run_config])
     result = node.run()[0]
     engine = node.get_engine(run_config.id)

@@ -16,9 +16,10 @@ leaves complete files only and the next run resumes where it stopped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -350,25 +351,55 @@ def _check_table(table: Any, plan: ChunkPlan, bar_type: str) -> None:
 async def _instrument_for(
     dsm: DataSourceManager, instrument_id: str, market_type: MarketType
 ) -> Instrument:
-    from nautilus_dsm.parsing import parse_instruments
+    # History is wanted, so symbols listed but not trading (halted, settled, delisted) count.
+    from nautilus_dsm.parsing import SkippedSymbol, parse_exchange_info
 
     info = await dsm.exchange_info(market_type)
-    parsed = parse_instruments(market_type, info, time.time_ns())
-    instruments = parsed.values() if isinstance(parsed, dict) else parsed
-    for instrument in instruments:
-        if instrument.id.value == instrument_id:
-            return instrument
-    raise UnknownSymbol(
-        f"{instrument_id} is not listed in Binance {market_type.name} exchangeInfo; "
-        "check the symbol (e.g. BTCUSDT-PERP.BINANCE) and its market"
-    )
+    parsed = parse_exchange_info(market_type, info, time.time_ns(), include_non_trading=True)
+    found = parsed.find(instrument_id)
+    if isinstance(found, SkippedSymbol):
+        raise InvalidInput(
+            f"{instrument_id} is listed in Binance {market_type.name} exchangeInfo but has no "
+            f"Nautilus instrument: {found.reason}"
+        )
+    if found is None:
+        raise UnknownSymbol(
+            f"{instrument_id} is not listed in Binance {market_type.name} exchangeInfo; "
+            "check the symbol (e.g. BTCUSDT-PERP.BINANCE) and its market"
+        )
+    return found
 
 
-def _has_instrument(catalog: ParquetDataCatalog, instrument_id: str) -> bool:
+def _catalog_instrument(catalog: ParquetDataCatalog, instrument_id: str) -> Instrument | None:
     try:
-        return bool(catalog.instruments(instrument_ids=[instrument_id]))
+        found = catalog.instruments(instrument_ids=[instrument_id])
     except (FileNotFoundError, OSError, ValueError):
-        return False
+        return None
+    return found[0] if found else None
+
+
+def _check_same_precision(
+    catalog: ParquetDataCatalog, stored: Instrument, current: Instrument
+) -> None:
+    # Bars are written at the catalog instrument's precision. A file at another precision
+    # makes the whole bar type unreadable ("Fail to merge schema ... price_precision"), so a
+    # tick or step size change since the first ingest is refused before anything is fetched.
+    if (stored.price_precision, stored.size_precision) == (
+        current.price_precision,
+        current.size_precision,
+    ):
+        return
+    instrument_id = stored.id.value
+    bars = f"{catalog._make_path(Bar)}/{instrument_id}-*"
+    raise InvalidInput(
+        f"{instrument_id}: the catalog {catalog.path} holds it with price precision "
+        f"{stored.price_precision} and size precision {stored.size_precision}, but Binance "
+        f"exchangeInfo now gives price precision {current.price_precision} (tick "
+        f"{current.price_increment}) and size precision {current.size_precision} (step "
+        f"{current.size_increment}); all bars of a bar type must share one precision, so "
+        f"nothing was fetched; ingest into a new catalog, or delete its bars ({bars}) and "
+        f"its instrument ({catalog._make_path(type(stored), instrument_id)}) and re-ingest"
+    )
 
 
 async def ingest_async(
@@ -384,7 +415,51 @@ async def ingest_async(
     min_completeness: float | None = None,
     on_low_quality: str | None = None,
 ) -> IngestReport:
-    """Asynchronous :func:`ingest`, for callers already inside an event loop."""
+    """
+    Ingest Binance bars into a Parquet data catalog, resumably and without duplicates.
+
+    :func:`ingest` is the blocking form, for callers outside an event loop.
+
+    Instruments are written first (``catalog.write_data``), then the bars chunk by chunk as
+    parquet files in the catalog's layout, so memory stays bounded by one chunk. Ranges the
+    catalog already covers (by its file names) are skipped; an interrupted run resumes.
+
+    Parameters
+    ----------
+    catalog : ParquetDataCatalog | str
+        The catalog, or a path / URI (``memory:///cat``, ``s3://bucket/cat``...).
+    instrument_ids : Sequence[str]
+        Nautilus Binance instrument ids, e.g. ``["BTCUSDT-PERP.BINANCE"]``.
+    intervals : Sequence[Interval | str]
+        Binance intervals, e.g. ``["1m", "1h"]``.
+    start, end : datetime
+        UTC bar open times ``[start, end)``; end is capped at the last closed bar.
+    dsm : DataSourceManager, optional
+        The data-source manager (endpoints, cache); a default Binance one when None.
+    chunk : timedelta, default 7 days
+        Range fetched and written per file.
+    progress : callable, optional
+        ``progress(done_chunks, total_chunks)``.
+    min_completeness, on_low_quality : optional
+        Per-fetch overrides of the manager's quality policy.
+
+    Returns
+    -------
+    IngestReport
+
+    Raises
+    ------
+    InvalidInput
+        Bad ids, intervals, range or chunk (before any I/O); an id Binance lists without a
+        Nautilus instrument; an instrument the catalog holds at another price or size precision
+        than Binance now lists (before any bar is fetched).
+    UnknownSymbol
+        An id Binance's exchangeInfo does not list (symbols not trading are accepted).
+    QualityBelowThreshold
+        A chunk is below ``min_completeness`` under the ``raise`` policy; chunks before it are
+        written and kept, a re-run resumes from it.
+
+    """
     started = time.perf_counter()
     if isinstance(instrument_ids, str) or isinstance(intervals, str | Interval):
         raise InvalidInput(
@@ -425,17 +500,22 @@ async def ingest_async(
                 report.skipped.extend(SkippedRange(key, from_ms(a), from_ms(b)) for a, b in skipped)
                 work.extend((r.instrument_id, bar_type, iv, p) for p in plans)
 
+        # Every instrument is checked before any is written or any bar fetched.
         instruments: dict[str, Instrument] = {}
+        new: list[Instrument] = []
         for r in resolved:
-            needed = any(w[0] == r.instrument_id for w in work)
-            present = _has_instrument(cat, r.instrument_id)
-            if not needed and present:
+            stored = _catalog_instrument(cat, r.instrument_id)
+            if stored is not None and not any(w[0] == r.instrument_id for w in work):
                 continue
-            instrument = await _instrument_for(dsm, r.instrument_id, r.market_type)
-            instruments[r.instrument_id] = instrument
-            if not present:
-                cat.write_data([instrument])
-                report.instruments_written.append(r.instrument_id)
+            current = await _instrument_for(dsm, r.instrument_id, r.market_type)
+            if stored is None:
+                new.append(current)
+            else:  # bars are converted with the catalog's copy, as a backtest reads them
+                _check_same_precision(cat, stored, current)
+            instruments[r.instrument_id] = current if stored is None else stored
+        for instrument in new:
+            cat.write_data([instrument])
+            report.instruments_written.append(instrument.id.value)
 
         total = len(work)
         if progress is not None:
@@ -482,79 +562,41 @@ async def ingest_async(
     return report
 
 
-def ingest(
-    catalog: ParquetDataCatalog | str,
-    instrument_ids: Sequence[str],
-    intervals: Sequence[Interval | str],
-    start: datetime,
-    end: datetime,
-    *,
-    dsm: DataSourceManager | None = None,
-    chunk: timedelta = DEFAULT_CHUNK,
-    progress: ProgressCallback | None = None,
-    min_completeness: float | None = None,
-    on_low_quality: str | None = None,
-) -> IngestReport:
+def _blocking[**P](
+    fn: Callable[P, Coroutine[Any, Any, IngestReport]], name: str, doc: str
+) -> Callable[P, IngestReport]:
+    """The blocking twin of ``fn``: same parameters (one signature to maintain), own loop."""
+
+    def blocking(*args: P.args, **kwargs: P.kwargs) -> IngestReport:
+        async def run() -> IngestReport:
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                # Connections opened here belong to this short-lived loop (re-created on next
+                # use); ``dsm`` is keyword-only.
+                dsm = kwargs.get("dsm")
+                if dsm is not None:
+                    await dsm.aclose()
+
+        return asyncio.run(run())
+
+    functools.update_wrapper(blocking, fn)  # signature and annotations of ``fn``
+    blocking.__name__ = blocking.__qualname__ = name
+    blocking.__doc__ = doc
+    return blocking
+
+
+ingest = _blocking(
+    ingest_async,
+    "ingest",
     """
-    Ingest Binance bars into a Parquet data catalog, resumably and without duplicates.
+    Ingest Binance bars into a Parquet data catalog: :func:`ingest_async`, blocking.
 
-    Instruments are written first (``catalog.write_data``), then the bars chunk by chunk as
-    parquet files in the catalog's layout, so memory stays bounded by one chunk. Ranges the
-    catalog already covers (by its file names) are skipped; an interrupted run resumes.
-
-    Parameters
-    ----------
-    catalog : ParquetDataCatalog | str
-        The catalog, or a path / URI (``memory:///cat``, ``s3://bucket/cat``...).
-    instrument_ids : Sequence[str]
-        Nautilus Binance instrument ids, e.g. ``["BTCUSDT-PERP.BINANCE"]``.
-    intervals : Sequence[Interval | str]
-        Binance intervals, e.g. ``["1m", "1h"]``.
-    start, end : datetime
-        UTC bar open times ``[start, end)``; end is capped at the last closed bar.
-    dsm : DataSourceManager, optional
-        The data-source manager (endpoints, cache); a default Binance one when None.
-    chunk : timedelta, default 7 days
-        Range fetched and written per file.
-    progress : callable, optional
-        ``progress(done_chunks, total_chunks)``.
-    min_completeness, on_low_quality : optional
-        Per-fetch overrides of the manager's quality policy.
-
-    Returns
-    -------
-    IngestReport
-
-    Raises
-    ------
-    InvalidInput
-        Bad ids, intervals, range or chunk (before any I/O).
-    QualityBelowThreshold
-        A chunk is below ``min_completeness`` under the ``raise`` policy; chunks before it are
-        written and kept, a re-run resumes from it.
-
-    """
-
-    async def run() -> IngestReport:
-        try:
-            return await ingest_async(
-                catalog,
-                instrument_ids,
-                intervals,
-                start,
-                end,
-                dsm=dsm,
-                chunk=chunk,
-                progress=progress,
-                min_completeness=min_completeness,
-                on_low_quality=on_low_quality,
-            )
-        finally:
-            # Connections opened here belong to this short-lived loop (re-created on next use).
-            if dsm is not None:
-                await dsm.aclose()
-
-    return asyncio.run(run())
+    Same parameters, return value and errors as :func:`ingest_async`; runs its own event loop,
+    so call it from scripts, not from inside a running loop. A ``dsm`` passed in has its
+    connections closed at the end (they belong to that loop); the manager stays usable.
+    """,
+)
 
 
 def backtest_data_config(

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -29,7 +29,7 @@ from nautilus_dsm.markets import (
 )
 
 if TYPE_CHECKING:
-    from nautilus_dsm.dsm.manager import DataSourceManager
+    from nautilus_dsm.dsm.manager import DataSourceManager, FetchResult
     from nautilus_dsm.dsm.quality import QualityReport
 
 EXIT_OK = 0
@@ -171,16 +171,18 @@ def _min_completeness_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
-def _make_dsm(
+@contextlib.asynccontextmanager
+async def _dsm(
     market_type: str | None,
     base_url_http: str | None,
     base_url_vision: str | None,
     cache_dir: Path | None,
     min_completeness: float = 0.95,
-) -> DataSourceManager:
+) -> AsyncIterator[DataSourceManager]:
+    """A data-source manager for one command, closed when the command is done with it."""
     from nautilus_dsm.dsm.manager import DataSourceManager
 
-    return DataSourceManager.create(
+    dsm = DataSourceManager.create(
         DataProvider.BINANCE,
         MarketType.parse(market_type) if market_type else None,
         base_url_http=base_url_http,
@@ -189,9 +191,34 @@ def _make_dsm(
         min_completeness=min_completeness,
         on_low_quality="raise",
     )
+    try:
+        yield dsm
+    finally:
+        await dsm.aclose()
 
 
-class _Progress:
+async def _fetch(
+    dsm: DataSourceManager,
+    resolved: ResolvedInstrument,
+    iv: Interval,
+    start: datetime,
+    end: datetime,
+    show_progress: bool,
+) -> tuple[FetchResult, int]:
+    """Fetch with a progress bar; below the threshold keep the result, with exit code 3."""
+    progress = ProgressBar(show_progress, resolved.instrument_id, "period")
+    try:
+        result = await dsm.fetch(resolved.instrument_id, iv.value, start, end, progress=progress)
+        return result, EXIT_OK
+    except QualityBelowThreshold as e:
+        if e.result is None:
+            raise
+        return e.result, EXIT_QUALITY
+    finally:
+        progress.close()
+
+
+class ProgressBar:
     """``progress(done, total)`` callback drawing a tqdm bar on stderr (or nothing)."""
 
     def __init__(self, enabled: bool, desc: str, unit: str) -> None:
@@ -208,8 +235,10 @@ class _Progress:
             self._bar.refresh()
 
     def close(self) -> None:
+        """Remove the bar; closing again does nothing."""
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
 
 
 def _pct(value: float) -> str:
@@ -279,21 +308,10 @@ def fetch(
     async def main() -> int:
         resolved, iv = _resolve(instrument_id, market_type, interval)
         start_dt, end_dt = _parse_range(start, end)
-        dsm = _make_dsm(market_type, base_url_http, base_url_vision, cache_dir, min_completeness)
-        progress = _Progress(not no_progress, resolved.instrument_id, "period")
-        code = EXIT_OK
-        try:
-            try:
-                result = await dsm.fetch(
-                    resolved.instrument_id, iv.value, start_dt, end_dt, progress=progress
-                )
-            except QualityBelowThreshold as e:
-                if e.result is None:
-                    raise
-                result, code = e.result, EXIT_QUALITY
-        finally:
-            progress.close()
-            await dsm.aclose()
+        async with _dsm(
+            market_type, base_url_http, base_url_vision, cache_dir, min_completeness
+        ) as dsm:
+            result, code = await _fetch(dsm, resolved, iv, start_dt, end_dt, not no_progress)
         out.parent.mkdir(parents=True, exist_ok=True)
         result.frame.write_parquet(out)
         report = result.report
@@ -376,19 +394,21 @@ def ingest_command(
             ids.append(resolved.instrument_id)
         start_dt, end_dt = _parse_range(start, end)
         catalog = _catalog_for(catalog_path)
-        dsm = _make_dsm(market_type, base_url_http, base_url_vision, cache_dir, min_completeness)
-        progress = _Progress(not no_progress, "ingest", "chunk")
+        progress = ProgressBar(not no_progress, "ingest", "chunk")
         try:
-            report = await ingest_async(
-                catalog,
-                ids,
-                list(intervals),
-                start_dt,
-                end_dt,
-                dsm=dsm,
-                chunk=timedelta(days=chunk_days),
-                progress=progress,
-            )
+            async with _dsm(
+                market_type, base_url_http, base_url_vision, cache_dir, min_completeness
+            ) as dsm:
+                report = await ingest_async(
+                    catalog,
+                    ids,
+                    list(intervals),
+                    start_dt,
+                    end_dt,
+                    dsm=dsm,
+                    chunk=timedelta(days=chunk_days),
+                    progress=progress,
+                )
         except QualityBelowThreshold as e:
             progress.close()
             line = f"quality below threshold: {e}"
@@ -399,7 +419,6 @@ def ingest_command(
             return EXIT_QUALITY
         finally:
             progress.close()
-            await dsm.aclose()
         if as_json:
             click.echo(json.dumps(report.to_dict(), indent=2))
         else:
@@ -451,23 +470,11 @@ def quality(
 
         resolved, iv = _resolve(instrument_id, market_type, interval)
         start_dt, end_dt = _parse_range(start, end)
-        dsm = _make_dsm(market_type, base_url_http, base_url_vision, cache_dir, min_completeness)
-        progress = _Progress(not no_progress, resolved.instrument_id, "period")
-        code = EXIT_OK
-        try:
-            try:
-                result = await dsm.fetch(
-                    resolved.instrument_id, iv.value, start_dt, end_dt, progress=progress
-                )
-            except QualityBelowThreshold as e:
-                if e.result is None:
-                    raise
-                result, code = e.result, EXIT_QUALITY
-            progress.close()
+        async with _dsm(
+            market_type, base_url_http, base_url_vision, cache_dir, min_completeness
+        ) as dsm:
+            result, code = await _fetch(dsm, resolved, iv, start_dt, end_dt, not no_progress)
             instrument = await _instrument_for(dsm, resolved.instrument_id, resolved.market_type)
-        finally:
-            progress.close()
-            await dsm.aclose()
         conversion = convert_frame(
             result.frame, bar_type_for(resolved.instrument_id, iv), instrument
         )
@@ -564,9 +571,8 @@ def instruments(
         from nautilus_dsm.parsing import parse_instruments
 
         markets = [MarketType.parse(market_type)] if market_type else list(MarketType)
-        dsm = _make_dsm(market_type, base_url_http, base_url_vision, cache_dir)
         rows: list[tuple[str, ...]] = []
-        try:
+        async with _dsm(market_type, base_url_http, base_url_vision, cache_dir) as dsm:
             for market in markets:
                 info = await dsm.exchange_info(market)
                 for inst in parse_instruments(market, info, time.time_ns()):
@@ -580,8 +586,6 @@ def instruments(
                             str(inst.size_precision),
                         )
                     )
-        finally:
-            await dsm.aclose()
         header = ("id", "market", "tick", "step", "price_prec", "size_prec")
         click.echo(format_table(header, rows))
         return EXIT_OK

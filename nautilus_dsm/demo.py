@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nautilus_trader.backtest.config import (
+    BacktestDataConfig,
     BacktestEngineConfig,
     BacktestRunConfig,
     BacktestVenueConfig,
@@ -34,6 +35,8 @@ from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.identifiers import Venue
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
+from nautilus_dsm.cli import ProgressBar
+from nautilus_dsm.errors import InvalidInput
 from nautilus_dsm.markets import ENDPOINTS, Interval, MarketType, from_ms, to_ms
 
 DEMO_INSTRUMENT = "BTCUSDT-PERP.BINANCE"
@@ -113,6 +116,75 @@ class BacktestSummary:
     seconds: float
 
 
+def ema_cross_run_config(
+    data: BacktestDataConfig,
+    *,
+    strategy: bool = True,
+    trade_size: str = "0.010",
+    starting_balance: str = "100000 USDT",
+    count_bars: bool = False,
+) -> BacktestRunConfig:
+    """
+    Return the run config of NautilusTrader's EMA(10/30) cross on one bar type of a catalog.
+
+    ``data`` selects the bar type (:func:`nautilus_dsm.catalog.backtest_data_config`). The
+    venue is BINANCE, netting, with a margin account. ``dispose_on_completion=False`` keeps the
+    engine so orders, positions and PnL can be read after the run (the default disposes it
+    before the result is built). ``strategy=False`` leaves the EMA cross out; ``count_bars``
+    adds a :class:`BarCounter`.
+    """
+    if data.instrument_id is None or not data.bar_types or len(data.bar_types) != 1:
+        raise InvalidInput(
+            f"the backtest data config selects bar types {data.bar_types} of instrument "
+            f"{data.instrument_id}; pass exactly one, e.g. "
+            "backtest_data_config(catalog, 'BTCUSDT-PERP.BINANCE', '1m')"
+        )
+    bar_type = str(data.bar_types[0])
+    strategies = []
+    if strategy:
+        strategies.append(
+            ImportableStrategyConfig(
+                strategy_path="nautilus_trader.examples.strategies.ema_cross:EMACross",
+                config_path="nautilus_trader.examples.strategies.ema_cross:EMACrossConfig",
+                config={
+                    "instrument_id": str(data.instrument_id),
+                    "bar_type": bar_type,
+                    "trade_size": trade_size,
+                    "fast_ema_period": 10,
+                    "slow_ema_period": 30,
+                    "request_bars": False,
+                    "subscribe_trade_ticks": False,
+                },
+            )
+        )
+    actors = []
+    if count_bars:
+        actors.append(
+            ImportableActorConfig(
+                actor_path="nautilus_dsm.demo:BarCounter",
+                config_path="nautilus_dsm.demo:BarCounterConfig",
+                config={"bar_type": bar_type},
+            )
+        )
+    return BacktestRunConfig(
+        engine=BacktestEngineConfig(
+            strategies=strategies,
+            actors=actors,
+            logging=LoggingConfig(log_level="ERROR"),
+        ),
+        venues=[
+            BacktestVenueConfig(
+                name="BINANCE",
+                oms_type="NETTING",
+                account_type="MARGIN",
+                starting_balances=[starting_balance],
+            )
+        ],
+        data=[data],
+        dispose_on_completion=False,
+    )
+
+
 def run_backtest(
     catalog: ParquetDataCatalog | str,
     instrument_id: str,
@@ -127,55 +199,18 @@ def run_backtest(
     """
     Run a ``BacktestNode`` over one bar type of a catalog, with an EMA cross and a bar counter.
 
-    ``dispose_on_completion=False`` keeps the engine so orders, positions and PnL can be read
-    after the run (the default disposes it before the result is built). ``start``/``end`` are
-    bar open times ``[start, end)``; ``strategy=False`` runs the bar counter alone.
+    ``start``/``end`` are bar open times ``[start, end)``; ``strategy=False`` runs the bar
+    counter alone. See :func:`ema_cross_run_config`.
     """
-    from nautilus_dsm.bars import bar_type_for
     from nautilus_dsm.catalog import backtest_data_config
 
-    iv = Interval.parse(interval)
-    bar_type = str(bar_type_for(instrument_id, iv))
-    data = backtest_data_config(catalog, instrument_id, iv, start, end)
-    strategies = []
-    if strategy:
-        strategies.append(
-            ImportableStrategyConfig(
-                strategy_path="nautilus_trader.examples.strategies.ema_cross:EMACross",
-                config_path="nautilus_trader.examples.strategies.ema_cross:EMACrossConfig",
-                config={
-                    "instrument_id": instrument_id,
-                    "bar_type": bar_type,
-                    "trade_size": trade_size,
-                    "fast_ema_period": 10,
-                    "slow_ema_period": 30,
-                    "request_bars": False,
-                    "subscribe_trade_ticks": False,
-                },
-            )
-        )
-    run_config = BacktestRunConfig(
-        engine=BacktestEngineConfig(
-            strategies=strategies,
-            actors=[
-                ImportableActorConfig(
-                    actor_path="nautilus_dsm.demo:BarCounter",
-                    config_path="nautilus_dsm.demo:BarCounterConfig",
-                    config={"bar_type": bar_type},
-                )
-            ],
-            logging=LoggingConfig(log_level="ERROR"),
-        ),
-        venues=[
-            BacktestVenueConfig(
-                name="BINANCE",
-                oms_type="NETTING",
-                account_type="MARGIN",
-                starting_balances=[starting_balance],
-            )
-        ],
-        data=[data],
-        dispose_on_completion=False,
+    data = backtest_data_config(catalog, instrument_id, interval, start, end)
+    run_config = ema_cross_run_config(
+        data,
+        strategy=strategy,
+        trade_size=trade_size,
+        starting_balance=starting_balance,
+        count_bars=True,
     )
     started = time.perf_counter()
     node = BacktestNode(configs=[run_config])
@@ -302,7 +337,7 @@ def run_demo(
                 base_url_vision=base_url,
                 cache_dir=cache_dir,
             )
-            bar = _ProgressBar(progress)
+            bar = ProgressBar(progress, "fetch", "period")
             try:
                 result = await dsm.fetch(DEMO_INSTRUMENT, DEMO_INTERVAL, start, end, progress=bar)
                 bar.close()
@@ -344,28 +379,6 @@ def run_demo(
         if synthetic:
             out("all prices above are SYNTHETIC (imitation); run with internet for real data")
         return summary
-
-
-class _ProgressBar:
-    def __init__(self, enabled: bool) -> None:
-        self._bar: Any = None
-        if enabled:
-            import sys
-
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=0, desc="fetch", unit="period", file=sys.stderr, leave=False)
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._bar is not None:
-            self._bar.total = total
-            self._bar.n = done
-            self._bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
 
 
 def _iso(dt: datetime) -> str:

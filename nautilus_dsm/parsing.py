@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import cached_property
 from typing import Any
 
 from nautilus_trader.model.enums import CurrencyType
@@ -89,6 +90,24 @@ class ParsedExchangeInfo:
     instruments: list[Instrument]
     skipped: list[SkippedSymbol]
 
+    def find(self, instrument_id: InstrumentId | str) -> Instrument | SkippedSymbol | None:
+        """
+        Return the instrument with this Nautilus id, else the skipped symbol it would have been
+        (so a caller can say why it is missing), else None (the exchangeInfo does not list it).
+        """
+        return self._by_id.get(str(instrument_id))
+
+    @cached_property
+    def _by_id(self) -> dict[str, Instrument | SkippedSymbol]:
+        index: dict[str, Instrument | SkippedSymbol] = {}
+        for skipped in self.skipped:
+            if skipped.symbol:  # a malformed definition may have none
+                nautilus = to_nautilus_symbol(skipped.symbol, self.market_type)
+                index.setdefault(f"{nautilus}.{VENUE}", skipped)
+        # A symbol listed twice is both built and skipped: the instrument wins.
+        index.update((instrument.id.value, instrument) for instrument in self.instruments)
+        return index
+
 
 def parse_instruments(
     market_type: MarketType,
@@ -98,21 +117,8 @@ def parse_instruments(
     """
     Parse the tradable instruments of one market's exchangeInfo.
 
-    Use :func:`parse_exchange_info` to also learn which symbols were skipped and why.
-
-    Parameters
-    ----------
-    market_type : MarketType
-        The market the exchangeInfo was fetched from.
-    exchange_info : Mapping[str, Any]
-        Binance's decoded ``exchangeInfo`` JSON.
-    ts_init : int
-        UNIX nanoseconds the instruments are initialised at.
-
-    Returns
-    -------
-    list[Instrument]
-
+    The parameters are those of :func:`parse_exchange_info`, which also says which symbols were
+    skipped and why.
     """
     return parse_exchange_info(market_type, exchange_info, ts_init).instruments
 

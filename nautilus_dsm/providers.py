@@ -15,7 +15,7 @@ from typing import Any
 from nautilus_trader.common.component import Clock, LiveClock
 from nautilus_trader.common.providers import InstrumentProvider
 from nautilus_trader.config import resolve_path
-from nautilus_trader.model.identifiers import InstrumentId, Symbol, Venue
+from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.instruments import Instrument
 
 from nautilus_dsm.config import DSMInstrumentProviderConfig
@@ -25,7 +25,6 @@ from nautilus_dsm.markets import (
     MarketType,
     market_type_of,
     resolve_instrument,
-    to_nautilus_symbol,
 )
 from nautilus_dsm.parsing import ParsedExchangeInfo, SkippedSymbol, parse_exchange_info
 
@@ -120,12 +119,10 @@ class DSMInstrumentProvider(InstrumentProvider):
 
         parsed_all = await self._parse_markets(tuple(wanted))
         for parsed in parsed_all:
-            by_id = {i.id: i for i in parsed.instruments}
-            skipped_by_id = {_nautilus_id(s.symbol, parsed.market_type): s for s in parsed.skipped}
             for instrument_id in wanted[parsed.market_type]:
-                instrument = by_id.get(instrument_id)
-                if instrument is None:
-                    self._log.error(_not_found(instrument_id, parsed, skipped_by_id))
+                instrument = parsed.find(instrument_id)
+                if not isinstance(instrument, Instrument):
+                    self._log.error(_not_found(instrument_id, parsed, instrument))
                     continue
                 if not _matches(instrument, parsed.market_type, checked) or not self._accepts(
                     instrument
@@ -141,7 +138,9 @@ class DSMInstrumentProvider(InstrumentProvider):
         """Load one instrument (reads only its market's exchangeInfo)."""
         await self.load_ids_async([instrument_id], filters)
 
-    async def instrument_for(self, instrument_id: InstrumentId | str) -> Instrument:
+    async def instrument_for(
+        self, instrument_id: InstrumentId | str, *, include_non_trading: bool = False
+    ) -> Instrument:
         """
         Return the instrument, loading its market's exchangeInfo when not loaded yet.
 
@@ -150,13 +149,17 @@ class DSMInstrumentProvider(InstrumentProvider):
         instrument_id : InstrumentId | str
             A Nautilus id (``BTCUSD-PERP.BINANCE``) or a Binance symbol of a market
             (``BTCUSDT`` is spot; use the Nautilus id for futures).
+        include_non_trading : bool, default False
+            Also return symbols listed but not trading (halted, settling, delivered), whose
+            history can still be requested.
 
         Raises
         ------
         InvalidInput
             If the id is malformed or not a Binance id.
         UnknownSymbol
-            If Binance's exchangeInfo does not list a tradable instrument with that id.
+            If Binance's exchangeInfo does not list a tradable instrument with that id (or,
+            with ``include_non_trading``, any instrument with that id).
 
         """
         resolved = resolve_instrument(str(instrument_id))
@@ -164,23 +167,26 @@ class DSMInstrumentProvider(InstrumentProvider):
         found = self.find(iid)
         if found is not None:
             return found
-        parsed = (await self._parse_markets((resolved.market_type,)))[0]
-        for instrument in parsed.instruments:
-            if instrument.id == iid:
-                self._add(instrument)
-                return instrument
-        skipped = {_nautilus_id(s.symbol, parsed.market_type): s for s in parsed.skipped}
-        raise UnknownSymbol(_not_found(iid, parsed, skipped))
+        parsed = (await self._parse_markets((resolved.market_type,), include_non_trading))[0]
+        instrument = parsed.find(iid)
+        if not isinstance(instrument, Instrument):
+            raise UnknownSymbol(_not_found(iid, parsed, instrument))
+        self._add(instrument)
+        return instrument
 
     # ----------------------------------------------------------------------------------------
 
-    async def _parse_markets(self, markets: Iterable[MarketType]) -> list[ParsedExchangeInfo]:
+    async def _parse_markets(
+        self, markets: Iterable[MarketType], include_non_trading: bool = False
+    ) -> list[ParsedExchangeInfo]:
         markets = tuple(markets)
         infos = await asyncio.gather(*(self._exchange_info(m) for m in markets))
         ts_init = self._clock.timestamp_ns()
         results = []
         for market, info in zip(markets, infos, strict=True):
-            parsed = parse_exchange_info(market, info, ts_init)
+            parsed = parse_exchange_info(
+                market, info, ts_init, include_non_trading=include_non_trading
+            )
             self._record_skipped(parsed)
             results.append(parsed)
         return results
@@ -270,25 +276,21 @@ def _matches(instrument: Instrument, market: MarketType, checked: Mapping[str, A
     return True
 
 
-def _nautilus_id(binance_symbol: str, market: MarketType) -> InstrumentId | None:
-    try:
-        return InstrumentId(Symbol(to_nautilus_symbol(binance_symbol, market)), Venue(VENUE))
-    except (ValueError, IndexError):  # a skipped, malformed symbol ("" or "?")
-        return None
-
-
 def _not_found(
-    instrument_id: InstrumentId,
-    parsed: ParsedExchangeInfo,
-    skipped: Mapping[InstrumentId | None, SkippedSymbol],
+    instrument_id: InstrumentId, parsed: ParsedExchangeInfo, skipped: SkippedSymbol | None
 ) -> str:
     market = parsed.market_type.name
-    reason = skipped.get(instrument_id)
-    if reason is not None:
-        return (
+    if skipped is not None:
+        message = (
             f"{instrument_id} is listed in the {market} exchangeInfo but was not loaded: "
-            f"{reason.reason}"
+            f"{skipped.reason}"
         )
+        if skipped.reason.startswith("status "):
+            message += (
+                "; its history can still be requested: pass include_non_trading=True to "
+                "instrument_for (nautilus_dsm.ingest and the CLI include non-trading symbols)"
+            )
+        return message
     return (
         f"{instrument_id} is not listed in the {market} exchangeInfo "
         f"({len(parsed.instruments)} instruments); check the symbol, and that a "

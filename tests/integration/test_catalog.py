@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from nautilus_dsm.bars import bar_type_for, frame_to_bars, frame_to_catalog_tabl
 from nautilus_dsm.catalog import IngestReport, SkippedRange, backtest_data_config, ingest
 from nautilus_dsm.demo import run_backtest
 from nautilus_dsm.dsm.manager import DataSourceManager
-from nautilus_dsm.errors import InvalidInput, QualityBelowThreshold
+from nautilus_dsm.errors import InvalidInput, QualityBelowThreshold, UnknownSymbol
 from nautilus_dsm.markets import DataProvider, MarketType, to_ms
 from nautilus_dsm.parsing import parse_instruments
 
@@ -119,11 +121,21 @@ def test_rerun_and_overlapping_range_neither_duplicate_nor_overlap(
     assert len(catalog.instruments()) == 1
 
 
-class _FailAfter:
+class _Wrapped:
+    """A manager passing everything to ``dsm`` but what a subclass overrides."""
+
+    def __init__(self, dsm: DataSourceManager) -> None:
+        self._dsm = dsm
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._dsm, name)
+
+
+class _FailAfter(_Wrapped):
     """A manager whose fetch fails after ``n`` successful chunks (an interrupted run)."""
 
     def __init__(self, dsm: DataSourceManager, n: int) -> None:
-        self._dsm = dsm
+        super().__init__(dsm)
         self._left = n
 
     async def fetch(self, *args: Any, **kwargs: Any) -> Any:
@@ -131,9 +143,6 @@ class _FailAfter:
             raise RuntimeError("injected interruption")
         self._left -= 1
         return await self._dsm.fetch(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._dsm, name)
 
 
 def test_interrupted_run_resumes_to_a_complete_catalog(
@@ -360,3 +369,107 @@ def test_end_in_the_future_writes_closed_bars_only_and_a_rerun_adds_nothing(
     assert catalog.get_intervals(Bar, bar_type) == [
         (to_ms(today - 3 * DAY) * NS + 1, to_ms(today) * NS)
     ]
+
+
+HOUR_BAR_TYPE = "BTCUSDT-PERP.BINANCE-1-HOUR-LAST-EXTERNAL"
+
+
+def _new_tick(imitation: Any, tick_size: str, cache_dir: Path) -> DataSourceManager:
+    """Binance changes BTCUSDT-PERP's tick; a new manager (exchangeInfo is memoised) sees it."""
+    spec = imitation.symbols("futures_usdt")["BTCUSDT"]
+    imitation.add_symbol("futures_usdt", replace(spec, tick_size=tick_size))
+    return DataSourceManager.create(
+        base_url_http=imitation.url, base_url_vision=imitation.url, cache_dir=cache_dir
+    )
+
+
+def test_precision_change_since_the_first_ingest_is_refused_before_fetching(
+    imitation: Any, dsm: DataSourceManager, cache_dir: Path, tmp_path: Path
+) -> None:
+    catalog = _catalog(tmp_path)
+    ingest(catalog, [INSTRUMENT], ["1h"], START, START + 7 * DAY, dsm=dsm)
+    finer = _new_tick(imitation, "0.001", cache_dir)
+    imitation.clear_requests()
+
+    with pytest.raises(InvalidInput) as caught:
+        ingest(catalog, [INSTRUMENT], ["1h"], START, START + 14 * DAY, dsm=finer)
+
+    assert str(caught.value) == (
+        f"BTCUSDT-PERP.BINANCE: the catalog {catalog.path} holds it with price precision 2 and "
+        "size precision 3, but Binance exchangeInfo now gives price precision 3 (tick 0.001) "
+        "and size precision 3 (step 0.001); all bars of a bar type must share one precision, "
+        "so nothing was fetched; ingest into a new catalog, or delete its bars "
+        f"({catalog.path}/data/bar/BTCUSDT-PERP.BINANCE-*) and its instrument "
+        f"({catalog.path}/data/crypto_perpetual/BTCUSDT-PERP.BINANCE) and re-ingest"
+    )
+    assert [r.path for r in imitation.requests] == ["/fapi/v1/exchangeInfo"]
+    assert len(_files(catalog, HOUR_BAR_TYPE)) == 1
+    bars = catalog.bars([HOUR_BAR_TYPE])
+    assert len(bars) == 168
+    assert {b.open.precision for b in bars} == {2}
+
+
+def test_tick_change_at_the_same_precision_converts_with_the_catalog_instrument(
+    imitation: Any, dsm: DataSourceManager, cache_dir: Path, tmp_path: Path
+) -> None:
+    catalog = _catalog(tmp_path)
+    ingest(catalog, [INSTRUMENT], ["1h"], START, START + 7 * DAY, dsm=dsm)
+    coarser = _new_tick(imitation, "0.20", cache_dir)
+
+    report = ingest(catalog, [INSTRUMENT], ["1h"], START, START + 14 * DAY, dsm=coarser)
+
+    assert report.bars_written == {HOUR_BAR_TYPE: 168}
+    assert report.instruments_written == []
+    [instrument] = catalog.instruments()
+    assert str(instrument.price_increment) == "0.10"
+    bars = catalog.bars([HOUR_BAR_TYPE])
+    assert [b.ts_init for b in bars] == [(D0 + (i + 1) * 3_600_000) * NS for i in range(336)]
+    assert {(b.open.precision, b.volume.precision) for b in bars} == {(2, 3)}
+
+
+class _EditedExchangeInfo(_Wrapped):
+    """A manager whose USDT-M exchangeInfo lists BTCUSDT with edited fields (bars unchanged)."""
+
+    def __init__(self, dsm: DataSourceManager, **fields: str) -> None:
+        super().__init__(dsm)
+        self._fields = fields
+
+    async def exchange_info(self, market_type: MarketType) -> dict[str, Any]:
+        info = copy.deepcopy(await self._dsm.exchange_info(market_type))
+        for symbol in info["symbols"]:
+            if symbol["symbol"] == "BTCUSDT":
+                symbol.update(self._fields)
+        return info
+
+
+def test_a_listed_symbol_that_no_longer_trades_is_ingested(
+    dsm: DataSourceManager, tmp_path: Path
+) -> None:
+    catalog = _catalog(tmp_path)
+    settling = _EditedExchangeInfo(dsm, status="SETTLING")
+
+    report = ingest(catalog, [INSTRUMENT], ["1h"], START, START + DAY, dsm=settling)
+
+    assert report.bars_written == {HOUR_BAR_TYPE: 24}
+    assert report.instruments_written == [INSTRUMENT]
+    [instrument] = catalog.instruments()
+    assert (instrument.id.value, instrument.info["status"]) == (INSTRUMENT, "SETTLING")
+    assert len(catalog.bars([HOUR_BAR_TYPE])) == 24
+
+
+def test_a_listed_symbol_without_nautilus_instrument_names_the_reason(
+    imitation: Any, dsm: DataSourceManager, tmp_path: Path
+) -> None:
+    catalog = _catalog(tmp_path)
+    odd = _EditedExchangeInfo(dsm, contractType="TRADIFI_OPTION")
+
+    with pytest.raises(InvalidInput) as caught:
+        ingest(catalog, [INSTRUMENT], ["1h"], START, START + DAY, dsm=odd)
+
+    assert not isinstance(caught.value, UnknownSymbol)
+    assert str(caught.value) == (
+        "BTCUSDT-PERP.BINANCE is listed in Binance FUTURES_USDT exchangeInfo but has no "
+        "Nautilus instrument: unsupported contract type 'TRADIFI_OPTION'"
+    )
+    assert [r.path for r in imitation.requests] == ["/fapi/v1/exchangeInfo"]
+    assert catalog.fs.glob(f"{catalog.path}/data/*/*") == []

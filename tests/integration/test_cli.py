@@ -75,66 +75,55 @@ def test_fetch_writes_the_exact_bars_and_the_report(
     assert payload["market_type"] == "futures_usdt"
 
 
-def test_fetch_invalid_date_exits_2_with_one_line_before_any_io(
-    imitation: object, cache_dir: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("replace", "extra", "message"),
+    [
+        (
+            ("2024-01-01", "2024-13-01"),
+            (),
+            "--start '2024-13-01' is not a date; use a UTC date like 2024-01-01 "
+            "or an ISO datetime like 2024-01-01T12:00:00Z",
+        ),
+        (
+            None,
+            ("--market-type", "spot"),
+            "BTCUSDT-PERP.BINANCE is a USDT-margined futures instrument, but market type "
+            "SPOT was requested; use MarketType.FUTURES_USDT (or leave the market type unset), "
+            "or use the spot instrument id (e.g. BTCUSDT.BINANCE)",
+        ),
+        (
+            ("2024-01-03", "2023-12-31T23:00:00+01:00"),
+            (),
+            "start 2024-01-01T00:00:00+00:00 is not before end 2023-12-31T22:00:00+00:00; "
+            "the range is [start, end), so pass an end after the start",
+        ),
+        (
+            ("1m", "1s"),
+            (),
+            "interval 1s is served on SPOT only, not FUTURES_USDT; "
+            "use 1m or a longer interval for futures",
+        ),
+    ],
+    ids=["invalid-date", "market-type-mismatch", "reversed-range", "spot-only-interval"],
+)
+def test_fetch_invalid_input_exits_2_with_one_line_before_any_io(
+    imitation: object,
+    cache_dir: Path,
+    tmp_path: Path,
+    replace: tuple[str, str] | None,
+    extra: tuple[str, ...],
+    message: str,
 ) -> None:
-    args = _fetch_args(imitation, cache_dir, tmp_path / "x.parquet")
-    args[args.index("2024-01-01")] = "2024-13-01"
+    args = _fetch_args(imitation, cache_dir, tmp_path / "x.parquet", *extra)
+    if replace is not None:
+        args[args.index(replace[0])] = replace[1]
 
     result = _invoke(*args)
 
     assert result.exit_code == 2
-    assert result.stderr == (
-        "error: --start '2024-13-01' is not a date; use a UTC date like 2024-01-01 "
-        "or an ISO datetime like 2024-01-01T12:00:00Z\n"
-    )
+    assert result.stderr == f"error: {message}\n"
     assert imitation.requests == []
     assert not (tmp_path / "x.parquet").exists()
-
-
-def test_fetch_market_type_mismatch_exits_2(
-    imitation: object, cache_dir: Path, tmp_path: Path
-) -> None:
-    args = _fetch_args(imitation, cache_dir, tmp_path / "x.parquet", "--market-type", "spot")
-
-    result = _invoke(*args)
-
-    assert result.exit_code == 2
-    assert result.stderr == (
-        "error: BTCUSDT-PERP.BINANCE is a USDT-margined futures instrument, but market type "
-        "SPOT was requested; use MarketType.FUTURES_USDT (or leave the market type unset), "
-        "or use the spot instrument id (e.g. BTCUSDT.BINANCE)\n"
-    )
-    assert imitation.requests == []
-
-
-def test_fetch_reversed_range_exits_2(imitation: object, cache_dir: Path, tmp_path: Path) -> None:
-    args = _fetch_args(imitation, cache_dir, tmp_path / "x.parquet")
-    args[args.index("2024-01-03")] = "2023-12-31T23:00:00+01:00"
-
-    result = _invoke(*args)
-
-    assert result.exit_code == 2
-    assert result.stderr == (
-        "error: start 2024-01-01T00:00:00+00:00 is not before end 2023-12-31T22:00:00+00:00; "
-        "the range is [start, end), so pass an end after the start\n"
-    )
-    assert imitation.requests == []
-
-
-def test_fetch_spot_only_interval_on_futures_exits_2(
-    imitation: object, cache_dir: Path, tmp_path: Path
-) -> None:
-    args = _fetch_args(imitation, cache_dir, tmp_path / "x.parquet")
-    args[args.index("1m")] = "1s"
-
-    result = _invoke(*args)
-
-    assert result.exit_code == 2
-    assert result.stderr == (
-        "error: interval 1s is served on SPOT only, not FUTURES_USDT; "
-        "use 1m or a longer interval for futures\n"
-    )
 
 
 def test_fetch_unknown_market_type_is_a_usage_error_2(

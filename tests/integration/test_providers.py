@@ -250,33 +250,46 @@ async def test_instrument_for_loads_on_demand_once(recorded: RecordedExchangeInf
     assert provider.find(InstrumentId.from_str("BTCUSD-PERP.BINANCE")) is first
 
 
-async def test_instrument_for_unknown_symbol_names_id_and_market(
-    recorded: RecordedExchangeInfo,
+@pytest.mark.parametrize(
+    ("instrument_id", "message"),
+    [
+        (
+            "XYZUSDT-PERP.BINANCE",
+            "XYZUSDT-PERP.BINANCE is not listed in the FUTURES_USDT exchangeInfo (3 instruments); "
+            "check the symbol, and that a FUTURES_USDT instrument id is meant (e.g. "
+            "BTCUSDT.BINANCE spot, BTCUSDT-PERP.BINANCE USDT-M, BTCUSD-PERP.BINANCE COIN-M)",
+        ),
+        (
+            "BTCUSD_231229.BINANCE",
+            "BTCUSD_231229.BINANCE is listed in the FUTURES_COIN exchangeInfo but was not loaded: "
+            "status 'SETTLING' is not TRADING; its history can still be requested: pass "
+            "include_non_trading=True to instrument_for (nautilus_dsm.ingest and the CLI "
+            "include non-trading symbols)",
+        ),
+    ],
+)
+async def test_instrument_for_a_missing_instrument_says_why(
+    recorded: RecordedExchangeInfo, instrument_id: str, message: str
 ) -> None:
     provider = _provider(recorded)
 
     with pytest.raises(UnknownSymbol) as err:
-        await provider.instrument_for("XYZUSDT-PERP.BINANCE")
+        await provider.instrument_for(instrument_id)
 
-    assert str(err.value) == (
-        "XYZUSDT-PERP.BINANCE is not listed in the FUTURES_USDT exchangeInfo (3 instruments); "
-        "check the symbol, and that a FUTURES_USDT instrument id is meant (e.g. "
-        "BTCUSDT.BINANCE spot, BTCUSDT-PERP.BINANCE USDT-M, BTCUSD-PERP.BINANCE COIN-M)"
-    )
+    assert str(err.value) == message
 
 
-async def test_instrument_for_non_trading_symbol_says_why(
+async def test_instrument_for_a_settling_contract_with_include_non_trading(
     recorded: RecordedExchangeInfo,
 ) -> None:
     provider = _provider(recorded)
 
-    with pytest.raises(UnknownSymbol) as err:
-        await provider.instrument_for("BTCUSD_231229.BINANCE")
+    future = await provider.instrument_for("BTCUSD_231229.BINANCE", include_non_trading=True)
 
-    assert str(err.value) == (
-        "BTCUSD_231229.BINANCE is listed in the FUTURES_COIN exchangeInfo but was not loaded: "
-        "status 'SETTLING' is not TRADING"
-    )
+    assert future.id.value == "BTCUSD_231229.BINANCE"
+    assert (future.is_inverse, str(future.multiplier), future.price_precision) == (True, "100", 1)
+    assert provider.find(InstrumentId.from_str("BTCUSD_231229.BINANCE")) is future
+    assert recorded.calls == [MarketType.FUTURES_COIN]
 
 
 async def test_instrument_for_rejects_other_venues(recorded: RecordedExchangeInfo) -> None:

@@ -671,3 +671,17 @@ def test_coin_m_without_contract_size_is_malformed() -> None:
         parse_instrument(MarketType.FUTURES_COIN, info, TS_INIT)
 
     assert str(err.value).startswith("FUTURES_COIN symbol BTCUSD_PERP has no 'contractSize' field;")
+
+
+def test_find_returns_the_instrument_or_the_skipped_symbol_or_none() -> None:
+    payload = coin_m_exchange_info()
+    payload["symbols"].append(payload["symbols"][0])  # listed twice: built once, skipped once
+    parsed = parse_exchange_info(MarketType.FUTURES_COIN, payload, TS_INIT)
+
+    assert parsed.find("BTCUSD-PERP.BINANCE") is parsed.instruments[0]
+    assert parsed.find(parsed.instruments[2].id) is parsed.instruments[2]
+    assert parsed.find("BTCUSD_231229.BINANCE") == SkippedSymbol(
+        "BTCUSD_231229", MarketType.FUTURES_COIN, "status 'SETTLING' is not TRADING"
+    )
+    assert parsed.find("XRPUSD-PERP.BINANCE") is None
+    assert parsed.find("BTCUSD_PERP.BINANCE") is None  # the Binance symbol is not an id
