@@ -12,8 +12,13 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from nautilus_dsm.errors import InvalidInput, MarketTypeMismatch
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 VENUE = "BINANCE"
 
@@ -194,6 +199,24 @@ class Interval(Enum):
             return 0
         return (end_ms - 1 - first) // _INTERVAL_MS[self] + 1
 
+    def on_grid_mask(self, open_ms: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        """True where an epoch-ms open time lies on this interval's grid.
+
+        The grid is where Binance opens bars: multiples of the length from the epoch, Mondays
+        00:00 UTC for ``1w``, the first of a month 00:00 UTC for ``1M``. An off-grid open time
+        means the data is of another interval (or corrupt). Vectorised: a year of 1s bars is
+        one pass.
+        """
+        import numpy as np  # markets is imported by light entry points; numpy only when used
+
+        times = np.asarray(open_ms, dtype=np.int64)
+        if self.is_month:
+            months = times.astype("datetime64[ms]").astype("datetime64[M]")
+            return months.astype("datetime64[ms]").astype(np.int64) == times
+        size = _INTERVAL_MS[self]
+        offset = _WEEK_OFFSET_MS if self is Interval.WEEK_1 else 0
+        return (times - offset) % size == 0
+
 
 _INTERVAL_MS: dict[Interval, int] = {
     Interval.SECOND_1: _SECOND_MS,
@@ -254,7 +277,8 @@ def check_range(start: datetime, end: datetime) -> tuple[int, int]:
 
 _LINEAR_QUOTES = ("USDT", "BUSD", "TUSD", "FDUSD", "USDC", "DAI")
 # Binance's public symbol alphabet; anything else (dots, slashes, spaces) could escape a path.
-_BINANCE_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,24}(_(PERP|[0-9]{6}))?$")
+# The one definition: the cache and Vision validate with it too (check_binance_symbol).
+BINANCE_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,24}(_(PERP|[0-9]{6}))?$")
 _NAUTILUS_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,24}(-PERP|_[0-9]{6})?$")
 
 
@@ -341,7 +365,7 @@ def resolve_instrument(
     if "." in text:
         symbol_part, venue = text.rsplit(".", 1)
         if not venue.isalnum():  # "../x", "BTC.USDT/": a path, not a venue
-            _check_symbol(text, _BINANCE_SYMBOL_RE, text)
+            _check_symbol(text, BINANCE_SYMBOL_RE, text)
         if venue != VENUE:
             raise InvalidInput(
                 f"instrument id {text!r} has venue {venue!r}; nautilus-dsm serves Binance data, "
@@ -356,7 +380,7 @@ def resolve_instrument(
     raw = text.upper()
     if raw.endswith("-PERP"):  # a Nautilus symbol without the venue
         return resolve_instrument(f"{raw}.{VENUE}", given)
-    _check_symbol(raw, _BINANCE_SYMBOL_RE, text)
+    _check_symbol(raw, BINANCE_SYMBOL_RE, text)
     if raw.endswith("_PERP") or "_" in raw:
         inferred = market_type_of(raw if not raw.endswith("_PERP") else raw[:-5] + "-PERP")
         if given is not None and given is not inferred:
@@ -367,8 +391,18 @@ def resolve_instrument(
     return ResolvedInstrument(f"{to_nautilus_symbol(raw, market)}.{VENUE}", raw, market)
 
 
+def check_binance_symbol(symbol: str) -> str:
+    """Return ``symbol`` when it is a Binance symbol (``BTCUSDT``, ``BTCUSD_PERP``), else raise.
+
+    Symbols become file and URL path segments (cache folders, Vision file names), so anything
+    outside Binance's alphabet is refused with :class:`InvalidInput` before it reaches a path.
+    """
+    _check_symbol(symbol, BINANCE_SYMBOL_RE, symbol)
+    return symbol
+
+
 def _check_symbol(symbol: str, pattern: re.Pattern[str], original: str) -> None:
-    if not pattern.match(symbol):
+    if not pattern.fullmatch(symbol):  # fullmatch: "$" would accept a trailing newline
         raise InvalidInput(
             f"invalid symbol {original!r}: Binance symbols are upper-case letters and digits "
             "(e.g. BTCUSDT, BTCUSD_PERP, or the Nautilus id BTCUSDT-PERP.BINANCE)"

@@ -7,31 +7,37 @@ whole truth for its period. Writes are atomic (temp file in the same directory, 
 ``os.replace``): a killed process never leaves half a file, and two processes writing the same
 period both succeed with identical content. A file that cannot be read back with the exact frame
 schema is counted, deleted and reported absent, so it is fetched again instead of trusted.
+Beside each series folder, ``{interval}.first_bar.json`` records the open time of the series'
+first bar ever (its listing), so a warm fetch knows the listing without asking Binance.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import platformdirs
 import polars as pl
 
 from nautilus_dsm.dsm.schema import COLUMNS, FRAME_SCHEMA
 from nautilus_dsm.errors import InvalidInput
-from nautilus_dsm.markets import Interval, MarketType
+from nautilus_dsm.markets import Interval, MarketType, check_binance_symbol, from_ms
 
 log = logging.getLogger("nautilus_dsm.dsm")
 
 PROVIDER_DIR = "binance"
-_SYMBOL_RE = re.compile(r"^[A-Z0-9_]{2,32}$")
 _KEY_RE = re.compile(r"^[0-9]{4}(-[0-9]{2}-[0-9]{2})?$")
 _SUFFIX = ".parquet"
+# Sidecar beside a series folder ("1m" -> "1m.first_bar.json"): the open time of the series'
+# first bar ever (its listing). Beside, not inside, so a series folder holds only periods.
+FIRST_BAR_SUFFIX = ".first_bar.json"
 
 
 def _dir_name(interval: Interval) -> str:
@@ -64,11 +70,7 @@ class KlineCache:
         """The folder of one market / symbol / interval (validated to lie under the root)."""
         market = MarketType.parse(market)
         interval = Interval.parse(interval)
-        if not _SYMBOL_RE.match(symbol):
-            raise InvalidInput(
-                f"invalid symbol {symbol!r} for the cache: Binance symbols are upper-case "
-                "letters, digits and '_' (e.g. BTCUSDT, BTCUSD_PERP)"
-            )
+        check_binance_symbol(symbol)
         path = self.root / PROVIDER_DIR / market.value / symbol / _dir_name(interval)
         self._check_under_root(path)
         return path
@@ -78,6 +80,11 @@ class KlineCache:
         if not _KEY_RE.match(key):
             raise InvalidInput(f"invalid cache period {key!r}; use YYYY-MM-DD or YYYY")
         return self.directory(market, symbol, interval) / f"{key}{_SUFFIX}"
+
+    def first_bar_path(self, market: MarketType, symbol: str, interval: Interval) -> Path:
+        """The first-bar sidecar of a series: ``{SYMBOL}/{interval}.first_bar.json``."""
+        directory = self.directory(market, symbol, interval)
+        return directory.with_name(directory.name + FIRST_BAR_SUFFIX)
 
     def _check_under_root(self, path: Path) -> None:
         root = self.root.resolve()
@@ -139,9 +146,11 @@ class KlineCache:
             return None
         return frame
 
-    def _discard(self, file: Path, why: str) -> None:
+    def _discard(
+        self, file: Path, why: str, then: str = "the period will be fetched again"
+    ) -> None:
         self.corrupt += 1
-        log.warning("cache file %s is %s; deleted, the period will be fetched again", file, why)
+        log.warning("cache file %s is %s; deleted, %s", file, why, then)
         with contextlib.suppress(FileNotFoundError):
             file.unlink()
 
@@ -157,18 +166,58 @@ class KlineCache:
                 "FRAME_SCHEMA; build frames with nautilus_dsm.dsm.schema"
             )
         target = self.path(market, symbol, interval, key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=target.parent)
+        _write_atomic(
+            target,
+            lambda handle: frame.select(COLUMNS).write_parquet(
+                handle, compression="zstd", statistics=True
+            ),
+        )
+        return target
+
+    # -- first bar (listing) ---------------------------------------------------------------
+
+    def read_first_bar(self, market: MarketType, symbol: str, interval: Interval) -> int | None:
+        """Open time (epoch ms) of the series' first bar ever, None when not recorded.
+
+        The first bar never moves once a symbol trades, so a warm fetch learns the listing from
+        here without asking Binance. A sidecar that is unreadable or describes another series
+        is counted, deleted and reported absent (the manager then asks again).
+        """
+        market, interval = MarketType.parse(market), Interval.parse(interval)
+        file = self.first_bar_path(market, symbol, interval)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                frame.select(COLUMNS).write_parquet(handle, compression="zstd", statistics=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_name)
-            raise
+            raw = file.read_bytes()
+        except FileNotFoundError:
+            return None
+        first, problem = _parse_first_bar(raw, market, symbol, interval)
+        if problem:
+            self._discard(file, problem, "the first bar will be looked up again")
+        return first
+
+    def write_first_bar(
+        self, market: MarketType, symbol: str, interval: Interval, open_ms: int
+    ) -> Path:
+        """Atomically record the open time of the series' first bar ever (see read_first_bar)."""
+        market, interval = MarketType.parse(market), Interval.parse(interval)
+        if isinstance(open_ms, bool) or not isinstance(open_ms, int) or open_ms < 0:
+            raise InvalidInput(
+                f"first bar of {symbol} {interval.value} must be epoch ms >= 0, was {open_ms!r}"
+            )
+        if interval.floor_ms(open_ms) != open_ms:
+            raise InvalidInput(
+                f"first bar {open_ms} of {symbol} is not on the {interval.value} grid; "
+                "pass the open time Binance served"
+            )
+        payload = {
+            "market": market.value,
+            "symbol": symbol,
+            "interval": interval.value,
+            "first_open_ms": open_ms,
+            "first_open": from_ms(open_ms).isoformat().replace("+00:00", "Z"),
+        }
+        body = json.dumps(payload, indent=2).encode() + b"\n"
+        target = self.first_bar_path(market, symbol, interval)
+        _write_atomic(target, lambda handle: handle.write(body))
         return target
 
     # -- maintenance ---------------------------------------------------------------------
@@ -205,34 +254,97 @@ class KlineCache:
         symbol: str | None = None,
         interval: Interval | str | None = None,
     ) -> int:
-        """Delete cached files matching the filters (all when none given); return how many."""
+        """Delete cached periods (and first-bar sidecars) matching the filters (all when none
+        given); return how many period files were deleted."""
         market_name = MarketType.parse(market).value if market is not None else None
         symbol_name = symbol.upper() if symbol is not None else None
         interval_name = _dir_name(Interval.parse(interval)) if interval is not None else None
         removed = 0
-        for market_dir, symbol_dir, interval_dir in self._interval_dirs():
+        for market_dir, symbol_dir in self._symbol_dirs():
             if market_name is not None and market_dir.name != market_name:
                 continue
             if symbol_name is not None and symbol_dir.name != symbol_name:
                 continue
-            if interval_name is not None and interval_dir.name != interval_name:
-                continue
-            for file in interval_dir.iterdir():
-                if file.is_file() and (file.name.endswith((_SUFFIX, ".tmp"))):
-                    file.unlink()
-                    removed += file.name.endswith(_SUFFIX)
-            for directory in (interval_dir, symbol_dir):
-                with contextlib.suppress(OSError):
-                    directory.rmdir()  # only when empty
+            for entry in sorted(symbol_dir.iterdir()):
+                if entry.is_dir():
+                    if interval_name is not None and entry.name != interval_name:
+                        continue
+                    for file in entry.iterdir():
+                        if file.is_file() and file.name.endswith((_SUFFIX, ".tmp")):
+                            file.unlink()
+                            removed += file.name.endswith(_SUFFIX)
+                    with contextlib.suppress(OSError):
+                        entry.rmdir()  # only when empty
+                elif _sidecar_interval(entry.name) is not None and (
+                    interval_name is None or _sidecar_interval(entry.name) == interval_name
+                ):
+                    entry.unlink()
+            with contextlib.suppress(OSError):
+                symbol_dir.rmdir()  # only when empty
         return removed
 
-    def _interval_dirs(self) -> list[tuple[Path, Path, Path]]:
+    def _symbol_dirs(self) -> list[tuple[Path, Path]]:
         base = self.root / PROVIDER_DIR
         if not base.is_dir():
             return []
-        out = []
-        for market_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-            for symbol_dir in sorted(p for p in market_dir.iterdir() if p.is_dir()):
-                for interval_dir in sorted(p for p in symbol_dir.iterdir() if p.is_dir()):
-                    out.append((market_dir, symbol_dir, interval_dir))
-        return out
+        return [
+            (market_dir, symbol_dir)
+            for market_dir in sorted(p for p in base.iterdir() if p.is_dir())
+            for symbol_dir in sorted(p for p in market_dir.iterdir() if p.is_dir())
+        ]
+
+    def _interval_dirs(self) -> list[tuple[Path, Path, Path]]:
+        return [
+            (market_dir, symbol_dir, interval_dir)
+            for market_dir, symbol_dir in self._symbol_dirs()
+            for interval_dir in sorted(p for p in symbol_dir.iterdir() if p.is_dir())
+        ]
+
+
+def _write_atomic(target: Path, write: Callable[[IO[bytes]], object]) -> None:
+    # Temp file in the target's folder, fsync, os.replace: readers see the old file or the
+    # whole new one, never half of it, and concurrent writers of equal content both succeed.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def _parse_first_bar(
+    raw: bytes, market: MarketType, symbol: str, interval: Interval
+) -> tuple[int | None, str]:
+    """``(open_ms, "")`` for a valid first-bar sidecar of this series, else ``(None, why)``."""
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        return None, f"unreadable ({type(exc).__name__}: {exc})"
+    if not isinstance(data, dict):
+        return None, f"not a JSON object ({type(data).__name__})"
+    series = {"market": market.value, "symbol": symbol, "interval": interval.value}
+    other = {k: data.get(k) for k in series if data.get(k) != series[k]}
+    if other:
+        return None, f"for another series {other}, not {series}"
+    first = data.get("first_open_ms")
+    if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+        return None, f"holding an invalid first_open_ms {first!r}"
+    if interval.floor_ms(first) != first:
+        return None, f"holding first_open_ms {first} off the {interval.value} grid"
+    return first, ""
+
+
+def _sidecar_interval(name: str) -> str | None:
+    # "1m.first_bar.json" and its temp files ".1m.first_bar.<random>.tmp" -> "1m"; else None.
+    if name.endswith(FIRST_BAR_SUFFIX):
+        return name[: -len(FIRST_BAR_SUFFIX)]
+    stem = FIRST_BAR_SUFFIX[: -len(".json")] + "."
+    if name.startswith(".") and name.endswith(".tmp") and stem in name:
+        return name[1 : name.index(stem)]
+    return None

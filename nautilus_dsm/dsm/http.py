@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -149,6 +149,27 @@ def parse_used_weight(value: str | None) -> int | None:
         return None
 
 
+def wall_clock_ms() -> int:
+    """The system clock in epoch milliseconds (the default "now" of every source and manager)."""
+    return time.time_ns() // 1_000_000
+
+
+async def gather_or_cancel[T](jobs: list[Awaitable[T]]) -> list[T]:
+    """Run the jobs concurrently; on the first error cancel the rest and re-raise it.
+
+    ``asyncio.gather`` alone leaves the other jobs running after a failure; requests must not
+    outlive the fetch that asked for them.
+    """
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 def iso_utc(epoch_s: float) -> str:
     """``2024-01-01T00:00:00Z`` for a wall-clock epoch in seconds (for error messages)."""
     return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -266,7 +287,7 @@ class HttpTransport:
         delay = self._blocked_until - time.monotonic()
         reason = self._blocked_reason
         if self.weight_gate is not None:
-            pause = self.weight_gate.pause_s(time.time_ns() // 1_000_000)
+            pause = self.weight_gate.pause_s(wall_clock_ms())
             if pause > delay:
                 delay = pause
                 reason = (
@@ -357,7 +378,7 @@ class HttpTransport:
             return
         used = parse_used_weight(response.headers.get(WEIGHT_HEADER))
         if used is not None:
-            self.weight_gate.observe(used, time.time_ns() // 1_000_000)
+            self.weight_gate.observe(used, wall_clock_ms())
 
     def _block_on_rate_limit(self, response: httpx.Response, path: str) -> None:
         status = response.status_code

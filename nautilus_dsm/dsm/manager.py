@@ -23,6 +23,7 @@ from typing import Literal
 import polars as pl
 
 from nautilus_dsm.dsm.cache import KlineCache
+from nautilus_dsm.dsm.http import gather_or_cancel, wall_clock_ms
 from nautilus_dsm.dsm.planner import (
     MonthGroup,
     Period,
@@ -67,6 +68,7 @@ Source = Literal["cache", "vision", "rest"]
 ProgressCallback = Callable[[int, int], None]
 _POLICIES = ("raise", "warn")
 _SOURCE_COL = "__source"
+DEFAULT_EXCHANGE_INFO_TTL_S = 3600.0
 
 
 class FetchInsideEventLoop(DSMError, RuntimeError):
@@ -81,10 +83,6 @@ class FetchResult:
     report: QualityReport
     instrument: ResolvedInstrument
     interval: Interval
-
-
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -105,6 +103,7 @@ class _Run:
     warnings: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     rate_limited: bool = False  # a failure was a 429/418 wait beyond max_wait_s
+    cached_first_ms: int | None = None  # earliest open time read from the cache
     timings: dict[str, float] = field(
         default_factory=lambda: {"cache": 0.0, "vision": 0.0, "rest": 0.0}
     )
@@ -138,6 +137,7 @@ class DataSourceManager:
         use_rest: bool,
         verify_tls: bool,
         clock: Callable[[], int] | None,
+        exchange_info_ttl_s: float = DEFAULT_EXCHANGE_INFO_TTL_S,
     ) -> None:
         self.market_type = market_type
         self.base_url_http = base_url_http
@@ -152,10 +152,17 @@ class DataSourceManager:
         self.use_vision = use_vision
         self.use_rest = use_rest
         self.verify_tls = verify_tls
-        self._clock = clock or _wall_clock_ms
+        if not exchange_info_ttl_s >= 0:  # also refuses NaN
+            raise InvalidInput(
+                f"exchange_info_ttl_s must be >= 0 seconds, was {exchange_info_ttl_s!r}; "
+                "e.g. 3600 to refresh instrument metadata hourly"
+            )
+        self.exchange_info_ttl_s = float(exchange_info_ttl_s)
+        self._clock = clock or wall_clock_ms
         self._rest: dict[MarketType, BinanceRestClient] = {}
         self._vision: dict[MarketType, VisionClient] = {}
-        self._exchange_info: dict[MarketType, dict] = {}
+        # Decoded exchangeInfo per market and the clock time (ms) it was fetched at.
+        self._exchange_info: dict[MarketType, tuple[dict, int]] = {}
         # First bar ever per (market, symbol, interval): it never changes once known, so live
         # polls of the open period do not repeat the probe.
         self._first_bar: dict[tuple[MarketType, str, Interval], int] = {}
@@ -177,6 +184,7 @@ class DataSourceManager:
         use_rest: bool = True,
         verify_tls: bool = True,
         clock: Callable[[], int] | None = None,
+        exchange_info_ttl_s: float = DEFAULT_EXCHANGE_INFO_TTL_S,
     ) -> DataSourceManager:
         """
         Create a manager.
@@ -203,7 +211,11 @@ class DataSourceManager:
         verify_tls : bool, default True
             TLS certificate verification.
         clock : Callable[[], int], optional
-            "Now" in epoch ms (decides which periods are closed); the system clock when None.
+            "Now" in epoch ms (decides which periods are closed, and the age of a cached
+            ``exchangeInfo``); the system clock when None.
+        exchange_info_ttl_s : float, default 3600
+            Age after which :meth:`exchange_info` fetches a market's ``exchangeInfo`` again
+            (tick sizes and filters change while a node runs).
 
         """
         if isinstance(provider, str):
@@ -229,6 +241,7 @@ class DataSourceManager:
             use_rest=use_rest,
             verify_tls=verify_tls,
             clock=clock,
+            exchange_info_ttl_s=exchange_info_ttl_s,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -278,13 +291,31 @@ class DataSourceManager:
         return client
 
     async def exchange_info(self, market_type: MarketType | str) -> dict:
-        """The market's decoded ``exchangeInfo``, fetched once per manager."""
+        """The market's decoded ``exchangeInfo``, fetched again once ``exchange_info_ttl_s`` old.
+
+        When the refresh fails, the previous copy is served (with a warning) rather than
+        failing a running node over metadata that is merely older than the TTL.
+        """
         # Any market: instrument metadata is not bars, and providers may load several markets.
         market = MarketType.parse(market_type)
-        info = self._exchange_info.get(market)
-        if info is None:
+        cached = self._exchange_info.get(market)
+        now_ms = self._clock()
+        if cached is not None and now_ms - cached[1] < self.exchange_info_ttl_s * 1000:
+            return cached[0]
+        try:
             info = await self.rest_client(market).exchange_info()
-            self._exchange_info[market] = info
+        except SourceError as exc:
+            if cached is None:
+                raise
+            log.warning(
+                "exchangeInfo of %s could not be refreshed (%s); serving the copy fetched "
+                "%.0f s ago, the next call tries again",
+                market.name,
+                exc,
+                (now_ms - cached[1]) / 1000,
+            )
+            return cached[0]
+        self._exchange_info[market] = (info, now_ms)
         return info
 
     # -- fetch -------------------------------------------------------------------------------
@@ -390,7 +421,7 @@ class DataSourceManager:
             )
 
         cached_keys = self._read_cache(run, periods)
-        listing_ms, not_before_ms = await self._find_listing(run, periods, cached_keys)
+        listing_ms, not_before_ms = await self._find_listing(run, periods)
         plan = plan_fetch(
             interval,
             periods,
@@ -405,7 +436,7 @@ class DataSourceManager:
         jobs += [self._vision_day(run, p) for p in plan.vision_days]
         jobs += [self._rest_period(run, p, cache=True) for p in plan.rest_closed]
         jobs += [self._rest_period(run, p, cache=False) for p in plan.open]
-        await _gather_or_cancel(jobs)
+        await gather_or_cancel(jobs)
         if run.failures:
             # A ban is not missing data: RateLimited (a SourceError, like DataUnavailable) lets
             # callers back off and retry after the time the message names.
@@ -464,27 +495,34 @@ class DataSourceManager:
         inst = run.instrument
         frame, hits = self.cache.read_many(inst.market_type, inst.symbol, run.interval, closed)
         run.timings["cache"] += time.perf_counter() - t0
-        if frame is not None:
+        if frame is not None and frame.height:
+            run.cached_first_ms = int(frame.get_column("open_time").dt.epoch("ms").min())
             self._add(run, frame, "cache")
         return set(hits)
 
     async def _find_listing(
-        self, run: _Run, periods: list[Period], cached_keys: set[str]
+        self, run: _Run, periods: list[Period]
     ) -> tuple[int | None, int | None]:
-        """One REST call for the symbol's first bar ever, unless the first period is cached.
+        """The symbol's first bar ever: from memory, the cache's sidecar, or one REST call.
 
         Returns ``(listing_ms, not_before_ms)``: the listing when it is after the requested
         start (reported), and the time before which no period needs requesting. Asking from
         epoch 0 rather than from ``start`` keeps an outage at the start of the range a gap
         instead of mistaking it for a listing. The same call turns an unknown symbol into one
-        :class:`UnknownSymbol` before any Vision request.
+        :class:`UnknownSymbol` before any Vision request. The answer is kept in the cache, so a
+        warm fetch counts the bars of a listing day exactly as the cold one did, offline too.
         """
-        if not periods or not self.use_rest or periods[0].key in cached_keys:
+        if not periods:
             return None, None
         inst, interval = run.instrument, run.interval
-        memo_key = (inst.market_type, inst.symbol, interval)
-        first = self._first_bar.get(memo_key)
+        first = self._known_first_bar(run)
         if first is None:
+            if run.cached_first_ms is not None and run.cached_first_ms <= interval.ceil_ms(
+                run.start_ms
+            ):
+                return None, None  # a bar at or before the start exists: no listing to find
+            if not self.use_rest:
+                return None, None
             t0 = time.perf_counter()
             try:
                 first = await self.rest_client(inst.market_type).first_open_time(
@@ -496,7 +534,7 @@ class DataSourceManager:
             finally:
                 run.timings["rest"] += time.perf_counter() - t0
             if first is not None:
-                self._first_bar[memo_key] = first
+                self._remember_first_bar(run, first)
         if first is None or first >= run.stop_ms:
             # Nothing at all in the range: request nothing rather than search period by period.
             what = (
@@ -520,6 +558,28 @@ class DataSourceManager:
         )
         return first, first
 
+    def _known_first_bar(self, run: _Run) -> int | None:
+        inst = run.instrument
+        key = (inst.market_type, inst.symbol, run.interval)
+        first = self._first_bar.get(key)
+        if first is None and self.use_cache:
+            t0 = time.perf_counter()
+            first = self.cache.read_first_bar(inst.market_type, inst.symbol, run.interval)
+            run.timings["cache"] += time.perf_counter() - t0
+            if first is not None:
+                self._first_bar[key] = first
+        return first
+
+    def _remember_first_bar(self, run: _Run, first: int) -> None:
+        inst = run.instrument
+        self._first_bar[(inst.market_type, inst.symbol, run.interval)] = first
+        if not self.use_cache:
+            return
+        try:
+            self.cache.write_first_bar(inst.market_type, inst.symbol, run.interval, first)
+        except (OSError, InvalidInput) as exc:  # a lost shortcut: the next fetch asks again
+            log.warning("could not record the first bar of %s in the cache: %s", inst.symbol, exc)
+
     async def _vision_month(self, run: _Run, month: MonthGroup) -> None:
         inst = run.instrument
         t0 = time.perf_counter()
@@ -540,7 +600,7 @@ class DataSourceManager:
                 month.key,
                 reason,
             )
-            await _gather_or_cancel([self._vision_day(run, day) for day in month.days])
+            await gather_or_cancel([self._vision_day(run, day) for day in month.days])
             return
         opens = pl.col("open_time").dt.epoch("ms")
         inside = frame.filter((opens >= month.days[0].start_ms) & (opens < month.days[-1].end_ms))
@@ -676,17 +736,3 @@ def _check_policy(value: str) -> str:
     if value not in _POLICIES:
         raise InvalidInput(f"on_low_quality {value!r} is not 'raise' or 'warn'; use one of them")
     return value
-
-
-async def _gather_or_cancel(jobs: list[Awaitable[None]]) -> None:
-    """Run the jobs concurrently; on the first error cancel the rest and re-raise it."""
-    tasks = [asyncio.ensure_future(job) for job in jobs]
-    if not tasks:
-        return
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise

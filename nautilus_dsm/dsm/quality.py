@@ -270,7 +270,7 @@ def assess(
     missing = sum(g.missing for g in gaps)
     completeness = (expected - missing) / expected if expected else 1.0
 
-    off_grid = _off_grid(times, interval)
+    off_grid = times[~interval.on_grid_mask(times)]
     if len(off_grid):
         listed = ", ".join(iso_ms(int(t)) for t in off_grid[:_LISTED])
         notes.append(
@@ -319,13 +319,3 @@ def assess(
         timings=dict(timings or {}),
         warnings=notes,
     )
-
-
-def _off_grid(times: np.ndarray, interval: Interval) -> np.ndarray:
-    if len(times) == 0:
-        return times
-    if interval.is_month:
-        return np.array([t for t in times.tolist() if interval.floor_ms(t) != t], np.int64)
-    size = interval.fixed_ms
-    offset = interval.floor_ms(0) % size  # 0, or the Monday offset of 1w
-    return times[(times.astype(np.int64) - offset) % size != 0]

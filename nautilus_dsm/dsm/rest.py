@@ -8,9 +8,8 @@ fetch early.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Coroutine
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +23,15 @@ from nautilus_dsm.dsm.http import (
     RetryableResponse,
     RetryPolicy,
     WeightGate,
+    gather_or_cancel,
+    wall_clock_ms,
 )
+from nautilus_dsm.dsm.planner import closed_end_ms
 from nautilus_dsm.dsm.schema import empty_frame, parse_rest_klines
 from nautilus_dsm.errors import InvalidInput, SourceError, UnknownSymbol
 from nautilus_dsm.markets import ENDPOINTS, Interval, MarketType, rest_base_url
+
+log = logging.getLogger("nautilus_dsm.dsm")
 
 # REQUEST_WEIGHT per minute (exchangeInfo rateLimits): spot 6000, futures 2400.
 WEIGHT_LIMITS: dict[MarketType, int] = {
@@ -54,16 +58,6 @@ class Page:
     def end_time_param(self) -> int:
         """Binance's inclusive ``endTime``: the page never reaches into the next page's bars."""
         return self.end_ms - 1
-
-
-def closed_end_ms(interval: Interval, end_ms: int, now_ms: int) -> int:
-    """
-    Cap an exclusive range end so that only closed bars fall inside it.
-
-    A bar is closed when ``open + interval <= now``, i.e. its open is before the open of the
-    bar forming at ``now``.
-    """
-    return min(end_ms, interval.floor_ms(now_ms))
 
 
 def plan_pages(interval: Interval, start_ms: int, end_ms: int, limit: int) -> list[Page]:
@@ -106,10 +100,6 @@ class RestStats:
     waited_s: float
     used_weight: int
     last_used_weight: int | None
-
-
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _decode_json(response: httpx.Response) -> Any:
@@ -164,7 +154,7 @@ class BinanceRestClient:
         self.market_type = MarketType.parse(market_type)
         self.base_url = rest_base_url(self.market_type, base_url_http)
         self.kline_limit = ENDPOINTS[self.market_type].kline_limit
-        self._clock = clock or _wall_clock_ms
+        self._clock = clock or wall_clock_ms
         self._weight = WeightGate(WEIGHT_LIMITS[self.market_type])
         self._transport = HttpTransport(
             name=f"Binance {self.market_type.name} REST",
@@ -214,7 +204,7 @@ class BinanceRestClient:
         pages = plan_pages(interval, start_ms, stop, self.kline_limit)
         if not pages:
             return empty_frame()
-        frames = await _gather_or_cancel(
+        frames = await gather_or_cancel(
             [self._fetch_page(symbol, interval, page) for page in pages]
         )
         frame = pl.concat([f for group in frames for f in group], how="vertical")
@@ -236,6 +226,22 @@ class BinanceRestClient:
                 return frames
             last_open = max(int(row[0]) for row in payload)
             if interval.next_open_ms(last_open) >= page.end_ms:
+                return frames
+            if last_open + 1 <= cursor:
+                # A full answer with nothing after the cursor (a server ignoring startTime):
+                # asking again would loop forever. Keep what was served; the rest of the page
+                # is a gap the quality report names.
+                log.warning(
+                    "Binance %s REST served %d %s %s rows none of which opens at or after %d; "
+                    "stopped paging at the page %d..%d",
+                    self.market_type.name,
+                    len(payload),
+                    symbol,
+                    interval.value,
+                    cursor,
+                    page.start_ms,
+                    page.end_ms,
+                )
                 return frames
             cursor = last_open + 1
 
@@ -331,15 +337,3 @@ def _binance_error(response: httpx.Response) -> tuple[int | None, str]:
         code = body.get("code")
         return (code if isinstance(code, int) else None), str(body.get("msg", ""))
     return None, str(body)[:200]
-
-
-async def _gather_or_cancel[T](coros: list[Coroutine[Any, Any, T]]) -> list[T]:
-    """Run the coroutines concurrently; on the first failure cancel the rest and re-raise it."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise

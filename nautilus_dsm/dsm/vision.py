@@ -22,10 +22,15 @@ import polars as pl
 from nautilus_dsm.dsm.http import HttpTransport, Reply, RetryPolicy, backoff_delay
 from nautilus_dsm.dsm.schema import parse_vision_csv
 from nautilus_dsm.errors import ChecksumMismatch, InvalidInput, SourceError
-from nautilus_dsm.markets import DEFAULT_VISION_URL, ENDPOINTS, Interval, MarketType
+from nautilus_dsm.markets import (
+    DEFAULT_VISION_URL,
+    ENDPOINTS,
+    Interval,
+    MarketType,
+    check_binance_symbol,
+)
 
 # Binance's symbol alphabet; the symbol becomes part of a URL path, so nothing else passes.
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,24}(_[A-Z0-9]{4,6})?$")
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _CHUNK = 1 << 20
 
@@ -216,11 +221,7 @@ class VisionClient:
     ) -> pl.DataFrame | None:
         interval = Interval.parse(interval)
         interval.check_market(self.market_type)
-        if not _SYMBOL_RE.match(symbol):
-            raise InvalidInput(
-                f"invalid Binance symbol {symbol!r}: upper-case letters and digits only "
-                "(e.g. BTCUSDT, BTCUSD_PERP)"
-            )
+        check_binance_symbol(symbol)
         url = self.file_url(symbol, interval, kind, stamp)
         name = url.rsplit("/", 1)[1]
         mismatch: tuple[str, str] | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -18,6 +19,7 @@ from nautilus_dsm.markets import Interval, MarketType, to_ms
 
 UM = MarketType.FUTURES_USDT
 M1 = Interval.MINUTE_1
+T_JAN2_NOON = to_ms(datetime(2024, 1, 2, 12, tzinfo=UTC))
 
 
 def day_frame(day: date, n: int = 1440) -> pl.DataFrame:
@@ -161,3 +163,112 @@ def test_info_and_clear(cache_dir: Path) -> None:
     assert cache.info()["files"] == 2
     assert cache.clear() == 2
     assert cache.info()["files"] == 0
+
+
+def test_first_bar_sidecar_round_trips_beside_the_series_folder(cache_dir: Path) -> None:
+    cache = KlineCache(cache_dir)
+    first = to_ms(datetime(2024, 1, 2, 12, tzinfo=UTC))
+
+    path = cache.write_first_bar(UM, "ETHUSDT", M1, first)
+
+    assert path == cache_dir / "binance" / "futures_usdt" / "ETHUSDT" / "1m.first_bar.json"
+    assert json.loads(path.read_text()) == {
+        "market": "futures_usdt",
+        "symbol": "ETHUSDT",
+        "interval": "1m",
+        "first_open_ms": first,
+        "first_open": "2024-01-02T12:00:00Z",
+    }
+    assert [p.name for p in path.parent.iterdir()] == ["1m.first_bar.json"]  # no temp left
+    assert cache.read_first_bar(UM, "ETHUSDT", M1) == first
+    assert cache.read_first_bar(UM, "ETHUSDT", Interval.HOUR_1) is None
+    assert cache.read_first_bar(MarketType.SPOT, "ETHUSDT", M1) is None
+    assert cache.corrupt == 0
+
+
+def test_monthly_first_bar_sidecar_does_not_collide_with_1m(cache_dir: Path) -> None:
+    cache = KlineCache(cache_dir)
+    cache.write_first_bar(UM, "ETHUSDT", M1, to_ms(datetime(2024, 1, 2, 12, tzinfo=UTC)))
+
+    path = cache.write_first_bar(
+        UM, "ETHUSDT", Interval.MONTH_1, to_ms(datetime(2024, 1, 1, tzinfo=UTC))
+    )
+
+    assert path.name == "1mo.first_bar.json"
+    assert cache.read_first_bar(UM, "ETHUSDT", Interval.MONTH_1) == to_ms(
+        datetime(2024, 1, 1, tzinfo=UTC)
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"first_open_ms": ',
+        b"[1704196800000]",
+        b'{"market": "spot", "symbol": "ETHUSDT", "interval": "1m", "first_open_ms": 0}',
+        b'{"market": "futures_usdt", "symbol": "BTCUSDT", "interval": "1m", "first_open_ms": 0}',
+        b'{"market": "futures_usdt", "symbol": "ETHUSDT", "interval": "1m", '
+        b'"first_open_ms": 1704196800001}',
+        b'{"market": "futures_usdt", "symbol": "ETHUSDT", "interval": "1m", '
+        b'"first_open_ms": -60000}',
+        b'{"market": "futures_usdt", "symbol": "ETHUSDT", "interval": "1m", "first_open_ms": true}',
+        b'{"market": "futures_usdt", "symbol": "ETHUSDT", "interval": "1m", '
+        b'"first_open_ms": "1704196800000"}',
+    ],
+)
+def test_invalid_first_bar_sidecar_is_counted_deleted_and_absent(
+    cache_dir: Path, body: bytes
+) -> None:
+    cache = KlineCache(cache_dir)
+    path = cache.first_bar_path(UM, "ETHUSDT", M1)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(body)
+
+    assert cache.read_first_bar(UM, "ETHUSDT", M1) is None
+    assert cache.corrupt == 1
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("open_ms", "match"),
+    [
+        (T_JAN2_NOON + 1, "first bar 1704196800001 of ETHUSDT is not on the 1m grid"),
+        (-60_000, "first bar of ETHUSDT 1m must be epoch ms >= 0, was -60000"),
+    ],
+)
+def test_write_first_bar_refuses_impossible_open_times(
+    cache_dir: Path, open_ms: int, match: str
+) -> None:
+    with pytest.raises(InvalidInput, match=match):
+        KlineCache(cache_dir).write_first_bar(UM, "ETHUSDT", M1, open_ms)
+
+
+def test_info_ignores_and_clear_removes_first_bar_sidecars(cache_dir: Path) -> None:
+    cache = KlineCache(cache_dir)
+    cache.write(UM, "BTCUSDT", M1, "2024-01-01", day_frame(date(2024, 1, 1)))
+    cache.write_first_bar(UM, "BTCUSDT", M1, to_ms(datetime(2020, 1, 1, tzinfo=UTC)))
+    cache.write_first_bar(UM, "BTCUSDT", Interval.HOUR_1, to_ms(datetime(2020, 1, 1, tzinfo=UTC)))
+    cache.write_first_bar(UM, "ETHUSDT", M1, T_JAN2_NOON)  # a sidecar with no periods
+    symbol_dir = cache_dir / "binance" / "futures_usdt" / "BTCUSDT"
+
+    info = cache.info()
+
+    assert info["files"] == 1
+    assert [(e["symbol"], e["interval"], e["files"]) for e in info["entries"]] == [
+        ("BTCUSDT", "1m", 1)
+    ]
+    assert cache.clear(interval="1h") == 0
+    assert sorted(p.name for p in symbol_dir.iterdir()) == ["1m", "1m.first_bar.json"]
+    assert cache.clear(symbol="ETHUSDT") == 0
+    assert not (cache_dir / "binance" / "futures_usdt" / "ETHUSDT").exists()
+    assert cache.clear() == 1
+    assert sorted(p.name for p in (cache_dir / "binance" / "futures_usdt").iterdir()) == []
+
+
+@pytest.mark.parametrize("symbol", ["BTCUSDT\n", "BTC_USDT", "BTCUSD_PERPX"])
+def test_cache_uses_the_one_binance_symbol_rule(cache_dir: Path, symbol: str) -> None:
+    with pytest.raises(
+        InvalidInput,
+        match=r"invalid symbol .*: Binance symbols are upper-case letters and digits",
+    ):
+        KlineCache(cache_dir).directory(UM, symbol, M1)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -442,3 +444,144 @@ async def test_a_few_1s_bars_of_a_closed_day_missing_on_vision_cost_one_page_not
         "/data/spot/daily/klines/BTCUSDT/1s/BTCUSDT-1s-2024-01-01.zip",
     ]
     assert cached_files(cache_dir, "spot", "BTCUSDT", "1s") == []
+
+
+def listed_later(srv, symbol: str, listed: datetime) -> None:
+    """List ``symbol`` on USDT-M from ``listed`` instead of the imitation's default 2020."""
+    spec = srv.symbols(UM)[symbol]
+    srv.add_symbol(UM, replace(spec, listed_ms=to_ms(listed)))
+
+
+async def test_warm_fetch_of_a_listing_day_takes_the_listing_from_the_cache_offline(
+    imitation, cache_dir: Path
+) -> None:
+    listed_later(imitation, "ETHUSDT", datetime(2024, 1, 2, 12, tzinfo=UTC))
+    start, end = datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 4, tzinfo=UTC)
+    expected = imitation.expected(UM, "ETHUSDT", M1, to_ms(start), to_ms(end))
+    warnings = [
+        "ETHUSDT-PERP.BINANCE has no data before 2024-01-02T12:00:00Z (first bar); 720 bars "
+        "requested before it are not counted as missing"
+    ]
+    async with make_dsm(imitation, cache_dir) as dsm:
+        cold = await dsm.fetch("ETHUSDT-PERP.BINANCE", "1m", start, end)
+    sidecar = cache_dir / "binance" / "futures_usdt" / "ETHUSDT" / "1m.first_bar.json"
+    assert json.loads(sidecar.read_text()) == {
+        "market": "futures_usdt",
+        "symbol": "ETHUSDT",
+        "interval": "1m",
+        "first_open_ms": T0 + DAY + 720 * MIN,
+        "first_open": "2024-01-02T12:00:00Z",
+    }
+
+    url = imitation.url
+    imitation.stop()  # the first period is cached: the listing must come from the cache
+    async with make_dsm(url, cache_dir) as dsm:
+        warm = await dsm.fetch("ETHUSDT-PERP.BINANCE", "1m", start, end)
+
+    for result in (cold, warm):
+        assert result.frame.equals(expected)
+        assert result.frame.height == 2160
+        assert result.report.expected_bars == 2160
+        assert result.report.completeness == 1.0
+        assert result.report.gaps == []
+        assert result.report.listing_time == datetime(2024, 1, 2, 12, tzinfo=UTC)
+        assert result.report.warnings == warnings
+    assert warm.report.sources == {"cache": 2160, "vision": 0, "rest": 0, "synthetic": 0}
+    assert (warm.report.cache_hits, warm.report.cache_misses) == (2, 0)
+
+
+async def test_corrupt_first_bar_sidecar_is_discarded_and_the_listing_probed_again(
+    imitation, cache_dir: Path
+) -> None:
+    listed_later(imitation, "ETHUSDT", datetime(2024, 1, 2, 12, tzinfo=UTC))
+    start, end = datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 4, tzinfo=UTC)
+    async with make_dsm(imitation, cache_dir) as dsm:
+        await dsm.fetch("ETHUSDT-PERP.BINANCE", "1m", start, end)
+    sidecar = cache_dir / "binance" / "futures_usdt" / "ETHUSDT" / "1m.first_bar.json"
+    sidecar.write_text('{"first_open_ms": ')
+    imitation.clear_requests()
+
+    async with make_dsm(imitation, cache_dir) as dsm:
+        warm = await dsm.fetch("ETHUSDT-PERP.BINANCE", "1m", start, end)
+        corrupt = dsm.cache.corrupt
+
+    assert corrupt == 1
+    assert warm.report.listing_time == datetime(2024, 1, 2, 12, tzinfo=UTC)
+    assert warm.report.completeness == 1.0
+    assert [r.path for r in imitation.requests] == ["/fapi/v1/klines"]
+    assert kline_starts(imitation) == [(0, "1")]
+    assert json.loads(sidecar.read_text())["first_open_ms"] == T0 + DAY + 720 * MIN
+
+
+async def test_cache_holding_the_first_requested_bar_needs_no_listing_probe(
+    imitation, cache_dir: Path
+) -> None:
+    async with make_dsm(imitation, cache_dir) as dsm:
+        await dsm.fetch(PERP, "1m", JAN1, JAN1 + timedelta(days=2))
+    # A cache written before first-bar sidecars existed.
+    (cache_dir / "binance" / "futures_usdt" / "BTCUSDT" / "1m.first_bar.json").unlink()
+    imitation.clear_requests()
+
+    async with make_dsm(imitation, cache_dir) as dsm:
+        warm = await dsm.fetch(PERP, "1m", JAN1 + timedelta(hours=1), JAN1 + timedelta(days=2))
+
+    assert imitation.requests == []
+    assert warm.report.listing_time is None
+    assert warm.report.bars == warm.report.expected_bars == 2820
+
+
+def tick_size(info: dict, symbol: str) -> str:
+    [spec] = [s for s in info["symbols"] if s["symbol"] == symbol]
+    [price_filter] = [f for f in spec["filters"] if f["filterType"] == "PRICE_FILTER"]
+    return price_filter["tickSize"]
+
+
+async def test_exchange_info_is_fetched_again_once_older_than_its_ttl(
+    imitation, cache_dir: Path
+) -> None:
+    now = [T0]
+    btc = imitation.symbols(SPOT)["BTCUSDT"]
+    async with make_dsm(imitation, cache_dir, clock=lambda: now[0], exchange_info_ttl_s=60) as dsm:
+        first = await dsm.exchange_info(SPOT)
+        imitation.add_symbol(SPOT, replace(btc, tick_size="0.10000000"))  # Binance changes it
+        now[0] += 59_999
+        memo = await dsm.exchange_info(SPOT)
+        now[0] += 1
+        fresh = await dsm.exchange_info(SPOT)
+        again = await dsm.exchange_info(SPOT)
+
+    assert memo is first
+    assert again is fresh
+    assert tick_size(first, "BTCUSDT") == btc.tick_size == "0.01000000"
+    assert tick_size(fresh, "BTCUSDT") == "0.10000000"
+    assert [r.path for r in imitation.requests] == ["/api/v3/exchangeInfo"] * 2
+
+
+async def test_exchange_info_refresh_failure_serves_the_old_copy_with_a_warning(
+    imitation, cache_dir: Path, caplog
+) -> None:
+    now = [T0]
+    dsm = make_dsm(imitation, cache_dir, clock=lambda: now[0], exchange_info_ttl_s=3600)
+    first = await dsm.exchange_info(SPOT)
+    await dsm.aclose()
+    dsm._rest[SPOT] = BinanceRestClient(SPOT, imitation.url, max_retries=1)  # fail fast
+    imitation.faults.down = True
+    now[0] += 3_601_000
+
+    with caplog.at_level(logging.WARNING, logger="nautilus_dsm.dsm"):
+        served = await dsm.exchange_info(SPOT)
+    await dsm.aclose()
+
+    assert served is first
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message.startswith(
+        "exchangeInfo of SPOT could not be refreshed (Binance SPOT REST /api/v3/exchangeInfo "
+        "failed after 1 tries; "
+    )
+    assert message.endswith("serving the copy fetched 3601 s ago, the next call tries again")
+
+
+@pytest.mark.parametrize("ttl", [-1.0, float("nan")])
+def test_negative_exchange_info_ttl_is_refused(cache_dir: Path, ttl: float) -> None:
+    with pytest.raises(InvalidInput, match=r"exchange_info_ttl_s must be >= 0 seconds, was "):
+        DataSourceManager.create(cache_dir=cache_dir, exchange_info_ttl_s=ttl)

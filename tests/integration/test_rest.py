@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import UTC, datetime
 
@@ -11,6 +12,7 @@ import pytest
 from nautilus_dsm.dsm.rest import BinanceRestClient
 from nautilus_dsm.errors import RateLimited, SourceError, UnknownSymbol
 from nautilus_dsm.markets import Interval, MarketType, to_ms
+from nautilus_dsm.testing import BinanceImitation
 
 MIN = 60_000
 DAY = 1440 * MIN
@@ -315,3 +317,38 @@ async def test_weight_gate_holds_requests_near_the_limit(imitation) -> None:
         "2400/minute limit; requests are held until "
     )
     assert imitation.requests == []
+
+
+class StartTimeIgnoringImitation(BinanceImitation):
+    """A misbehaving Binance: every klines answer starts at ``pinned_ms``, whatever startTime."""
+
+    pinned_ms = T0 - 10 * MIN
+
+    def _klines(self, market: MarketType, query: dict[str, str]) -> object:
+        return super()._klines(market, {**query, "startTime": str(self.pinned_ms)})
+
+
+async def test_paging_stops_when_the_server_does_not_move_past_the_cursor(caplog) -> None:
+    # The first answer is full (1500 rows) but ends 10 bars short of the page, so the client
+    # asks again after its last bar; a server that answers the same rows again must end the
+    # paging (keeping what it served), not loop forever.
+    with StartTimeIgnoringImitation() as srv:
+        client = _client(srv)
+        try:
+            with caplog.at_level(logging.WARNING, logger="nautilus_dsm.dsm"):
+                frame = await asyncio.wait_for(
+                    client.klines("BTCUSDT", "1m", T0, T0 + 1500 * MIN), timeout=10
+                )
+        finally:
+            await client.aclose()
+        served = srv.expected(UM, "BTCUSDT", Interval.MINUTE_1, T0, T0 + 1490 * MIN)
+        starts = [int(r.query["startTime"]) for r in _kline_requests(srv)]
+
+    cursor = T0 + 1489 * MIN + 1
+    assert starts == [T0, cursor]
+    assert frame.height == 2 * 1490  # both answers kept as served, trimmed to the range
+    assert frame.unique(maintain_order=True).sort("open_time").equals(served)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Binance FUTURES_USDT REST served 1500 BTCUSDT 1m rows none of which opens at or after "
+        f"{cursor}; stopped paging at the page {T0}..{T0 + 1500 * MIN}"
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import zipfile
@@ -13,10 +14,12 @@ from nautilus_dsm.dsm.http import (
     RetryPolicy,
     WeightGate,
     backoff_delay,
+    gather_or_cancel,
     parse_retry_after,
     parse_used_weight,
 )
-from nautilus_dsm.dsm.rest import Page, closed_end_ms, plan_pages
+from nautilus_dsm.dsm.planner import closed_end_ms
+from nautilus_dsm.dsm.rest import Page, plan_pages
 from nautilus_dsm.dsm.vision import _CorruptZip, extract_csv, parse_checksum
 from nautilus_dsm.errors import SourceError
 from nautilus_dsm.markets import Interval, to_ms
@@ -195,3 +198,37 @@ def test_extract_csv_truncated_zip_is_corrupt() -> None:
 def test_extract_csv_without_a_csv_member_is_corrupt() -> None:
     with pytest.raises(_CorruptZip, match="expected one CSV member"):
         extract_csv(_zip({"readme.txt": b"hi"}), "a.zip", 1 << 20)
+
+
+# -- gather_or_cancel ------------------------------------------------------------------------
+
+
+async def test_gather_or_cancel_returns_results_in_job_order() -> None:
+    async def after(delay: float, value: int) -> int:
+        await asyncio.sleep(delay)
+        return value
+
+    assert await gather_or_cancel([after(0.02, 1), after(0, 2), after(0.01, 3)]) == [1, 2, 3]
+    assert await gather_or_cancel([]) == []
+
+
+async def test_gather_or_cancel_cancels_the_other_jobs_on_the_first_error() -> None:
+    started = asyncio.Event()
+    outcome: list[str] = []
+
+    async def slow() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # never set: only cancellation ends it
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    async def failing() -> None:
+        await started.wait()
+        raise SourceError("boom")
+
+    with pytest.raises(SourceError, match="boom"):
+        await gather_or_cancel([slow(), failing()])
+
+    assert outcome == ["cancelled"]

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import numpy as np
 import polars as pl
+import pytest
 
 from nautilus_dsm.dsm.quality import (
     Gap,
@@ -218,3 +219,50 @@ def test_below_threshold_message_names_gaps_and_fix() -> None:
         "min_completeness=0.97 or on_low_quality='warn' to accept it (the fetched result "
         "is attached as .result)"
     )
+
+
+@pytest.mark.parametrize(
+    ("interval", "opens", "on_grid"),
+    [
+        (
+            Interval.MINUTE_1,
+            [ms(2024, 1, 1), ms(2024, 1, 1) + 30_000, ms(2024, 1, 1) + MIN],
+            [1, 0, 1],
+        ),
+        (Interval.HOUR_4, [ms(2024, 1, 1, 4), ms(2024, 1, 1, 2), 0], [1, 0, 1]),
+        # Weekly bars open on Mondays 00:00 UTC (2024-01-01 was a Monday, 1970-01-01 a Thursday).
+        (Interval.WEEK_1, [ms(2024, 1, 1), ms(2024, 1, 4), ms(2024, 1, 8), 0], [1, 0, 1, 0]),
+        (
+            Interval.MONTH_1,
+            [ms(2024, 2, 1), ms(2024, 2, 2), ms(2024, 3, 1), ms(2024, 2, 29)],
+            [1, 0, 1, 0],
+        ),
+        (Interval.SECOND_1, [ms(2024, 1, 1) + 1_000, ms(2024, 1, 1) + 1_500], [1, 0]),
+    ],
+)
+def test_on_grid_mask(interval: Interval, opens: list[int], on_grid: list[int]) -> None:
+    mask = interval.on_grid_mask(np.array(opens, dtype=np.int64))
+
+    assert mask.dtype == np.bool_
+    assert mask.tolist() == [bool(x) for x in on_grid]
+
+
+def test_assess_reports_off_grid_weekly_and_monthly_open_times() -> None:
+    weekly = assess(
+        frame([ms(2024, 1, 1), ms(2024, 1, 4)], 7 * 1440 * MIN),
+        Interval.WEEK_1,
+        ms(2024, 1, 1),
+        ms(2024, 1, 8),
+    )
+    monthly = assess(
+        frame([ms(2024, 2, 1), ms(2024, 2, 15)]), Interval.MONTH_1, ms(2024, 2, 1), ms(2024, 3, 1)
+    )
+
+    assert weekly.warnings == [
+        "1 bar(s) open off the 1w grid (first: 2024-01-04T00:00:00Z); they are returned "
+        "but not counted as expected bars"
+    ]
+    assert monthly.warnings == [
+        "1 bar(s) open off the 1M grid (first: 2024-02-15T00:00:00Z); they are returned "
+        "but not counted as expected bars"
+    ]
