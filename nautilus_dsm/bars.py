@@ -8,15 +8,19 @@ exact binary value (ties away from zero, like NautilusTrader's ``Price(float, pr
 never through string formatting. Bars are stamped at their close, ``open + interval`` (the next
 calendar month's open for ``1M``), in exact integer nanoseconds.
 
-Rows that cannot be a bar are never dropped silently: :func:`convert_frame` returns them with a
-reason, :func:`frame_to_bars` and :func:`frame_to_catalog_table` refuse the frame.
+Rows that cannot be a bar (an open time off the interval grid, a null, NaN or negative value,
+broken OHLC) are never dropped silently: :func:`convert_frame` returns them with a reason and
+counts them in ``success_rate``; :func:`frame_to_bars` and :func:`frame_to_catalog_table` refuse
+the frame, naming them.
 
 Speed: raws (``value * 10**16`` as little-endian int128, the high-precision build's fixed-point
-representation) are computed vectorised with numpy. Bars are then materialised by NautilusTrader's
-own ``capsule_to_list`` from a block of ``Data_t`` records (the C layout its Rust catalog reader
-hands over). The layout is not hard-coded: it is probed once per process from a genuine Rust
-``CVec`` and a genuine pyo3 ``Bar``, then self-checked field by field against ``Bar.from_raw``;
-if anything differs the module falls back to a plain ``Bar.from_raw`` loop (same results, slower).
+representation) are computed vectorised with numpy, in int64 for ordinary values and with 32-bit
+limbs for huge ones (PEPE/SHIB volumes), exactly either way. Bars are then materialised by
+NautilusTrader's own ``capsule_to_list`` from a block of ``Data_t`` records (the C layout its
+Rust catalog reader hands over). The layout is not hard-coded: it is probed once per process
+from a genuine Rust ``CVec`` and a genuine pyo3 ``Bar``, then self-checked field by field against
+``Bar.from_raw``; if anything differs the module falls back to a plain ``Bar.from_raw`` loop
+(same results, slower).
 """
 
 from __future__ import annotations
@@ -192,18 +196,6 @@ def bar_close_ns(open_ms: np.ndarray | int, interval: Interval | str) -> np.ndar
     return close_ms.astype(np.uint64) * np.uint64(_NS_PER_MS)
 
 
-def _misaligned(open_ms: np.ndarray, interval: Interval) -> np.ndarray:
-    """Indices of open times that are not on the interval's grid (a wrong interval)."""
-    if interval.is_month:
-        months = open_ms.astype("datetime64[ms]").astype("datetime64[M]")
-        floor = months.astype("datetime64[ms]").astype(np.int64)
-    else:
-        size = interval.fixed_ms
-        offset = interval.floor_ms(0) % size  # Monday offset for 1w, 0 otherwise
-        floor = (open_ms - offset) // size * size + offset
-    return np.flatnonzero(floor != open_ms)
-
-
 # --------------------------------------------------------------------------------------------
 # Frame normalisation
 # --------------------------------------------------------------------------------------------
@@ -349,27 +341,133 @@ def _decimal_raws(
     """Raws of non-negative int128 ``x * 10**-scale`` on the increment's grid.
 
     Rows whose scaled value fits comfortably in int64 (every Binance price, and volumes up to
-    ~4.6e10 at 8 decimals) are done vectorised; the rest exactly with Python ints.
+    ~4.6e10 at 8 decimals) are done with int64 arithmetic; the rest (PEPE/SHIB volumes) with
+    32-bit limbs in numpy (:func:`_wide_decimal_raws`), still vectorised and exact.
     """
     d, _ = _increment_units(increment_raw)
     k = max(scale, d)
     up = 10 ** (k - scale)
     unit_t = increment_raw // 10 ** (FIXED_PRECISION - k)  # increment in 10**-k units
-    limit = (1 << 62) // up
-    fast = (x_hi == 0) & (x_lo < np.uint64(limit))
-    xk = (x_lo if fast.all() else np.where(fast, x_lo, np.uint64(0))).view(np.int64)
-    if up != 1:
-        xk = xk * up
-    if unit_t > 1:
-        r = xk % unit_t
-        if r.any():  # off the grid: round half up
-            xk = xk - r + np.where(2 * r >= unit_t, unit_t, 0)
-    hi, lo = _mul_u64(xk.view(np.uint64), 10 ** (FIXED_PRECISION - k))
+    if unit_t >= 1 << 62:  # an increment beyond int64 units (>= 1000 at 16 decimals)
+        fast = np.zeros(len(x_lo), dtype=bool)
+        hi, lo = np.zeros(len(x_lo), dtype=np.uint64), np.zeros(len(x_lo), dtype=np.uint64)
+        all_fast = False
+    else:
+        fast = (x_hi == 0) & (x_lo < np.uint64((1 << 62) // up))
+        all_fast = bool(fast.all())
+        xk = (x_lo if all_fast else np.where(fast, x_lo, np.uint64(0))).view(np.int64)
+        if up != 1:
+            xk = xk * up
+        if unit_t > 1:
+            r = xk % unit_t
+            if r.any():  # off the grid: round half up
+                xk = xk - r + np.where(2 * r >= unit_t, unit_t, 0)
+        hi, lo = _mul_u64(xk.view(np.uint64), 10 ** (FIXED_PRECISION - k))
+    if all_fast:
+        return hi, lo
     slow = np.flatnonzero(~fast)
-    for i in slow:
+    wide = _wide_decimal_raws(x_lo[slow], x_hi[slow], scale, increment_raw)
+    if wide is not None:
+        hi[slow], lo[slow] = wide
+        return hi, lo
+    for i in slow:  # an increment too exotic for 32-bit factors: exact Python ints
         x = (int(x_hi[i]) << 64) | int(x_lo[i])
         raw = _round_half_up(x * 10**FIXED_PRECISION, increment_raw * 10**scale) * increment_raw
         hi[i], lo[i] = _limbs(raw)
+    return hi, lo
+
+
+_LIMB_MAX_FACTOR = 1 << 32
+_POW10_CHUNK = 9  # 10**9 < 2**32: one limb-sized factor
+
+
+def _small_factors(n: int) -> list[int] | None:
+    """Split ``n = T * 10**m`` into factors below 2**32 (None when ``T`` itself is larger)."""
+    m = 0
+    while n % 10 == 0 and n > 1:
+        n //= 10
+        m += 1
+    if n >= _LIMB_MAX_FACTOR:
+        return None
+    factors = [n] if n > 1 else []
+    while m > 0:
+        e = min(m, _POW10_CHUNK)
+        factors.append(10**e)
+        m -= e
+    return factors
+
+
+def _limbs32(x_lo: np.ndarray, x_hi: np.ndarray) -> list[np.ndarray]:
+    """Four uint64 arrays holding the 32-bit limbs of (hi, lo), least significant first."""
+    lo = x_lo.astype(np.uint64, copy=False)
+    hi = x_hi.astype(np.uint64, copy=False)
+    return [lo & _MASK32, lo >> _SHIFT32, hi & _MASK32, hi >> _SHIFT32]
+
+
+def _limbs_mul_small(limbs: list[np.ndarray], factor: int, overflow: np.ndarray) -> np.ndarray:
+    """In place: limbs *= factor (< 2**32); returns rows whose product left 128 bits."""
+    f = np.uint64(factor)
+    carry = np.zeros_like(limbs[0])
+    for i in range(4):
+        p = limbs[i] * f + carry  # <= (2**32 - 1)**2 + 2**32 - 1 < 2**64: no wrap
+        limbs[i] = p & _MASK32
+        carry = p >> _SHIFT32
+    return overflow | (carry != 0)
+
+
+def _limbs_divmod_small(limbs: list[np.ndarray], divisor: int) -> np.ndarray:
+    """In place: limbs //= divisor (< 2**32); returns the remainders."""
+    f = np.uint64(divisor)
+    rem = np.zeros_like(limbs[0])
+    for i in range(3, -1, -1):
+        cur = (rem << _SHIFT32) | limbs[i]  # rem < divisor < 2**32: fits in 64 bits
+        limbs[i] = cur // f
+        rem = cur - limbs[i] * f
+    return rem
+
+
+def _wide_decimal_raws(
+    x_lo: np.ndarray, x_hi: np.ndarray, scale: int, increment_raw: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Exact raws of any non-negative int128 ``x * 10**-scale``, vectorised with 32-bit limbs.
+
+    ``raw = round_half_up(x * 10**(k - scale) / unit) * increment_raw`` where ``unit`` is the
+    increment in ``10**-k`` units: a product and a mixed-radix division by factors below
+    2**32, so every intermediate fits in uint64. A raw beyond 128 bits saturates (and is then
+    flagged too large). Returns None when the increment cannot be split into such factors.
+    """
+    d, _ = _increment_units(increment_raw)
+    k = max(scale, d)
+    unit = increment_raw // 10 ** (FIXED_PRECISION - k)
+    up_factors = _small_factors(10 ** (k - scale))
+    unit_factors = _small_factors(unit)
+    raw_factors = _small_factors(increment_raw)
+    if up_factors is None or unit_factors is None or raw_factors is None or unit >= 1 << 63:
+        return None
+    limbs = _limbs32(x_lo, x_hi)
+    overflow = np.zeros(len(x_lo), dtype=bool)
+    for f in up_factors:
+        overflow = _limbs_mul_small(limbs, f, overflow)
+    # x = f1 * q1 + r1, q1 = f2 * q2 + r2, ...: x mod (f1 f2 ...) = r1 + f1 r2 + f1 f2 r3 ...
+    rem = np.zeros(len(x_lo), dtype=np.uint64)
+    radix = 1
+    for f in unit_factors:
+        rem += _limbs_divmod_small(limbs, f) * np.uint64(radix)
+        radix *= f
+    carry = (rem >= np.uint64(unit) - rem).astype(np.uint64)  # 2 * rem >= unit: ties up
+    for i in range(4):
+        s = limbs[i] + carry
+        limbs[i] = s & _MASK32
+        carry = s >> _SHIFT32
+    overflow |= carry != 0
+    for f in raw_factors:
+        overflow = _limbs_mul_small(limbs, f, overflow)
+    hi = (limbs[3] << _SHIFT32) | limbs[2]
+    lo = (limbs[1] << _SHIFT32) | limbs[0]
+    if overflow.any():
+        saturated = np.uint64(0xFFFFFFFFFFFFFFFF)
+        hi = np.where(overflow, saturated, hi)
+        lo = np.where(overflow, saturated, lo)
     return hi, lo
 
 
@@ -540,14 +638,9 @@ def _prepare(frame: Any, bar_type: BarType | str, instrument: Instrument) -> _Pr
     df = _to_polars(frame)
     open_ms = _open_ms(df)
     _check_order(open_ms, df)
-    wrong = _misaligned(open_ms, interval)
-    if wrong.size:
-        i = int(wrong[0])
-        raise InvalidInput(
-            f"{wrong.size} open_time(s) are not on the {interval.value} grid, first "
-            f"{df.get_column('open_time')[i]} (row {i}); the frame is not {interval.value} "
-            f"klines, so convert it with its own interval's bar type instead of {bar_type}"
-        )
+    # A row off the grid is a mis-stamped kline (or the frame has another interval): it cannot
+    # be a bar of this type, but it must not cost the other rows their bars.
+    off_grid = ~interval.on_grid_mask(open_ms)
     ts = bar_close_ns(open_ms, interval)
     price_raw = int(instrument.price_increment.raw)
     size_raw = int(instrument.size_increment.raw)
@@ -557,8 +650,8 @@ def _prepare(frame: Any, bar_type: BarType | str, instrument: Instrument) -> _Pr
     )
     o, h, lo_, c, _ = raws
 
-    conditions: list[np.ndarray] = []
-    reasons: list[str] = []
+    conditions: list[np.ndarray] = [off_grid]
+    reasons: list[str] = [f"off the {interval.value} grid"]
     for label, attr in (
         ("null", "null"),
         ("NaN/inf", "nan"),
@@ -596,9 +689,15 @@ def _refuse(prep: _Prepared, bar_type: BarType | str) -> None:
     idx = np.flatnonzero(~prep.valid)
     times = prep.df.get_column("open_time")
     first = ", ".join(f"{times[int(i)]} ({prep.reasons[i]})" for i in idx[:3])
+    hint = ""
+    if any(reason.startswith("off the ") for reason in prep.reasons[idx]):
+        hint = (
+            "; open times off the grid mean mis-stamped klines or klines of another interval "
+            "(then use that interval's bar type)"
+        )
     raise InvalidInput(
         f"{idx.size} of {len(prep.df)} kline rows cannot be bars of {bar_type}: {first}"
-        f"{', ...' if idx.size > 3 else ''}; fix or drop those rows, or call "
+        f"{', ...' if idx.size > 3 else ''}{hint}; fix or drop those rows, or call "
         "convert_frame(frame, bar_type, instrument) to keep the valid bars and inspect .invalid"
     )
 

@@ -3,7 +3,14 @@
 Historical requests go through the data-source manager (cache -> Binance Vision -> REST) and are
 answered exactly once, with an empty list and a logged error on any failure. Live bar
 subscriptions poll REST once per bar close and publish each closed kline exactly once, in order,
-backfilling what an outage missed before any newer bar.
+backfilling what an outage missed before any newer bar. Source outages (and an instrument
+lookup failing at subscribe time) are retried with backoff; a kline that cannot be a bar (e.g.
+stamped off the interval grid) is logged as an error and skipped, never retried forever.
+
+Clients built by the factory share one data-source manager per configuration; it is closed
+when the last client holding it disconnects. In synchronous mode (the BacktestNode download
+engine runs each coroutine under its own ``asyncio.run``) the manager's connections are closed
+at the end of every coroutine, since they belong to that coroutine's event loop.
 
 Bars are stamped at their close (``ts_event = ts_init = open + interval``), use the instrument's
 price and size precision, and are plain ``Bar`` objects.
@@ -14,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 from nautilus_trader.common.component import LiveClock
 from nautilus_trader.common.enums import LogColor
@@ -41,6 +50,7 @@ from nautilus_trader.model.instruments import Instrument
 from nautilus_dsm.bars import convert_frame, interval_for
 from nautilus_dsm.config import DSMDataClientConfig
 from nautilus_dsm.errors import DSMError, InvalidInput, UnknownSymbol
+from nautilus_dsm.factories import acquire_dsm, release_dsm
 from nautilus_dsm.markets import (
     VENUE,
     Interval,
@@ -120,9 +130,10 @@ def plan_bar_request(
 
     The bars served are those closing in ``(start, end]`` (see :class:`BarRequestPlan`).
     ``end`` is clamped to now (only closed bars exist); a ``limit`` keeps the last ``limit``
-    bars before ``end``, and with no ``start`` the start is derived as ``limit`` bars before
-    ``end``; with neither, the last ``DEFAULT_REQUEST_LIMIT`` bars are served. Raises
-    ``InvalidInput`` for a negative limit.
+    bars before ``end``, so with a ``start`` too the fetch starts no earlier than ``limit`` bars
+    before ``end`` (nothing before is fetched only to be dropped), and with no ``start`` the
+    start is derived as ``limit`` bars before ``end``; with neither, the last
+    ``DEFAULT_REQUEST_LIMIT`` bars are served. Raises ``InvalidInput`` for a negative limit.
     """
     if limit < 0:
         raise InvalidInput(f"limit {limit} is negative; pass 0 (no limit) or a positive count")
@@ -146,6 +157,15 @@ def plan_bar_request(
     else:
         # The first bar closing after start is the one containing start (close > start).
         start_ms = interval.floor_ms(start_ns // 1_000_000)
+        if limit:
+            last_start_ms = steps_back_ms(interval, end_ms, limit)
+            if last_start_ms > start_ms:
+                notes.append(
+                    f"limit={limit} keeps the last {limit} bars: fetching from "
+                    f"{from_ms(last_start_ms).isoformat()} instead of "
+                    f"{from_ms(start_ms).isoformat()}"
+                )
+                start_ms = last_start_ms
     return BarRequestPlan(start_ms=start_ms, end_ms=end_ms, limit=limit, notes=tuple(notes))
 
 
@@ -197,7 +217,7 @@ class _BarPoller:
     bar_type: BarType
     interval: Interval
     resolved: ResolvedInstrument
-    instrument: Instrument
+    instrument: Instrument | None  # resolved by the poll loop (retried while the source is down)
     next_open_ms: int  # open time of the next bar to publish
     last_close: Decimal | None = None
     task: asyncio.Task | None = None
@@ -258,6 +278,8 @@ class DSMDataClient(LiveMarketDataClient):
             config=config,
         )
         self._dsm = dsm
+        acquire_dsm(dsm)  # released on disconnect; the last holder closes it
+        self._holds_dsm = True
         self._config = config
         # Every message of this client goes through this seam (tests swap in a recorder).
         self._logger: Any = self._log
@@ -315,16 +337,45 @@ class DSMDataClient(LiveMarketDataClient):
     def _now_ms(self) -> int:
         return self._now_ns() // 1_000_000
 
+    def create_task(
+        self,
+        coro: Coroutine,
+        log_msg: str | None = None,
+        actions: Any = None,
+        success_msg: str | None = None,
+        success_color: LogColor = LogColor.NORMAL,
+    ) -> asyncio.Task | None:
+        """Run ``coro`` as the base client does; in synchronous mode close connections after."""
+        if self._is_sync:
+            log_msg = log_msg or coro.__name__
+            coro = self._closing_loop_connections(coro)
+        return super().create_task(coro, log_msg, actions, success_msg, success_color)
+
+    async def _closing_loop_connections(self, coro: Coroutine) -> Any:
+        # Synchronous mode runs this under its own asyncio.run: the HTTP clients created here
+        # belong to this loop, so close them before it ends (no sockets left behind).
+        try:
+            return await coro
+        finally:
+            await self._dsm.aclose()
+
     # -- CONNECTION -------------------------------------------------------------------------------
 
     async def _connect(self) -> None:
+        if not self._holds_dsm:  # reconnecting after a disconnect released the manager
+            acquire_dsm(self._dsm)
+            self._holds_dsm = True
         await self._instrument_provider.initialize()
         self._send_all_instruments_to_data_engine()
 
     async def _disconnect(self) -> None:
         for bar_type in list(self._pollers):
             await self._stop_poller(bar_type)
-        await self._dsm.aclose()
+        if self._holds_dsm:
+            self._holds_dsm = False
+            # A manager shared with other clients stays open until its last holder leaves.
+            if release_dsm(self._dsm):
+                await self._dsm.aclose()
 
     def _send_all_instruments_to_data_engine(self) -> None:
         for instrument in self._instrument_provider.get_all().values():
@@ -509,7 +560,7 @@ class DSMDataClient(LiveMarketDataClient):
         if conversion.invalid.height:
             self._logger.error(
                 f"{bar_type}: {conversion.invalid.height} of {conversion.rows} klines could not "
-                f"be converted and are not served: {conversion.invalid.head(5).to_dicts()}"
+                f"be converted and are not served: {_describe_invalid(conversion.invalid)}"
             )
         return conversion.bars
 
@@ -560,22 +611,28 @@ class DSMDataClient(LiveMarketDataClient):
                 f"Cannot subscribe to {bar_type}: live subscriptions need a running event loop "
                 "(a TradingNode); a BacktestNode download engine only serves requests"
             )
+            self._remove_subscription_bars(bar_type)
             return
+        if bar_type not in self.subscribed_bars():
+            return  # unsubscribed before this command ran: nothing to start
         if bar_type in self._pollers:
             self._logger.warning(f"Already polling {bar_type}; not starting a second poller")
             return
         try:
             interval, resolved = self._check_bar_type(bar_type)
-            instrument = await self._instrument(bar_type.instrument_id)
         except DSMError as e:
             self._logger.error(f"Cannot subscribe to {bar_type}: {e}")
+            self._remove_subscription_bars(bar_type)
             return
+        # No await from here on: the poller is registered in the same step as the check above,
+        # so an unsubscribe always finds it. The instrument is resolved by the poll loop, which
+        # retries through a source outage instead of leaving a subscription that never delivers.
         now_ms = self._now_ms()
         poller = _BarPoller(
             bar_type=bar_type,
             interval=interval,
             resolved=resolved,
-            instrument=instrument,
+            instrument=self._cache.instrument(bar_type.instrument_id),
             next_open_ms=interval.floor_ms(now_ms),  # the forming bar is the first published
         )
         poller.task = asyncio.get_running_loop().create_task(
@@ -602,8 +659,49 @@ class DSMDataClient(LiveMarketDataClient):
             f"({poller.synthetic} synthetic)"
         )
 
+    def _end_subscription(self, poller: _BarPoller) -> None:
+        """Drop a subscription whose poller cannot go on (called from the poller itself)."""
+        if self._pollers.get(poller.bar_type) is poller:
+            del self._pollers[poller.bar_type]
+        self._remove_subscription_bars(poller.bar_type)
+
+    async def _resolve_poller_instrument(self, poller: _BarPoller) -> bool:
+        """Resolve the instrument, retrying source errors; False when it cannot exist."""
+        bar_type = poller.bar_type
+        failures = 0
+        while poller.instrument is None:
+            try:
+                poller.instrument = await self._instrument(bar_type.instrument_id)
+            except asyncio.CancelledError:
+                raise
+            except InvalidInput as e:  # unknown symbol, wrong market: asking again cannot help
+                self._logger.error(f"Cannot subscribe to {bar_type}: {e}")
+                self._end_subscription(poller)
+                return False
+            except Exception as e:
+                failures += 1
+                retry_s = _retry_delay_s(failures)
+                self._logger.warning(
+                    f"{bar_type}: instrument lookup failed ({type(e).__name__}: {e}); attempt "
+                    f"{failures}, retrying in {retry_s:.2f}s; bars from "
+                    f"{from_ms(poller.next_open_ms).isoformat()} will be backfilled in order"
+                )
+                await asyncio.sleep(retry_s)
+        if failures:
+            self._logger.info(
+                f"{bar_type}: instrument resolved after {failures} failed attempts",
+                LogColor.GREEN,
+            )
+        return True
+
     async def _poll_bars(self, poller: _BarPoller) -> None:
-        """Publish every closed bar once, in order; retry with backoff through outages."""
+        """Publish every closed bar once, in order; retry with backoff through outages.
+
+        Source errors are retried, since outages end. A frame that cannot be converted fails
+        the same way on every retry, so its rows are logged as an error and skipped instead.
+        """
+        if not await self._resolve_poller_instrument(poller):
+            return
         bar_type, interval = poller.bar_type, poller.interval
         delay_ms = self._config.poll_delay_ms
         failures = 0
@@ -628,16 +726,15 @@ class DSMDataClient(LiveMarketDataClient):
                     min_completeness=0.0,
                     on_low_quality="warn",
                 )
-                frame = result.frame.filter(
-                    pl.col("open_time").dt.epoch("ms") >= poller.next_open_ms
-                ).sort("open_time")
-                if not frame.is_empty():
-                    self._publish(poller, frame, result.report)
             except asyncio.CancelledError:
                 raise
+            except InvalidInput as e:  # the request itself is refused: it always will be
+                self._logger.error(f"{bar_type}: cannot poll ({e}); subscription ended")
+                self._end_subscription(poller)
+                return
             except Exception as e:
                 failures += 1
-                retry_s = min(_RETRY_BASE_S * 2 ** (failures - 1), _RETRY_MAX_S)
+                retry_s = _retry_delay_s(failures)
                 log = self._logger.warning if isinstance(e, DSMError) else self._logger.error
                 log(
                     f"{bar_type}: fetch failed ({type(e).__name__}: {e}); attempt {failures}, "
@@ -646,6 +743,11 @@ class DSMDataClient(LiveMarketDataClient):
                 )
                 await asyncio.sleep(retry_s)
                 continue
+            frame = result.frame.filter(
+                pl.col("open_time").dt.epoch("ms") >= poller.next_open_ms
+            ).sort("open_time")
+            if not frame.is_empty():
+                self._publish_or_skip(poller, frame, result.report)
             if failures:
                 self._logger.info(
                     f"{bar_type}: source back after {failures} failed attempts; backfilled up to "
@@ -660,10 +762,24 @@ class DSMDataClient(LiveMarketDataClient):
                 continue
             waits = 0
 
-    def _publish(self, poller: _BarPoller, frame: pl.DataFrame, report: Any) -> None:
+    def _publish_or_skip(self, poller: _BarPoller, frame: pl.DataFrame, report: Any) -> None:
+        """Publish the frame's bars; if that fails, skip the frame (a retry would fail again)."""
+        end_ms = _frame_end_ms(frame, poller.interval)
+        try:
+            self._publish(poller, frame, report, end_ms)
+        except Exception as e:
+            first, last = frame["open_time"][0].isoformat(), frame["open_time"][-1].isoformat()
+            self._logger.error(
+                f"{poller.bar_type}: {frame.height} klines from {first} to {last} could not be "
+                "published and are skipped "
+                f"({type(e).__name__}: {e}); polling continues from "
+                f"{from_ms(end_ms).isoformat()}"
+            )
+            poller.next_open_ms = max(poller.next_open_ms, end_ms)
+
+    def _publish(self, poller: _BarPoller, frame: pl.DataFrame, report: Any, end_ms: int) -> None:
         bar_type, interval = poller.bar_type, poller.interval
-        last_open_ms = int(frame["open_time"].dt.epoch("ms")[-1])
-        end_ms = interval.next_open_ms(last_open_ms)
+        assert poller.instrument is not None  # resolved before the first fetch
         missing = missing_open_times_ms(frame, interval, poller.next_open_ms, end_ms).tolist()
         if missing:
             runs = _runs(missing, interval)
@@ -688,8 +804,15 @@ class DSMDataClient(LiveMarketDataClient):
                 report=report,
             )
             poller.synthetic += added
-        bars = self._convert(frame, bar_type, poller.instrument)
-        last_close = frame["close"][-1]
+        conversion = convert_frame(frame, bar_type, poller.instrument)
+        if conversion.invalid.height:
+            self._logger.error(
+                f"{bar_type}: {conversion.invalid.height} of {conversion.rows} klines cannot be "
+                f"bars and are skipped: {_describe_invalid(conversion.invalid)}"
+            )
+        valid = np.ones(frame.height, dtype=bool)
+        valid[conversion.invalid["row"].to_numpy()] = False
+        bars = conversion.bars
         now_ns = self._now_ns()
         for bar in bars:
             self._handle_data(bar)
@@ -698,9 +821,30 @@ class DSMDataClient(LiveMarketDataClient):
             poller.published += 1
             poller.latencies_ms.append((now_ns - bar.ts_event) / 1_000_000)
         poller.next_open_ms = end_ms
-        poller.last_close = last_close
+        if valid.any():
+            poller.last_close = frame["close"][int(np.flatnonzero(valid)[-1])]
         if len(bars) > 1:
             self._logger.info(f"{bar_type}: published {len(bars)} bars (backfill)", LogColor.BLUE)
+
+
+def _describe_invalid(invalid: pl.DataFrame, limit: int = 5) -> str:
+    """``open_time (reason)`` of the first rows convert_frame refused, for the log."""
+    text = ", ".join(
+        f"{row['open_time'].isoformat()} ({row['reason']})"
+        for row in invalid.head(limit).iter_rows(named=True)
+    )
+    return text + (f" (+{invalid.height - limit} more)" if invalid.height > limit else "")
+
+
+def _retry_delay_s(failures: int) -> float:
+    """Backoff before retry number ``failures`` (1-based): doubling, capped."""
+    return min(_RETRY_BASE_S * 2 ** (failures - 1), _RETRY_MAX_S)
+
+
+def _frame_end_ms(frame: pl.DataFrame, interval: Interval) -> int:
+    """Open time after the frame's last bar; a row off the grid counts as its grid bar."""
+    last_open_ms = int(frame["open_time"].dt.epoch("ms")[-1])
+    return interval.next_open_ms(interval.floor_ms(last_open_ms))
 
 
 def _ms_or_none(value: Any) -> int | None:

@@ -9,6 +9,7 @@ double the request weight or the instrument loading.
 from __future__ import annotations
 
 import asyncio
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,42 @@ if TYPE_CHECKING:
 
 # The engine, provider and client (polars, httpx) are imported when a client is built, not when
 # a node config imports this factory: a TradingNode script pays for them only if it uses them.
+
+# Clients holding each manager: a shared manager is closed by the last client to disconnect,
+# never under another client's in-flight request.
+_holders: dict[DataSourceManager, int] = {}
+_holders_lock = threading.Lock()
+
+
+def acquire_dsm(dsm: DataSourceManager) -> None:
+    """Record one more client using ``dsm`` (a client calls it when built or reconnected)."""
+    with _holders_lock:
+        _holders[dsm] = _holders.get(dsm, 0) + 1
+
+
+def release_dsm(dsm: DataSourceManager) -> bool:
+    """
+    Drop one client's hold on ``dsm``.
+
+    Returns
+    -------
+    bool
+        True when no client holds it any more: the caller then closes its connections.
+
+    """
+    with _holders_lock:
+        remaining = _holders.get(dsm, 0) - 1
+        if remaining > 0:
+            _holders[dsm] = remaining
+            return False
+        _holders.pop(dsm, None)
+        return True
+
+
+def dsm_holders(dsm: DataSourceManager) -> int:
+    """How many clients currently hold ``dsm`` (0 when none)."""
+    with _holders_lock:
+        return _holders.get(dsm, 0)
 
 
 @lru_cache

@@ -41,7 +41,7 @@ from nautilus_dsm.data import (
     steps_back_ms,
 )
 from nautilus_dsm.dsm.manager import DataSourceManager
-from nautilus_dsm.errors import DataUnavailable
+from nautilus_dsm.errors import DataUnavailable, SourceError
 from nautilus_dsm.markets import Interval, MarketType, to_ms
 from nautilus_dsm.providers import DSMInstrumentProvider
 
@@ -103,6 +103,26 @@ def test_plan_clamps_end_to_now_and_says_so() -> None:
         "clamped end from 2024-01-02T01:00:00+00:00 to now 2024-01-02T00:05:00.123000+00:00 "
         "(only closed bars exist)",
     )
+
+
+def test_plan_start_and_limit_fetches_only_the_last_limit_bars() -> None:
+    plan = plan_bar_request(Interval.MINUTE_1, DAY_MS * NS, (DAY_MS + 3_600_000) * NS, 5, 2**62)
+
+    assert (plan.start_ms, plan.end_ms, plan.limit) == (
+        DAY_MS + 55 * MIN_MS,
+        DAY_MS + 60 * MIN_MS,
+        5,
+    )
+    assert plan.notes == (
+        "limit=5 keeps the last 5 bars: fetching from 2024-01-02T00:55:00+00:00 instead of "
+        "2024-01-02T00:00:00+00:00",
+    )
+
+
+def test_plan_start_within_limit_is_kept() -> None:
+    plan = plan_bar_request(Interval.MINUTE_1, DAY_MS * NS, (DAY_MS + 3 * MIN_MS) * NS, 5, 2**62)
+
+    assert (plan.start_ms, plan.end_ms, plan.notes) == (DAY_MS, DAY_MS + 3 * MIN_MS, ())
 
 
 def test_plan_limit_without_start_derives_start() -> None:
@@ -321,6 +341,24 @@ async def test_request_bars_with_start_and_limit_keeps_the_last(make_harness) ->
 
     assert [b.ts_event for b in response.data] == [
         (DAY_MS + m * MIN_MS) * NS for m in range(56, 61)
+    ]
+
+
+async def test_request_bars_with_old_start_and_limit_fetches_only_the_last_bars(
+    make_harness,
+) -> None:
+    h = make_harness()
+    end = datetime(2024, 1, 10, tzinfo=UTC)
+
+    response = await h.request_bars(SPOT_1M, datetime(2024, 1, 1, tzinfo=UTC), end, limit=5)
+
+    assert [b.ts_event for b in response.data] == [
+        (to_ms(end) + m * MIN_MS) * NS for m in range(-4, 1)
+    ]
+    # the last day only, not nine days of files fetched to keep five bars
+    assert [r.path for r in h.srv.requests if r.path.startswith("/data/")] == [
+        "/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-09.zip",
+        "/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-09.zip.CHECKSUM",
     ]
 
 
@@ -594,6 +632,173 @@ async def test_source_errors_are_retried_with_backoff_then_backfilled(make_harne
     assert any("(backfill)" in m for m in h.logs.at("info"))
 
 
+class OffGridDSM:
+    """Proxies a DataSourceManager; once armed, every fetch reaching the armed slot also
+    returns a kline stamped ``offset_ms`` off the 1s grid inside that slot (a mis-stamped bar
+    the source keeps serving)."""
+
+    def __init__(self, inner: DataSourceManager) -> None:
+        self._inner = inner
+        self.slot_ms: int | None = None
+        self.offset_ms = 500
+        self.injected = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        result = await self._inner.fetch(*args, **kwargs)
+        opens = result.frame["open_time"].dt.epoch("ms")
+        if self.slot_ms is not None and self.slot_ms in opens.to_list():
+            shift = pl.duration(milliseconds=self.offset_ms)
+            bad = result.frame.filter(opens == self.slot_ms).with_columns(
+                pl.col("open_time") + shift, pl.col("close_time") + shift
+            )
+            result.frame = pl.concat([result.frame, bad]).sort("open_time")
+            self.injected.set()
+        return result
+
+
+async def test_live_kline_off_the_grid_is_skipped_not_retried(make_harness) -> None:
+    h = make_harness(dsm_wrapper=OffGridDSM)
+    source: OffGridDSM = h.client.dsm
+    _subscribe(h, SPOT_1S)
+    bars, received = [await h.next_bar()], [h.clock.timestamp_ns()]
+    slot_ms = bars[0].ts_event // NS  # the next bar's open
+    source.slot_ms = slot_ms
+
+    while bars[-1].ts_event // NS < slot_ms + 2_000:
+        bars.append(await h.next_bar())
+        received.append(h.clock.timestamp_ns())
+
+    assert source.injected.is_set()
+    _assert_contiguous_closed_and_true(h, bars, received)  # the real bar of that slot is there
+    bad_time = datetime.fromtimestamp((slot_ms + 500) / 1000, UTC).isoformat()
+    [error] = h.logs.at("error")
+    assert error.startswith(f"{SPOT_1S}: 1 of ")  # of the rows that poll returned
+    assert error.endswith(f" klines cannot be bars and are skipped: {bad_time} (off the 1s grid)")
+    assert [m for m in h.logs.at("warning") if "fetch failed" in m] == []
+
+
+class UnconvertibleDSM(OffGridDSM):
+    """Once armed, every fetch reaching the armed slot returns volumes as strings: a frame no
+    retry can convert."""
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        result = await self._inner.fetch(*args, **kwargs)
+        opens = result.frame["open_time"].dt.epoch("ms").to_list()
+        if self.slot_ms is not None and self.slot_ms in opens:
+            result.frame = result.frame.with_columns(pl.col("volume").cast(pl.String))
+            self.injected.set()
+        return result
+
+
+async def test_live_frame_that_cannot_convert_is_skipped_and_polling_goes_on(
+    make_harness,
+) -> None:
+    h = make_harness(dsm_wrapper=UnconvertibleDSM)
+    source: UnconvertibleDSM = h.client.dsm
+    _subscribe(h, SPOT_1S)
+    bars = [await h.next_bar()]
+    slot_ms = bars[0].ts_event // NS
+    source.slot_ms = slot_ms
+
+    after = await h.next_bar()
+
+    [error] = h.logs.at("error")
+    resume_iso = error.split("polling continues from ")[1]
+    resume_ms = to_ms(datetime.fromisoformat(resume_iso))
+    assert after.ts_event // NS - 1_000 == resume_ms > slot_ms  # next bar right after the skip
+    skipped = (resume_ms - slot_ms) // 1_000
+    first, last = from_iso(slot_ms), from_iso(resume_ms - 1_000)
+    assert error == (
+        f"{SPOT_1S}: {skipped} klines from {first} to {last} could not be published and are "
+        "skipped (InvalidInput: column volume has dtype String; prices and volumes must be "
+        "Decimal, float or integer: cast it first, e.g. "
+        "pl.col('volume').cast(pl.Decimal(38, 8))); polling continues from "
+        f"{from_iso(resume_ms)}"
+    )
+    assert [m for m in h.logs.at("warning") if "fetch failed" in m] == []
+
+
+def from_iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+class InstrumentDownDSM:
+    """Proxies a DataSourceManager; ``exchange_info`` raises SourceError ``failures`` times."""
+
+    def __init__(self, inner: DataSourceManager) -> None:
+        self._inner = inner
+        self.failures = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def exchange_info(self, market_type: Any) -> dict:
+        if self.failures > 0:
+            self.failures -= 1
+            raise SourceError("exchangeInfo down (test)")
+        return await self._inner.exchange_info(market_type)
+
+
+async def test_subscribe_while_instrument_lookup_fails_retries_then_delivers(
+    make_harness,
+) -> None:
+    h = make_harness(dsm_wrapper=InstrumentDownDSM)
+    h.client.dsm.failures = 3
+    before_ms = h.clock.timestamp_ms()
+
+    _subscribe(h, SPOT_1S)
+    await asyncio.gather(*list(h.client._tasks))
+    bars, received = [await h.next_bar()], [h.clock.timestamp_ns()]
+    bars.append(await h.next_bar())
+    received.append(h.clock.timestamp_ns())
+
+    # nothing missed: the first bar is the one forming when the subscription was made
+    assert bars[0].ts_event // NS - 1_000 == Interval.SECOND_1.floor_ms(before_ms)
+    _assert_contiguous_closed_and_true(h, bars, received)
+    lookups = [m for m in h.logs.at("warning") if "instrument lookup failed" in m]
+    assert [m.split("; bars from")[0] for m in lookups] == [
+        f"{SPOT_1S}: instrument lookup failed (SourceError: exchangeInfo down (test)); "
+        f"attempt {n}, retrying in {s}s"
+        for n, s in ((1, "0.10"), (2, "0.20"), (3, "0.40"))
+    ]
+    assert f"{SPOT_1S}: instrument resolved after 3 failed attempts" in h.logs.at("info")
+    assert h.client.subscribed_bars() == [SPOT_1S]
+    assert h.logs.at("error") == []
+
+
+async def test_subscribe_unknown_symbol_ends_the_subscription(make_harness) -> None:
+    h = make_harness()
+    bar_type = BarType.from_str("FOOBARUSDT.BINANCE-1-SECOND-LAST-EXTERNAL")
+
+    _subscribe(h, bar_type)
+    await asyncio.gather(*list(h.client._tasks))
+    poller_task = h.client._pollers[bar_type].task
+    await poller_task
+
+    assert h.logs.at("error") == [
+        f"Cannot subscribe to {bar_type}: FOOBARUSDT.BINANCE is not listed in the SPOT "
+        "exchangeInfo (2 instruments); check the symbol, and that a SPOT instrument id is meant "
+        "(e.g. BTCUSDT.BINANCE spot, BTCUSDT-PERP.BINANCE USDT-M, BTCUSD-PERP.BINANCE COIN-M)"
+    ]
+    assert h.client.subscribed_bars() == []
+    assert h.client.poller_stats(bar_type) is None
+
+
+async def test_unsubscribe_before_subscribe_ran_starts_no_poller(make_harness) -> None:
+    h = make_harness()
+
+    _subscribe(h, SPOT_1S)
+    await _unsubscribe(h, SPOT_1S)  # both commands queued before either ran
+
+    assert h.client.poller_stats(SPOT_1S) is None
+    assert h.client.subscribed_bars() == []
+    with pytest.raises(TimeoutError):
+        await h.next_bar(timeout=1.6)  # past the next close + poll delay: nothing comes
+
+
 async def _stream_across_gap(h: Harness) -> tuple[list[Bar], int, int]:
     """Subscribe; remove the forming bar and the next from the source; collect past the gap."""
     _subscribe(h, SPOT_1S)
@@ -710,6 +915,8 @@ def test_download_engine_drives_the_client_synchronously(imitation: Any, tmp_pat
             )
         },
     )
+    client = node._engines["download"].kernel.data_engine._clients[CLIENT_ID]
+    open_after: list[tuple[int, int]] = []
     try:
         # Two requests = two event loops: nothing may stay bound to the first one.
         for hour in (0, 1):
@@ -720,8 +927,13 @@ def test_download_engine_drives_the_client_synchronously(imitation: Any, tmp_pat
                 end=pd.Timestamp(datetime(2024, 1, 2, hour + 1, tzinfo=UTC)),
                 client_id=CLIENT_ID,
             )
+            # the request's loop has ended: its HTTP clients were closed with it
+            open_after.append((len(client.dsm._rest), len(client.dsm._vision)))
     finally:
         node.dispose()
+
+    assert client._is_sync is True
+    assert open_after == [(0, 0), (0, 0)]
 
     bars = ParquetDataCatalog(str(tmp_path / "catalog")).bars([str(SPOT_1M)])
     assert len(bars) == 120

@@ -27,7 +27,7 @@ from nautilus_trader.model.identifiers import ClientId, InstrumentId, TraderId
 
 from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig
 from nautilus_dsm.data import DSMDataClient
-from nautilus_dsm.factories import DSMLiveDataClientFactory, dsm_for_config
+from nautilus_dsm.factories import DSMLiveDataClientFactory, dsm_for_config, dsm_holders
 from nautilus_dsm.markets import Interval, MarketType, to_ms
 
 CLIENT_ID = ClientId("DSM")
@@ -159,6 +159,35 @@ def test_factory_shares_engine_and_provider_per_config(imitation, cache_dir, loo
     assert a.dsm is b.dsm is c.dsm
     assert a._instrument_provider is b._instrument_provider
     assert c._instrument_provider is not a._instrument_provider  # unhashable filters: own one
+
+
+def test_shared_engine_is_closed_by_its_last_client_only(imitation, cache_dir, loop) -> None:
+    clock = LiveClock()
+    msgbus = MessageBus(TraderId("TESTER-001"), clock)
+    config = DSMDataClientConfig(**_settings(imitation, cache_dir), use_vision=False)
+    a = DSMLiveDataClientFactory.create(loop, "DSM", config, msgbus, Cache(), clock)
+    b = DSMLiveDataClientFactory.create(loop, "DSM-2", config, msgbus, Cache(), clock)
+    dsm = a.dsm
+    day = datetime(2024, 1, 2, tzinfo=UTC)
+
+    async def scenario() -> tuple[int, bool, int, int, dict]:
+        await dsm.fetch("BTCUSDT.BINANCE", "1m", day, day.replace(hour=1))
+        rest = dsm.rest_client(MarketType.SPOT)
+        holders_before = dsm_holders(dsm)
+        await a._disconnect()  # A leaves: B still uses the engine and its connections
+        kept_after_a = dsm._rest.get(MarketType.SPOT) is rest
+        holders_after_a = dsm_holders(dsm)
+        b_result = await dsm.fetch("BTCUSDT.BINANCE", "1m", day, day.replace(hour=2))
+        await b._disconnect()  # the last holder closes it
+        return holders_before, kept_after_a, holders_after_a, b_result.frame.height, dsm._rest
+
+    holders_before, kept_after_a, holders_after_a, b_bars, rest_after_b = loop.run_until_complete(
+        scenario()
+    )
+
+    assert (holders_before, kept_after_a, holders_after_a) == (2, True, 1)
+    assert b_bars == 120
+    assert (rest_after_b, dsm_holders(dsm)) == ({}, 0)  # closed
 
 
 # ---------------------------------------------------------------------------------------------

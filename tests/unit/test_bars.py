@@ -411,6 +411,63 @@ def test_instrument_precision_8_with_huge_volume_exact_raws() -> None:
     assert got[1].volume.raw == 3402823669209299999999 * 10**8
 
 
+def _ref_raw_limbs(x: int, scale: int, increment_raw: int) -> tuple[int, int]:
+    # round half up to the increment, exact in Python ints; beyond 128 bits saturates
+    raw = (2 * x * 10**16 + increment_raw * 10**scale) // (2 * increment_raw * 10**scale)
+    raw *= increment_raw
+    if raw >= 1 << 128:
+        return 2**64 - 1, 2**64 - 1
+    return raw >> 64, raw & (2**64 - 1)
+
+
+@pytest.mark.parametrize(
+    "increment_raw",
+    [1, 10**8, 10**16, 5 * 10**15, 25 * 10**12, 10**19, 3 * 10**10, 10**17],
+)
+@pytest.mark.parametrize("scale", [0, 3, 8, 16])
+def test_wide_decimal_raws_are_exact(increment_raw: int, scale: int) -> None:
+    rng = random.Random(increment_raw * 100 + scale)
+    unit = increment_raw * 10**scale
+    xs = [rng.randrange(0, 1 << rng.choice([40, 63, 64, 70, 100, 127])) for _ in range(500)]
+    if unit % (2 * 10**16) == 0:  # exact ties: x * 10**16 = (n + 1/2) * unit
+        xs += [(2 * n + 1) * unit // (2 * 10**16) for n in range(1, 50)]
+    xs += [0, 1, 2**62, 2**64 - 1, 2**64, 2**127 - 1]
+    lo = np.array([x & (2**64 - 1) for x in xs], dtype=np.uint64)
+    hi = np.array([x >> 64 for x in xs], dtype=np.uint64)
+
+    got_hi, got_lo = bars_mod._decimal_raws(lo, hi, scale, increment_raw)
+
+    want = [_ref_raw_limbs(x, scale, increment_raw) for x in xs]
+    assert list(zip(got_hi.tolist(), got_lo.tolist(), strict=True)) == want
+
+
+def test_huge_volumes_are_converted_without_a_python_row_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # PEPE/SHIB 1m volumes (>= 4.6e10 at 8 decimals) take the vectorised 128-bit path
+    def per_row(*_args: object) -> int:
+        raise AssertionError("per-row Python rounding used")
+
+    monkeypatch.setattr(bars_mod, "_round_half_up", per_row)
+    instrument = spot("PEPEUSDT", "0.00000001", "1")
+    rows = [
+        (T0 + i * MINUTE, "0.00001234", "0.00001240", "0.00001230", "0.00001235", volume)
+        for i, volume in enumerate(
+            ["123456789012.00000000", "123456789012.50000000", "34028236692092.49999999", "7"]
+        )
+    ]
+
+    got = frame_to_bars(engine_frame(rows), bar_type_for(instrument.id, "1m"), instrument)
+
+    assert [str(b.volume) for b in got] == ["123456789012", "123456789013", "34028236692092", "7"]
+    assert [b.volume.raw for b in got] == [
+        123456789012 * 10**16,
+        123456789013 * 10**16,
+        34028236692092 * 10**16,
+        7 * 10**16,
+    ]
+
+
 def test_real_spot_klines_with_exchange_info_ticks(realdata: Path) -> None:
     instrument = from_exchange_info(realdata / "exchange_info_spot.json", "BTCUSDT", "BTCUSDT")
     assert (instrument.price_precision, instrument.size_precision) == (8, 8)
@@ -682,13 +739,54 @@ def test_duplicate_open_times_are_refused() -> None:
 
 def test_open_times_off_the_interval_grid_are_refused() -> None:
     frame = engine_frame([(T0, "1", "1", "1", "1", "1"), (T0 + MINUTE, "1", "1", "1", "1", "1")])
+    bar_type = bar_type_for(BTCUSDT_PERP.id, "1h")
     with pytest.raises(InvalidInput) as err:
-        frame_to_bars(frame, bar_type_for(BTCUSDT_PERP.id, "1h"), BTCUSDT_PERP)
+        frame_to_bars(frame, bar_type, BTCUSDT_PERP)
     assert str(err.value) == (
-        "1 open_time(s) are not on the 1h grid, first 2024-01-01 00:01:00+00:00 (row 1); the "
-        "frame is not 1h klines, so convert it with its own interval's bar type instead of "
-        "BTCUSDT-PERP.BINANCE-1-HOUR-LAST-EXTERNAL"
+        "1 of 2 kline rows cannot be bars of BTCUSDT-PERP.BINANCE-1-HOUR-LAST-EXTERNAL: "
+        "2024-01-01 00:01:00+00:00 (off the 1h grid); open times off the grid mean mis-stamped "
+        "klines or klines of another interval (then use that interval's bar type); fix or drop "
+        "those rows, or call convert_frame(frame, bar_type, instrument) to keep the valid bars "
+        "and inspect .invalid"
     )
+    with pytest.raises(InvalidInput, match=r"^1 of 2 kline rows cannot be bars"):
+        frame_to_catalog_table(frame, bar_type, BTCUSDT_PERP)
+
+
+def test_convert_frame_reports_off_grid_rows_and_keeps_the_rest() -> None:
+    # one kline stamped 30 s late among 1m klines: it alone is not a bar, the others are
+    frame = engine_frame(
+        [
+            (T0, "1", "1", "1", "1", "1"),
+            (T0 + MINUTE + 30_000, "2", "2", "2", "2", "2"),
+            (T0 + 2 * MINUTE, "3", "3", "3", "3", "3"),
+        ]
+    )
+
+    result = convert_frame(frame, BT_1M, BTCUSDT_PERP)
+
+    assert [(b.ts_event, str(b.close)) for b in result.bars] == [
+        (ref_close_ns(T0, "1m"), "1.0"),
+        (ref_close_ns(T0 + 2 * MINUTE, "1m"), "3.0"),
+    ]
+    assert result.rows == 3
+    assert result.success_rate == 2 / 3
+    assert result.invalid["row"].to_list() == [1]
+    assert result.invalid["reason"].to_list() == ["off the 1m grid"]
+    assert result.invalid["open_time"].to_list() == [datetime(2024, 1, 1, 0, 1, 30, tzinfo=UTC)]
+
+
+def test_off_grid_reason_comes_first_and_month_grid_is_calendar() -> None:
+    # mid-month open on the 1M grid, with an OHLC violation too: the grid is the reason given
+    feb_mid = 1706745600000 + 14 * 86_400_000
+    frame = engine_frame(
+        [(T0, "1", "1", "1", "1", "1"), (feb_mid, "2", "1", "3", "2", "1")], 86_400_000
+    )
+
+    result = convert_frame(frame, bar_type_for(BTCUSDT_PERP.id, "1M"), BTCUSDT_PERP)
+
+    assert [b.ts_event for b in result.bars] == [1706745600000000000]
+    assert result.invalid["reason"].to_list() == ["off the 1M grid"]
 
 
 def test_weekly_grid_is_monday() -> None:
@@ -696,7 +794,7 @@ def test_weekly_grid_is_monday() -> None:
     got = frame_to_bars(frame, bar_type_for(BTCUSDT_PERP.id, "1w"), BTCUSDT_PERP)
     assert got[0].ts_init == ref_close_ns(T0, "1w")
     sunday = engine_frame([(T0 - 86_400_000, "1", "1", "1", "1", "1")], 7 * 86_400_000)
-    with pytest.raises(InvalidInput, match="not on the 1w grid"):
+    with pytest.raises(InvalidInput, match=r"\(off the 1w grid\)"):
         frame_to_bars(sunday, bar_type_for(BTCUSDT_PERP.id, "1w"), BTCUSDT_PERP)
 
 
