@@ -389,8 +389,14 @@ class DSMDataClient(LiveMarketDataClient):
     def _resolve(self, instrument_id: InstrumentId) -> ResolvedInstrument:
         return resolve_instrument(instrument_id.value, self._market_type)
 
-    async def _instrument(self, instrument_id: InstrumentId) -> Instrument:
-        """The instrument from the cache, the provider, or loaded on demand; else UnknownSymbol."""
+    async def _instrument(
+        self, instrument_id: InstrumentId, *, history: bool = False
+    ) -> Instrument:
+        """The instrument from the cache, the provider, or loaded on demand; else UnknownSymbol.
+
+        ``history`` also accepts symbols Binance still lists but no longer trades (halted,
+        settling): their past bars exist, their live stream does not.
+        """
         resolved = self._resolve(instrument_id)
         instrument = self._cache.instrument(instrument_id)
         if instrument is None:
@@ -398,7 +404,7 @@ class DSMDataClient(LiveMarketDataClient):
         if instrument is None:
             instrument_for = getattr(self._instrument_provider, "instrument_for", None)
             if instrument_for is not None:  # DSMInstrumentProvider: raises UnknownSymbol
-                instrument = await instrument_for(instrument_id)
+                instrument = await instrument_for(instrument_id, include_non_trading=history)
             else:
                 await self._instrument_provider.load_async(instrument_id)
                 instrument = self._instrument_provider.find(instrument_id)
@@ -517,7 +523,7 @@ class DSMDataClient(LiveMarketDataClient):
             )
             return []
 
-        instrument = await self._instrument(bar_type.instrument_id)
+        instrument = await self._instrument(bar_type.instrument_id, history=True)
         result = await self._dsm.fetch(
             resolved.instrument_id,
             interval,

@@ -940,3 +940,32 @@ def test_download_engine_drives_the_client_synchronously(imitation: Any, tmp_pat
     assert bar_rows(bars) == expected_rows(
         imitation, MarketType.SPOT, "BTCUSDT", Interval.MINUTE_1, DAY_MS, DAY_MS + 120 * MIN_MS
     )
+
+
+class HaltedSpotDSM:
+    """Proxies a DataSourceManager whose spot exchangeInfo says every symbol is HALTed."""
+
+    def __init__(self, inner: DataSourceManager) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def exchange_info(self, market_type: Any) -> dict:
+        info = await self._inner.exchange_info(market_type)
+        if MarketType.parse(market_type) is not MarketType.SPOT:
+            return info
+        symbols = [{**s, "status": "HALT"} for s in info["symbols"]]
+        return {**info, "symbols": symbols}
+
+
+async def test_history_of_a_listed_symbol_that_no_longer_trades_is_served(make_harness) -> None:
+    h = make_harness(dsm_wrapper=HaltedSpotDSM)
+    start, end = DAY, datetime(2024, 1, 2, 1, tzinfo=UTC)
+
+    response = await h.request_bars(SPOT_1M, start, end)
+
+    assert bar_rows(response.data) == expected_rows(
+        h.srv, MarketType.SPOT, "BTCUSDT", Interval.MINUTE_1, DAY_MS, DAY_MS + 60 * MIN_MS
+    )
+    assert h.cache.instrument(SPOT_1M.instrument_id).info["status"] == "HALT"
