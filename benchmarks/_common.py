@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -60,3 +63,22 @@ def median_seconds(fn: Callable[[], Any], repeats: int = 3) -> float:
         del result
     gc.collect()
     return statistics.median(times)
+
+
+@contextlib.contextmanager
+def imitation_process() -> Iterator[str]:
+    """Serve the imitation in a child process; yield its URL (REST and Vision base)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nautilus_dsm.testing", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http://127.0.0.1:"):
+            raise RuntimeError(f"the imitation did not start (printed {url!r})")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -21,17 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import polars as pl
+from _common import imitation_process
 
 from nautilus_dsm.bars import bar_type_for, frame_to_bars
 from nautilus_dsm.dsm.manager import DataSourceManager, FetchResult
@@ -45,25 +42,6 @@ SYMBOL = "BTCUSDT"
 MARKET = MarketType.FUTURES_USDT
 INTERVAL = "1m"
 CPU_TARGET_S = 1.0
-
-
-@contextlib.contextmanager
-def imitation_process() -> Iterator[str]:
-    """Serve the imitation in a child process; yield its URL (REST and Vision base)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nautilus_dsm.testing", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        if not url.startswith("http://127.0.0.1:"):
-            raise RuntimeError(f"the imitation did not start (printed {url!r})")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @dataclass

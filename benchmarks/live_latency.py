@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from _common import imitation_process
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.component import LiveClock, MessageBus
 from nautilus_trader.core.uuid import UUID4
@@ -49,25 +46,6 @@ from nautilus_dsm.testing import BinanceImitation
 BAR_TYPE = BarType.from_str("BTCUSDT.BINANCE-1-SECOND-LAST-EXTERNAL")
 TARGET_MS = 300.0
 NS_PER_MS = 1_000_000
-
-
-@contextlib.contextmanager
-def imitation_process() -> Iterator[str]:
-    """Serve the imitation in a child process; yield its URL (REST and Vision base)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nautilus_dsm.testing", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        if not url.startswith("http://127.0.0.1:"):
-            raise RuntimeError(f"the imitation did not start (printed {url!r})")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @dataclass

@@ -197,6 +197,24 @@ def _futures_price_bounds(spec: SymbolSpec) -> tuple[str, str]:
     )
 
 
+# Shared by the USDT-M and COIN-M payloads, as on Binance.
+_FUTURES_PERCENT_PRICE: dict[str, str] = {
+    "multiplierDown": "0.9500",
+    "multiplierUp": "1.0500",
+    "multiplierDecimal": "4",
+    "filterType": "PERCENT_PRICE",
+}
+_FUTURES_ORDER_TYPES = (
+    "LIMIT",
+    "MARKET",
+    "STOP",
+    "STOP_MARKET",
+    "TAKE_PROFIT",
+    "TAKE_PROFIT_MARKET",
+    "TRAILING_STOP_MARKET",
+)
+
+
 def _um_symbol(spec: SymbolSpec) -> dict[str, object]:
     min_price, max_price = _futures_price_bounds(spec)
     return {
@@ -243,22 +261,9 @@ def _um_symbol(spec: SymbolSpec) -> dict[str, object]:
             {"limit": 200, "filterType": "MAX_NUM_ORDERS"},
             {"limit": 10, "filterType": "MAX_NUM_ALGO_ORDERS"},
             {"notional": "100", "filterType": "MIN_NOTIONAL"},
-            {
-                "multiplierDown": "0.9500",
-                "multiplierUp": "1.0500",
-                "multiplierDecimal": "4",
-                "filterType": "PERCENT_PRICE",
-            },
+            {**_FUTURES_PERCENT_PRICE},
         ],
-        "orderTypes": [
-            "LIMIT",
-            "MARKET",
-            "STOP",
-            "STOP_MARKET",
-            "TAKE_PROFIT",
-            "TAKE_PROFIT_MARKET",
-            "TRAILING_STOP_MARKET",
-        ],
+        "orderTypes": list(_FUTURES_ORDER_TYPES),
         "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
     }
 
@@ -309,22 +314,9 @@ def _cm_symbol(spec: SymbolSpec) -> dict[str, object]:
                 "minQty": spec.step_size,
             },
             {"limit": 200, "filterType": "MAX_NUM_ORDERS"},
-            {
-                "multiplierDown": "0.9500",
-                "multiplierUp": "1.0500",
-                "multiplierDecimal": "4",
-                "filterType": "PERCENT_PRICE",
-            },
+            {**_FUTURES_PERCENT_PRICE},
         ],
-        "orderTypes": [
-            "LIMIT",
-            "MARKET",
-            "STOP",
-            "STOP_MARKET",
-            "TAKE_PROFIT",
-            "TAKE_PROFIT_MARKET",
-            "TRAILING_STOP_MARKET",
-        ],
+        "orderTypes": list(_FUTURES_ORDER_TYPES),
         "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
     }
 
