@@ -346,7 +346,8 @@ def _mismatch(instrument_id: str, inferred: MarketType, given: MarketType) -> Ma
     }[given]
     return MarketTypeMismatch(
         f"{instrument_id} is {_DESCRIBE[inferred]}, but market type {given.name} was requested; "
-        f"use MarketType.{inferred.name} (or leave the market type unset), or use {hint}"
+        f"use MarketType.{inferred.name} (--market-type {inferred.value}) or leave it unset, "
+        f"or use {hint}"
     )
 
 

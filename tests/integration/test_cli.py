@@ -88,7 +88,7 @@ def test_fetch_writes_the_exact_bars_and_the_report(
             None,
             ("--market-type", "spot"),
             "BTCUSDT-PERP.BINANCE is a USDT-margined futures instrument, but market type "
-            "SPOT was requested; use MarketType.FUTURES_USDT (or leave the market type unset), "
+            "SPOT was requested; use MarketType.FUTURES_USDT (--market-type futures_usdt) or leave it unset, "
             "or use the spot instrument id (e.g. BTCUSDT.BINANCE)",
         ),
         (

@@ -707,7 +707,7 @@ _SUPPORTED = "1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M"
             SPOT,
             MarketTypeMismatch,
             "BTCUSDT-PERP.BINANCE is a USDT-margined futures instrument, but market type SPOT "
-            "was requested; use MarketType.FUTURES_USDT (or leave the market type unset), or use "
+            "was requested; use MarketType.FUTURES_USDT (--market-type futures_usdt) or leave it unset, or use "
             "the spot instrument id (e.g. BTCUSDT.BINANCE)",
             id="wrong-market-type",
         ),

@@ -60,7 +60,7 @@ BAD_INPUT = [
         "2024-01-02",
         ["--market-type", "spot"],
         "BTCUSDT-PERP.BINANCE is a USDT-margined futures instrument, but market type SPOT was "
-        "requested; use MarketType.FUTURES_USDT (or leave the market type unset), or use the "
+        "requested; use MarketType.FUTURES_USDT (--market-type futures_usdt) or leave it unset, or use the "
         "spot instrument id (e.g. BTCUSDT.BINANCE)",
         id="wrong-market-type",
     ),

@@ -85,7 +85,7 @@ def test_perp_id_with_spot_market_is_refused_with_fix() -> None:
         resolve_instrument("BTCUSDT-PERP.BINANCE", MarketType.SPOT)
     assert str(err.value) == (
         "BTCUSDT-PERP.BINANCE is a USDT-margined futures instrument, but market type SPOT was "
-        "requested; use MarketType.FUTURES_USDT (or leave the market type unset), or use the "
+        "requested; use MarketType.FUTURES_USDT (--market-type futures_usdt) or leave it unset, or use the "
         "spot instrument id (e.g. BTCUSDT.BINANCE)"
     )
 
