@@ -386,8 +386,9 @@ async def test_request_bars_market_type_contradiction_answers_empty(make_harness
     assert response.data == []
     assert h.logs.at("error") == [
         f"Cannot serve {bar_type} bars: BTCUSDT-PERP.BINANCE is a USDT-margined futures "
-        "instrument, but market type SPOT was requested; use MarketType.FUTURES_USDT (or leave "
-        "the market type unset), or use the spot instrument id (e.g. BTCUSDT.BINANCE)"
+        "instrument, but market type SPOT was requested; use MarketType.FUTURES_USDT "
+        "(--market-type futures_usdt) or leave it unset, or use the spot instrument id "
+        "(e.g. BTCUSDT.BINANCE)"
     ]
     assert h.srv.requests == []  # refused before any I/O
 
