@@ -19,6 +19,7 @@ price and size precision, and are plain ``Bar`` objects.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -49,7 +50,7 @@ from nautilus_trader.model.instruments import Instrument
 
 from nautilus_dsm.bars import convert_frame, interval_for
 from nautilus_dsm.config import DSMDataClientConfig
-from nautilus_dsm.errors import DSMError, InvalidInput, UnknownSymbol
+from nautilus_dsm.errors import DSMError, InvalidInput, QualityBelowThreshold, UnknownSymbol
 from nautilus_dsm.factories import acquire_dsm, release_dsm
 from nautilus_dsm.markets import (
     VENUE,
@@ -60,6 +61,7 @@ from nautilus_dsm.markets import (
     resolve_instrument,
     to_ms,
 )
+from nautilus_dsm.parsing import TRADING
 from nautilus_dsm.synthetic import SYNTHETIC, fill_gaps, missing_open_times_ms
 
 if TYPE_CHECKING:
@@ -97,12 +99,16 @@ class BarRequestPlan:
     the data engine's ``ts_init`` filter never drops one of ours silently, and adjacent requests
     ``[a, b]``, ``[b, c]`` (or the engine's continuation from ``b + 1ns``) neither repeat nor
     lose the bar closing at ``b``. ``notes`` are the changes made to the request, for the log.
+    ``full_start_ms`` is the request's own first open time when a ``limit`` narrowed the fetch
+    to the last ``limit`` intervals: source gaps there leave fewer than ``limit`` bars, and the
+    missing ones are then the earlier bars from ``full_start_ms`` on (None when not narrowed).
     """
 
     start_ms: int
     end_ms: int
     limit: int
     notes: tuple[str, ...] = ()
+    full_start_ms: int | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -133,11 +139,13 @@ def plan_bar_request(
     bars before ``end``, so with a ``start`` too the fetch starts no earlier than ``limit`` bars
     before ``end`` (nothing before is fetched only to be dropped), and with no ``start`` the
     start is derived as ``limit`` bars before ``end``; with neither, the last
-    ``DEFAULT_REQUEST_LIMIT`` bars are served. Raises ``InvalidInput`` for a negative limit.
+    ``DEFAULT_REQUEST_LIMIT`` bars are served. A narrowed start keeps the request's own start
+    in ``full_start_ms``. Raises ``InvalidInput`` for a negative limit.
     """
     if limit < 0:
         raise InvalidInput(f"limit {limit} is negative; pass 0 (no limit) or a positive count")
     notes: list[str] = []
+    full_start_ms: int | None = None
     if end_ns is None:
         end_ns = now_ns
     elif end_ns > now_ns:
@@ -165,8 +173,15 @@ def plan_bar_request(
                     f"{from_ms(last_start_ms).isoformat()} instead of "
                     f"{from_ms(start_ms).isoformat()}"
                 )
+                full_start_ms = start_ms
                 start_ms = last_start_ms
-    return BarRequestPlan(start_ms=start_ms, end_ms=end_ms, limit=limit, notes=tuple(notes))
+    return BarRequestPlan(
+        start_ms=start_ms,
+        end_ms=end_ms,
+        limit=limit,
+        notes=tuple(notes),
+        full_start_ms=full_start_ms,
+    )
 
 
 def _timestamp_ns(value: datetime | None) -> int | None:
@@ -278,8 +293,7 @@ class DSMDataClient(LiveMarketDataClient):
             config=config,
         )
         self._dsm = dsm
-        acquire_dsm(dsm)  # released on disconnect; the last holder closes it
-        self._holds_dsm = True
+        self._holds_dsm = False
         self._config = config
         # Every message of this client goes through this seam (tests swap in a recorder).
         self._logger: Any = self._log
@@ -295,6 +309,10 @@ class DSMDataClient(LiveMarketDataClient):
             )
         if config.poll_delay_ms < 0:
             raise InvalidInput(f"poll_delay_ms={config.poll_delay_ms} is negative; pass e.g. 250")
+        # Only a client that was built holds the manager (released on disconnect; the last
+        # holder closes it): a refused configuration must not keep a shared manager open.
+        acquire_dsm(dsm)
+        self._holds_dsm = True
         self._pollers: dict[BarType, _BarPoller] = {}
         self._logger.info(
             f"config: market_type={config.market_type}, base_url_http={config.base_url_http}, "
@@ -524,14 +542,7 @@ class DSMDataClient(LiveMarketDataClient):
             return []
 
         instrument = await self._instrument(bar_type.instrument_id, history=True)
-        result = await self._dsm.fetch(
-            resolved.instrument_id,
-            interval,
-            from_ms(plan.start_ms),
-            from_ms(plan.end_ms),
-            min_completeness=self._config.min_completeness,
-            on_low_quality=self._config.on_low_quality,
-        )
+        fetch_start_ms, result = await self._fetch_for_plan(bar_type, resolved, interval, plan)
         report = result.report
         if report.gaps:
             self._logger.warning(
@@ -544,7 +555,7 @@ class DSMDataClient(LiveMarketDataClient):
                 frame,
                 bar_type,
                 interval,
-                plan.start_ms,
+                fetch_start_ms,
                 plan.end_ms,
                 previous_close=None,
                 first_open_ms=_ms_or_none(report.listing_time),
@@ -555,11 +566,83 @@ class DSMDataClient(LiveMarketDataClient):
         bars = self._convert(frame, bar_type, instrument)
         self._logger.info(
             f"{bar_type}: serving {len(bars)} bars "
-            f"[{from_ms(plan.start_ms).isoformat()}, {from_ms(plan.end_ms).isoformat()}) "
+            f"[{from_ms(fetch_start_ms).isoformat()}, {from_ms(plan.end_ms).isoformat()}) "
             f"sources={report.sources}",
             LogColor.BLUE,
         )
         return bars
+
+    async def _fetch_for_plan(
+        self,
+        bar_type: BarType,
+        resolved: ResolvedInstrument,
+        interval: Interval,
+        plan: BarRequestPlan,
+    ) -> tuple[int, Any]:
+        """Fetch the plan's window; widen a narrowed one to the request's own start if needed.
+
+        A ``limit`` narrows the fetch to the last ``limit`` intervals, which is enough only
+        when the source has every bar there. After a source gap the last ``limit`` bars reach
+        further back, so the request is fetched again from its own start instead of serving
+        fewer bars, or none when the small window alone falls below ``min_completeness``. The
+        quality policy then judges what is served: the share of the ``limit`` bars asked for
+        (or of all the range can hold, if fewer) that exist, not gaps long before them.
+
+        Returns the first open time fetched and the ``FetchResult``.
+        """
+
+        async def fetch(start_ms: int, min_completeness: float) -> Any:
+            return await self._dsm.fetch(
+                resolved.instrument_id,
+                interval,
+                from_ms(start_ms),
+                from_ms(plan.end_ms),
+                min_completeness=min_completeness,
+                on_low_quality=self._config.on_low_quality,
+            )
+
+        min_completeness = self._config.min_completeness
+        if plan.full_start_ms is None:
+            return plan.start_ms, await fetch(plan.start_ms, min_completeness)
+        try:
+            result = await fetch(plan.start_ms, min_completeness)
+        except QualityBelowThreshold as e:
+            narrowed = e.result
+            reason = "is below min_completeness"
+            if narrowed is None or _listed_from(narrowed.report) >= plan.start_ms:
+                raise  # nothing earlier exists (or nothing to judge by): the verdict stands
+        else:
+            short = result.frame.height < plan.limit and not self._config.synthetic_fallback
+            if not short or _listed_from(result.report) >= plan.start_ms:
+                return plan.start_ms, result
+            narrowed = result
+            reason = "has gaps"
+        gaps = narrowed.report.gaps
+        self._logger.info(
+            f"{bar_type}: the last {plan.limit} intervals hold {narrowed.frame.height} bars "
+            f"(window {reason}; gaps: {_format_gaps(gaps) if gaps else 'none'}); fetching again "
+            f"from the requested start {from_ms(plan.full_start_ms).isoformat()} to serve the "
+            f"last {plan.limit} bars",
+            LogColor.BLUE,
+        )
+        # Judged below on the bars served, not on gaps long before them.
+        result = await fetch(plan.full_start_ms, 0.0)
+        report = result.report
+        wanted = min(plan.limit, report.expected_bars)
+        served = min(result.frame.height, plan.limit)
+        completeness = served / wanted if wanted else 1.0
+        if completeness < min_completeness:
+            message = (
+                f"only {served} of the last {plan.limit} bars requested exist in "
+                f"[{from_ms(plan.full_start_ms).isoformat()}, {from_ms(plan.end_ms).isoformat()}) "
+                f"({completeness:.2%} < min_completeness {min_completeness:.2%}); pass "
+                f"min_completeness={math.floor(completeness * 100) / 100:.2f} or "
+                "on_low_quality='warn' to accept them"
+            )
+            if self._config.on_low_quality == "raise":
+                raise QualityBelowThreshold(message, result=result)
+            self._logger.warning(f"{bar_type}: {message}")
+        return plan.full_start_ms, result
 
     def _convert(self, frame: pl.DataFrame, bar_type: BarType, instrument: Instrument) -> list[Bar]:
         conversion = convert_frame(frame, bar_type, instrument)
@@ -633,12 +716,18 @@ class DSMDataClient(LiveMarketDataClient):
         # No await from here on: the poller is registered in the same step as the check above,
         # so an unsubscribe always finds it. The instrument is resolved by the poll loop, which
         # retries through a source outage instead of leaving a subscription that never delivers.
+        instrument = self._cache.instrument(bar_type.instrument_id)
+        if instrument is not None and (refusal := _not_trading(instrument)) is not None:
+            # Loaded for a history request: its past bars exist, its live stream does not.
+            self._logger.error(f"Cannot subscribe to {bar_type}: {refusal}")
+            self._remove_subscription_bars(bar_type)
+            return
         now_ms = self._now_ms()
         poller = _BarPoller(
             bar_type=bar_type,
             interval=interval,
             resolved=resolved,
-            instrument=self._cache.instrument(bar_type.instrument_id),
+            instrument=instrument,
             next_open_ms=interval.floor_ms(now_ms),  # the forming bar is the first published
         )
         poller.task = asyncio.get_running_loop().create_task(
@@ -698,6 +787,10 @@ class DSMDataClient(LiveMarketDataClient):
                 f"{bar_type}: instrument resolved after {failures} failed attempts",
                 LogColor.GREEN,
             )
+        if (refusal := _not_trading(poller.instrument)) is not None:
+            self._logger.error(f"Cannot subscribe to {bar_type}: {refusal}")
+            self._end_subscription(poller)
+            return False
         return True
 
     async def _poll_bars(self, poller: _BarPoller) -> None:
@@ -842,6 +935,24 @@ def _describe_invalid(invalid: pl.DataFrame, limit: int = 5) -> str:
     return text + (f" (+{invalid.height - limit} more)" if invalid.height > limit else "")
 
 
+def _not_trading(instrument: Instrument) -> str | None:
+    """Why ``instrument`` has no live klines (its exchangeInfo status), or None if it trades.
+
+    Instruments without the raw exchangeInfo dict (built elsewhere) are taken as trading.
+    """
+    info = instrument.info
+    if not isinstance(info, dict):
+        return None
+    # Spot and USDT-M report `status`, COIN-M `contractStatus` (as parsing.skip_reason reads).
+    status = info.get("status", info.get("contractStatus"))
+    if status is None or status == TRADING:
+        return None
+    return (
+        f"{instrument.id} has status {status!r} on Binance, not {TRADING}: it has no live "
+        "klines, only its history is available (request_bars)"
+    )
+
+
 def _retry_delay_s(failures: int) -> float:
     """Backoff before retry number ``failures`` (1-based): doubling, capped."""
     return min(_RETRY_BASE_S * 2 ** (failures - 1), _RETRY_MAX_S)
@@ -851,6 +962,12 @@ def _frame_end_ms(frame: pl.DataFrame, interval: Interval) -> int:
     """Open time after the frame's last bar; a row off the grid counts as its grid bar."""
     last_open_ms = int(frame["open_time"].dt.epoch("ms")[-1])
     return interval.next_open_ms(interval.floor_ms(last_open_ms))
+
+
+def _listed_from(report: Any) -> int:
+    """The first open time the source can have (its listing), or -1 when unknown."""
+    listing_ms = _ms_or_none(report.listing_time)
+    return -1 if listing_ms is None else listing_ms
 
 
 def _ms_or_none(value: Any) -> int | None:

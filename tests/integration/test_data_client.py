@@ -41,7 +41,8 @@ from nautilus_dsm.data import (
     steps_back_ms,
 )
 from nautilus_dsm.dsm.manager import DataSourceManager
-from nautilus_dsm.errors import DataUnavailable, SourceError
+from nautilus_dsm.errors import DataUnavailable, InvalidInput, SourceError
+from nautilus_dsm.factories import dsm_holders
 from nautilus_dsm.markets import Interval, MarketType, to_ms
 from nautilus_dsm.providers import DSMInstrumentProvider
 
@@ -117,12 +118,18 @@ def test_plan_start_and_limit_fetches_only_the_last_limit_bars() -> None:
         "limit=5 keeps the last 5 bars: fetching from 2024-01-02T00:55:00+00:00 instead of "
         "2024-01-02T00:00:00+00:00",
     )
+    assert plan.full_start_ms == DAY_MS  # where the earlier bars are, should gaps need them
 
 
 def test_plan_start_within_limit_is_kept() -> None:
     plan = plan_bar_request(Interval.MINUTE_1, DAY_MS * NS, (DAY_MS + 3 * MIN_MS) * NS, 5, 2**62)
 
-    assert (plan.start_ms, plan.end_ms, plan.notes) == (DAY_MS, DAY_MS + 3 * MIN_MS, ())
+    assert (plan.start_ms, plan.end_ms, plan.notes, plan.full_start_ms) == (
+        DAY_MS,
+        DAY_MS + 3 * MIN_MS,
+        (),
+        None,
+    )
 
 
 def test_plan_limit_without_start_derives_start() -> None:
@@ -359,6 +366,55 @@ async def test_request_bars_with_old_start_and_limit_fetches_only_the_last_bars(
     assert [r.path for r in h.srv.requests if r.path.startswith("/data/")] == [
         "/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-09.zip",
         "/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-09.zip.CHECKSUM",
+    ]
+
+
+@pytest.mark.parametrize("gap_minutes", [10, 3])  # narrowed window below / above 95%
+async def test_request_bars_start_and_limit_across_a_source_gap_serves_limit_bars(
+    make_harness, gap_minutes: int
+) -> None:
+    h = make_harness()
+    end_ms = DAY_MS + 180 * MIN_MS
+    gap = (end_ms - 30 * MIN_MS, end_ms - (30 - gap_minutes) * MIN_MS)
+    h.srv.faults.gaps.append(("BTCUSDT", *gap))
+
+    response = await h.request_bars(SPOT_1M, DAY, datetime(2024, 1, 2, 3, tzinfo=UTC), limit=100)
+
+    # the last 100 bars the source has before end reach back 100 + gap_minutes intervals
+    truth = expected_rows(
+        h.srv,
+        MarketType.SPOT,
+        "BTCUSDT",
+        Interval.MINUTE_1,
+        end_ms - (100 + gap_minutes) * MIN_MS,
+        end_ms,
+    )
+    assert len(truth) == 100
+    assert bar_rows(response.data) == truth
+    assert h.logs.at("error") == []
+    reason = "is below min_completeness" if gap_minutes == 10 else "has gaps"
+    [refetch] = [m for m in h.logs.at("info") if "fetching again" in m]
+    assert refetch == (
+        f"{SPOT_1M}: the last 100 intervals hold {100 - gap_minutes} bars (window {reason}; "
+        f"gaps: 2024-01-02T02:30:00Z..2024-01-02T02:{30 + gap_minutes}:00Z ({gap_minutes} bars)); "
+        "fetching again from the requested start 2024-01-02T00:00:00+00:00 to serve the last "
+        "100 bars"
+    )
+
+
+async def test_request_bars_start_and_limit_with_too_few_bars_in_range_answers_empty(
+    make_harness,
+) -> None:
+    h = make_harness()
+    h.srv.faults.gaps.append(("BTCUSDT", DAY_MS + 10 * MIN_MS, DAY_MS + 110 * MIN_MS))
+
+    response = await h.request_bars(SPOT_1M, DAY, datetime(2024, 1, 2, 2, tzinfo=UTC), limit=100)
+
+    assert response.data == []
+    assert h.logs.at("error") == [
+        f"Cannot serve {SPOT_1M} bars: only 20 of the last 100 bars requested exist "
+        "in [2024-01-02T00:00:00+00:00, 2024-01-02T02:00:00+00:00) (20.00% < min_completeness "
+        "95.00%); pass min_completeness=0.20 or on_low_quality='warn' to accept them"
     ]
 
 
@@ -970,3 +1026,72 @@ async def test_history_of_a_listed_symbol_that_no_longer_trades_is_served(make_h
         h.srv, MarketType.SPOT, "BTCUSDT", Interval.MINUTE_1, DAY_MS, DAY_MS + 60 * MIN_MS
     )
     assert h.cache.instrument(SPOT_1M.instrument_id).info["status"] == "HALT"
+
+
+async def test_subscribe_after_history_of_a_non_trading_symbol_is_refused(make_harness) -> None:
+    h = make_harness(dsm_wrapper=HaltedSpotDSM)
+    await h.request_bars(SPOT_1M, DAY, datetime(2024, 1, 2, 1, tzinfo=UTC))
+    assert h.cache.instrument(SPOT_1M.instrument_id) is not None  # loaded for the history
+
+    _subscribe(h, SPOT_1M)
+    await asyncio.gather(*list(h.client._tasks))
+
+    assert h.logs.at("error") == [
+        f"Cannot subscribe to {SPOT_1M}: BTCUSDT.BINANCE has status 'HALT' on Binance, not "
+        "TRADING: it has no live klines, only its history is available (request_bars)"
+    ]
+    assert h.client.poller_stats(SPOT_1M) is None
+    assert h.client.subscribed_bars() == []
+
+
+async def test_subscribe_non_trading_symbol_found_by_the_provider_is_refused(
+    make_harness,
+) -> None:
+    h = make_harness(dsm_wrapper=HaltedSpotDSM)
+    provider: DSMInstrumentProvider = h.client._instrument_provider
+    await provider.instrument_for(SPOT_1M.instrument_id, include_non_trading=True)
+    assert h.cache.instrument(SPOT_1M.instrument_id) is None  # the poller looks it up
+
+    _subscribe(h, SPOT_1M)
+    await asyncio.gather(*list(h.client._tasks))
+    poller = h.client._pollers.get(SPOT_1M)
+    if poller is not None:
+        await poller.task
+
+    assert h.logs.at("error") == [
+        f"Cannot subscribe to {SPOT_1M}: BTCUSDT.BINANCE has status 'HALT' on Binance, not "
+        "TRADING: it has no live klines, only its history is available (request_bars)"
+    ]
+    assert h.client.poller_stats(SPOT_1M) is None
+    assert h.client.subscribed_bars() == []
+
+
+def test_refused_configuration_holds_no_manager(cache_dir: Path) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        clock = LiveClock()
+        config = DSMDataClientConfig(cache_dir=str(cache_dir), poll_delay_ms=-1)
+        dsm = DataSourceManager.create("binance", cache_dir=config.cache_dir)
+        provider = DSMInstrumentProvider(dsm.exchange_info, config.instrument_provider, clock)
+        msgbus = MessageBus(TraderId("TESTER-001"), clock)
+
+        with pytest.raises(InvalidInput) as refused:
+            DSMDataClient(loop, dsm, msgbus, Cache(), clock, provider, config)
+
+        assert str(refused.value) == "poll_delay_ms=-1 is negative; pass e.g. 250"
+        assert dsm_holders(dsm) == 0
+        # a valid client holds it, so the failed one above would have been counted too
+        client = DSMDataClient(
+            loop,
+            dsm,
+            msgbus,
+            Cache(),
+            clock,
+            provider,
+            DSMDataClientConfig(cache_dir=str(cache_dir)),
+        )
+        assert dsm_holders(dsm) == 1
+        loop.run_until_complete(client._disconnect())
+        assert dsm_holders(dsm) == 0
+    finally:
+        loop.close()
