@@ -8,7 +8,9 @@ whole truth for its period. Writes are atomic (temp file in the same directory, 
 period both succeed with identical content. A file that cannot be read back with the exact frame
 schema is counted, deleted and reported absent, so it is fetched again instead of trusted.
 Beside each series folder, ``{interval}.first_bar.json`` records the open time of the series'
-first bar ever (its listing), so a warm fetch knows the listing without asking Binance.
+first bar ever (its listing) and the REST endpoint that served it, so a warm fetch knows the
+listing without asking Binance; a sidecar written by another endpoint (a testnet, a mirror, the
+imitation sharing the cache dir) is ignored, since its listing need not be this endpoint's.
 """
 
 from __future__ import annotations
@@ -176,12 +178,16 @@ class KlineCache:
 
     # -- first bar (listing) ---------------------------------------------------------------
 
-    def read_first_bar(self, market: MarketType, symbol: str, interval: Interval) -> int | None:
-        """Open time (epoch ms) of the series' first bar ever, None when not recorded.
+    def read_first_bar(
+        self, market: MarketType, symbol: str, interval: Interval, *, endpoint: str
+    ) -> int | None:
+        """Open time (epoch ms) of the series' first bar ever as ``endpoint`` served it.
 
         The first bar never moves once a symbol trades, so a warm fetch learns the listing from
-        here without asking Binance. A sidecar that is unreadable or describes another series
-        is counted, deleted and reported absent (the manager then asks again).
+        here without asking Binance. None when not recorded, or recorded from another REST
+        endpoint (or before endpoints were recorded): another server's listing is no evidence
+        about this one, so that sidecar is left alone and the manager asks again. A sidecar
+        that is unreadable or describes another series is counted, deleted and reported absent.
         """
         market, interval = MarketType.parse(market), Interval.parse(interval)
         file = self.first_bar_path(market, symbol, interval)
@@ -192,12 +198,22 @@ class KlineCache:
         first, problem = _parse_first_bar(raw, market, symbol, interval)
         if problem:
             self._discard(file, problem, "the first bar will be looked up again")
+            return None
+        recorded = _sidecar_endpoint(raw)
+        if recorded != endpoint:
+            log.info(
+                "first-bar sidecar %s was recorded from %s, not %s; ignored",
+                file,
+                recorded or "an unrecorded endpoint",
+                endpoint,
+            )
+            return None
         return first
 
     def write_first_bar(
-        self, market: MarketType, symbol: str, interval: Interval, open_ms: int
+        self, market: MarketType, symbol: str, interval: Interval, open_ms: int, *, endpoint: str
     ) -> Path:
-        """Atomically record the open time of the series' first bar ever (see read_first_bar)."""
+        """Atomically record the first bar ever and the REST ``endpoint`` that served it."""
         market, interval = MarketType.parse(market), Interval.parse(interval)
         if isinstance(open_ms, bool) or not isinstance(open_ms, int) or open_ms < 0:
             raise InvalidInput(
@@ -208,17 +224,32 @@ class KlineCache:
                 f"first bar {open_ms} of {symbol} is not on the {interval.value} grid; "
                 "pass the open time Binance served"
             )
+        if not isinstance(endpoint, str) or not endpoint:
+            raise InvalidInput(
+                f"first bar of {symbol} {interval.value} needs the REST endpoint that served it, "
+                f"was {endpoint!r}; pass markets.rest_base_url(market, base_url_http)"
+            )
         payload = {
             "market": market.value,
             "symbol": symbol,
             "interval": interval.value,
             "first_open_ms": open_ms,
             "first_open": from_ms(open_ms).isoformat().replace("+00:00", "Z"),
+            "endpoint": endpoint,
         }
         body = json.dumps(payload, indent=2).encode() + b"\n"
         target = self.first_bar_path(market, symbol, interval)
         _write_atomic(target, lambda handle: handle.write(body))
         return target
+
+    def discard_first_bar(
+        self, market: MarketType, symbol: str, interval: Interval, why: str
+    ) -> None:
+        """Count and delete a sidecar that evidence contradicts (cached bars, a REST probe)."""
+        market, interval = MarketType.parse(market), Interval.parse(interval)
+        file = self.first_bar_path(market, symbol, interval)
+        if file.exists():
+            self._discard(file, why, "the first bar will be looked up again")
 
     # -- maintenance ---------------------------------------------------------------------
 
@@ -338,6 +369,12 @@ def _parse_first_bar(
     if interval.floor_ms(first) != first:
         return None, f"holding first_open_ms {first} off the {interval.value} grid"
     return first, ""
+
+
+def _sidecar_endpoint(raw: bytes) -> str | None:
+    """The REST endpoint recorded in a valid sidecar, None when absent (older sidecars)."""
+    endpoint = json.loads(raw).get("endpoint")
+    return endpoint if isinstance(endpoint, str) else None
 
 
 def _sidecar_interval(name: str) -> str | None:

@@ -164,8 +164,11 @@ class DataSourceManager:
         # Decoded exchangeInfo per market and the clock time (ms) it was fetched at.
         self._exchange_info: dict[MarketType, tuple[dict, int]] = {}
         # First bar ever per (market, symbol, interval): it never changes once known, so live
-        # polls of the open period do not repeat the probe.
+        # polls of the open period do not repeat the probe. Keys in _first_bar_probed came from
+        # this manager's own REST probe; the others from the cache's sidecar, which a range
+        # wholly before it must confirm (see _find_listing).
         self._first_bar: dict[tuple[MarketType, str, Interval], int] = {}
+        self._first_bar_probed: set[tuple[MarketType, str, Interval]] = set()
 
     @classmethod
     def create(
@@ -511,11 +514,22 @@ class DataSourceManager:
         instead of mistaking it for a listing. The same call turns an unknown symbol into one
         :class:`UnknownSymbol` before any Vision request. The answer is kept in the cache, so a
         warm fetch counts the bars of a listing day exactly as the cold one did, offline too.
+        A sidecar is only a shortcut, never evidence on its own: cached bars before it discard
+        it, and a range it puts wholly before the listing (zero bars expected) is confirmed
+        with the REST probe when REST is reachable.
         """
         if not periods:
             return None, None
         inst, interval = run.instrument, run.interval
-        first = self._known_first_bar(run)
+        first, probed = self._known_first_bar(run)
+        cached_first = run.cached_first_ms
+        if first is not None and not probed and cached_first is not None and cached_first < first:
+            self._forget_first_bar(
+                run,
+                f"contradicted by a cached bar at {iso_ms(cached_first)} before its first bar "
+                f"{iso_ms(first)}",
+            )
+            first = None
         if first is None:
             if run.cached_first_ms is not None and run.cached_first_ms <= interval.ceil_ms(
                 run.start_ms
@@ -523,18 +537,16 @@ class DataSourceManager:
                 return None, None  # a bar at or before the start exists: no listing to find
             if not self.use_rest:
                 return None, None
-            t0 = time.perf_counter()
             try:
-                first = await self.rest_client(inst.market_type).first_open_time(
-                    inst.symbol, interval, 0
-                )
+                first = await self._probe_first_bar(run)
             except SourceError as exc:
                 run.warnings.append(f"could not look up the first bar ({exc}); listing not checked")
                 return None, None
-            finally:
-                run.timings["rest"] += time.perf_counter() - t0
             if first is not None:
                 self._remember_first_bar(run, first)
+        elif not probed and first >= run.stop_ms:
+            # Zero bars would be expected on the sidecar's word alone: confirm with one probe.
+            first = await self._confirm_first_bar(run, first)
         if first is None or first >= run.stop_ms:
             # Nothing at all in the range: request nothing rather than search period by period.
             what = (
@@ -558,17 +570,55 @@ class DataSourceManager:
         )
         return first, first
 
-    def _known_first_bar(self, run: _Run) -> int | None:
+    async def _confirm_first_bar(self, run: _Run, cached: int) -> int | None:
+        """The REST probe's first bar in place of the sidecar's; the sidecar's (with a warning)
+        when REST is disabled or unreachable, so offline fetches still count as before."""
+        unconfirmed = (
+            f"{run.instrument.instrument_id} first bar {iso_ms(cached)} is taken from the cache "
+            "unconfirmed: "
+        )
+        if not self.use_rest:
+            run.warnings.append(unconfirmed + "REST is disabled")
+            return cached
+        try:
+            first = await self._probe_first_bar(run)
+        except SourceError as exc:
+            run.warnings.append(unconfirmed + f"REST could not be asked ({exc})")
+            return cached
+        if first != cached:
+            served = "no bars" if first is None else f"first bar {iso_ms(first)}"
+            self._forget_first_bar(run, f"contradicted by REST ({served})")
+            if first is not None:
+                self._remember_first_bar(run, first)
+        return first
+
+    async def _probe_first_bar(self, run: _Run) -> int | None:
+        """One REST request for the first bar ever (from epoch 0), marked as probed."""
+        inst = run.instrument
+        t0 = time.perf_counter()
+        try:
+            first = await self.rest_client(inst.market_type).first_open_time(
+                inst.symbol, run.interval, 0
+            )
+        finally:
+            run.timings["rest"] += time.perf_counter() - t0
+        self._first_bar_probed.add((inst.market_type, inst.symbol, run.interval))
+        return first
+
+    def _known_first_bar(self, run: _Run) -> tuple[int | None, bool]:
+        """``(first, probed)``: the remembered first bar and whether this manager probed it."""
         inst = run.instrument
         key = (inst.market_type, inst.symbol, run.interval)
         first = self._first_bar.get(key)
         if first is None and self.use_cache:
             t0 = time.perf_counter()
-            first = self.cache.read_first_bar(inst.market_type, inst.symbol, run.interval)
+            first = self.cache.read_first_bar(
+                inst.market_type, inst.symbol, run.interval, endpoint=self._rest_endpoint(run)
+            )
             run.timings["cache"] += time.perf_counter() - t0
             if first is not None:
                 self._first_bar[key] = first
-        return first
+        return first, first is not None and key in self._first_bar_probed
 
     def _remember_first_bar(self, run: _Run, first: int) -> None:
         inst = run.instrument
@@ -576,9 +626,26 @@ class DataSourceManager:
         if not self.use_cache:
             return
         try:
-            self.cache.write_first_bar(inst.market_type, inst.symbol, run.interval, first)
+            self.cache.write_first_bar(
+                inst.market_type,
+                inst.symbol,
+                run.interval,
+                first,
+                endpoint=self._rest_endpoint(run),
+            )
         except (OSError, InvalidInput) as exc:  # a lost shortcut: the next fetch asks again
             log.warning("could not record the first bar of %s in the cache: %s", inst.symbol, exc)
+
+    def _forget_first_bar(self, run: _Run, why: str) -> None:
+        """Drop a first bar that evidence contradicts: from memory and (counted) the cache."""
+        inst = run.instrument
+        self._first_bar.pop((inst.market_type, inst.symbol, run.interval), None)
+        if self.use_cache:
+            self.cache.discard_first_bar(inst.market_type, inst.symbol, run.interval, why)
+
+    def _rest_endpoint(self, run: _Run) -> str:
+        # The listing is per server: a testnet or mirror may list a symbol later than mainnet.
+        return rest_base_url(run.instrument.market_type, self.base_url_http)
 
     async def _vision_month(self, run: _Run, month: MonthGroup) -> None:
         inst = run.instrument

@@ -15,11 +15,14 @@ import pytest
 from nautilus_dsm.dsm.cache import KlineCache
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA
 from nautilus_dsm.errors import InvalidInput
-from nautilus_dsm.markets import Interval, MarketType, to_ms
+from nautilus_dsm.markets import Interval, MarketType, rest_base_url, to_ms
 
 UM = MarketType.FUTURES_USDT
 M1 = Interval.MINUTE_1
 T_JAN2_NOON = to_ms(datetime(2024, 1, 2, 12, tzinfo=UTC))
+# The REST endpoints that served a first bar (local addresses: nothing is requested here).
+EP = rest_base_url(UM, "http://127.0.0.1:9001")
+EP_OTHER = rest_base_url(UM, "http://127.0.0.1:9002")
 
 
 def day_frame(day: date, n: int = 1440) -> pl.DataFrame:
@@ -169,7 +172,7 @@ def test_first_bar_sidecar_round_trips_beside_the_series_folder(cache_dir: Path)
     cache = KlineCache(cache_dir)
     first = to_ms(datetime(2024, 1, 2, 12, tzinfo=UTC))
 
-    path = cache.write_first_bar(UM, "ETHUSDT", M1, first)
+    path = cache.write_first_bar(UM, "ETHUSDT", M1, first, endpoint=EP)
 
     assert path == cache_dir / "binance" / "futures_usdt" / "ETHUSDT" / "1m.first_bar.json"
     assert json.loads(path.read_text()) == {
@@ -178,24 +181,25 @@ def test_first_bar_sidecar_round_trips_beside_the_series_folder(cache_dir: Path)
         "interval": "1m",
         "first_open_ms": first,
         "first_open": "2024-01-02T12:00:00Z",
+        "endpoint": "http://127.0.0.1:9001/fapi/v1",
     }
     assert [p.name for p in path.parent.iterdir()] == ["1m.first_bar.json"]  # no temp left
-    assert cache.read_first_bar(UM, "ETHUSDT", M1) == first
-    assert cache.read_first_bar(UM, "ETHUSDT", Interval.HOUR_1) is None
-    assert cache.read_first_bar(MarketType.SPOT, "ETHUSDT", M1) is None
+    assert cache.read_first_bar(UM, "ETHUSDT", M1, endpoint=EP) == first
+    assert cache.read_first_bar(UM, "ETHUSDT", Interval.HOUR_1, endpoint=EP) is None
+    assert cache.read_first_bar(MarketType.SPOT, "ETHUSDT", M1, endpoint=EP) is None
     assert cache.corrupt == 0
 
 
 def test_monthly_first_bar_sidecar_does_not_collide_with_1m(cache_dir: Path) -> None:
     cache = KlineCache(cache_dir)
-    cache.write_first_bar(UM, "ETHUSDT", M1, to_ms(datetime(2024, 1, 2, 12, tzinfo=UTC)))
+    cache.write_first_bar(UM, "ETHUSDT", M1, T_JAN2_NOON, endpoint=EP)
 
     path = cache.write_first_bar(
-        UM, "ETHUSDT", Interval.MONTH_1, to_ms(datetime(2024, 1, 1, tzinfo=UTC))
+        UM, "ETHUSDT", Interval.MONTH_1, to_ms(datetime(2024, 1, 1, tzinfo=UTC)), endpoint=EP
     )
 
     assert path.name == "1mo.first_bar.json"
-    assert cache.read_first_bar(UM, "ETHUSDT", Interval.MONTH_1) == to_ms(
+    assert cache.read_first_bar(UM, "ETHUSDT", Interval.MONTH_1, endpoint=EP) == to_ms(
         datetime(2024, 1, 1, tzinfo=UTC)
     )
 
@@ -224,9 +228,58 @@ def test_invalid_first_bar_sidecar_is_counted_deleted_and_absent(
     path.parent.mkdir(parents=True)
     path.write_bytes(body)
 
-    assert cache.read_first_bar(UM, "ETHUSDT", M1) is None
+    assert cache.read_first_bar(UM, "ETHUSDT", M1, endpoint=EP) is None
     assert cache.corrupt == 1
     assert not path.exists()
+
+
+def test_first_bar_sidecar_of_another_endpoint_is_absent_but_kept(cache_dir: Path) -> None:
+    # A testnet / mirror / imitation sharing the cache dir may list the symbol later.
+    cache = KlineCache(cache_dir)
+    path = cache.write_first_bar(UM, "ETHUSDT", M1, T_JAN2_NOON, endpoint=EP_OTHER)
+
+    assert cache.read_first_bar(UM, "ETHUSDT", M1, endpoint=EP) is None
+    assert cache.read_first_bar(UM, "ETHUSDT", M1, endpoint=EP_OTHER) == T_JAN2_NOON
+    assert cache.corrupt == 0
+    assert path.exists()
+
+
+def test_first_bar_sidecar_without_an_endpoint_is_absent_but_kept(cache_dir: Path) -> None:
+    # Written before endpoints were recorded: nobody knows which server it came from.
+    cache = KlineCache(cache_dir)
+    path = cache.first_bar_path(UM, "ETHUSDT", M1)
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        json.dumps(
+            {"market": "futures_usdt", "symbol": "ETHUSDT", "interval": "1m", "first_open_ms": 0}
+        )
+    )
+
+    assert cache.read_first_bar(UM, "ETHUSDT", M1, endpoint=EP) is None
+    assert cache.corrupt == 0
+    assert path.exists()
+
+
+def test_discard_first_bar_counts_and_deletes_only_an_existing_sidecar(cache_dir: Path) -> None:
+    cache = KlineCache(cache_dir)
+    cache.discard_first_bar(UM, "ETHUSDT", M1, "contradicted")
+    assert cache.corrupt == 0
+    path = cache.write_first_bar(UM, "ETHUSDT", M1, T_JAN2_NOON, endpoint=EP)
+
+    cache.discard_first_bar(UM, "ETHUSDT", M1, "contradicted")
+
+    assert cache.corrupt == 1
+    assert not path.exists()
+    assert cache.read_first_bar(UM, "ETHUSDT", M1, endpoint=EP) is None
+
+
+@pytest.mark.parametrize("endpoint", ["", None])
+def test_write_first_bar_refuses_a_missing_endpoint(cache_dir: Path, endpoint: object) -> None:
+    with pytest.raises(
+        InvalidInput,
+        match=r"first bar of ETHUSDT 1m needs the REST endpoint that served it, was ",
+    ):
+        KlineCache(cache_dir).write_first_bar(UM, "ETHUSDT", M1, T_JAN2_NOON, endpoint=endpoint)
 
 
 @pytest.mark.parametrize(
@@ -240,15 +293,17 @@ def test_write_first_bar_refuses_impossible_open_times(
     cache_dir: Path, open_ms: int, match: str
 ) -> None:
     with pytest.raises(InvalidInput, match=match):
-        KlineCache(cache_dir).write_first_bar(UM, "ETHUSDT", M1, open_ms)
+        KlineCache(cache_dir).write_first_bar(UM, "ETHUSDT", M1, open_ms, endpoint=EP)
 
 
 def test_info_ignores_and_clear_removes_first_bar_sidecars(cache_dir: Path) -> None:
     cache = KlineCache(cache_dir)
     cache.write(UM, "BTCUSDT", M1, "2024-01-01", day_frame(date(2024, 1, 1)))
-    cache.write_first_bar(UM, "BTCUSDT", M1, to_ms(datetime(2020, 1, 1, tzinfo=UTC)))
-    cache.write_first_bar(UM, "BTCUSDT", Interval.HOUR_1, to_ms(datetime(2020, 1, 1, tzinfo=UTC)))
-    cache.write_first_bar(UM, "ETHUSDT", M1, T_JAN2_NOON)  # a sidecar with no periods
+    cache.write_first_bar(UM, "BTCUSDT", M1, to_ms(datetime(2020, 1, 1, tzinfo=UTC)), endpoint=EP)
+    cache.write_first_bar(
+        UM, "BTCUSDT", Interval.HOUR_1, to_ms(datetime(2020, 1, 1, tzinfo=UTC)), endpoint=EP
+    )
+    cache.write_first_bar(UM, "ETHUSDT", M1, T_JAN2_NOON, endpoint=EP)  # a sidecar with no periods
     symbol_dir = cache_dir / "binance" / "futures_usdt" / "BTCUSDT"
 
     info = cache.info()

@@ -21,6 +21,7 @@ from nautilus_dsm.errors import (
     UnknownSymbol,
 )
 from nautilus_dsm.markets import DataProvider, Interval, MarketType, to_ms
+from nautilus_dsm.testing import BinanceImitation
 
 UM = MarketType.FUTURES_USDT
 SPOT = MarketType.SPOT
@@ -471,6 +472,7 @@ async def test_warm_fetch_of_a_listing_day_takes_the_listing_from_the_cache_offl
         "interval": "1m",
         "first_open_ms": T0 + DAY + 720 * MIN,
         "first_open": "2024-01-02T12:00:00Z",
+        "endpoint": f"{imitation.url}/fapi/v1",
     }
 
     url = imitation.url
@@ -528,6 +530,168 @@ async def test_cache_holding_the_first_requested_bar_needs_no_listing_probe(
     assert imitation.requests == []
     assert warm.report.listing_time is None
     assert warm.report.bars == warm.report.expected_bars == 2820
+
+
+ETH_PERP = "ETHUSDT-PERP.BINANCE"
+ETH_LISTED = datetime(2024, 1, 2, 12, tzinfo=UTC)
+
+
+def eth_sidecar(cache_dir: Path) -> Path:
+    return cache_dir / "binance" / "futures_usdt" / "ETHUSDT" / "1m.first_bar.json"
+
+
+async def test_first_bar_of_another_endpoint_sharing_the_cache_is_not_trusted(
+    imitation, cache_dir: Path
+) -> None:
+    # A testnet (or mirror) lists BTCUSDT later than mainnet and shares the cache dir.
+    with BinanceImitation() as testnet:
+        spec = testnet.symbols(UM)["BTCUSDT"]
+        testnet.add_symbol(UM, replace(spec, listed_ms=T0))
+        testnet_rest = f"{testnet.url}/fapi/v1"
+        async with make_dsm(testnet, cache_dir) as dsm:
+            await dsm.fetch(PERP, "1h", JAN1, JAN1 + timedelta(days=1))
+    sidecar = cache_dir / "binance" / "futures_usdt" / "BTCUSDT" / "1h.first_bar.json"
+    assert json.loads(sidecar.read_text())["endpoint"] == testnet_rest
+    start, end = datetime(2023, 6, 1, tzinfo=UTC), datetime(2023, 6, 3, tzinfo=UTC)
+
+    async with make_dsm(imitation, cache_dir) as dsm:
+        result = await dsm.fetch(PERP, "1h", start, end)
+        corrupt = dsm.cache.corrupt
+
+    assert result.frame.equals(imitation.expected(UM, "BTCUSDT", "1h", to_ms(start), to_ms(end)))
+    report = result.report
+    assert (report.bars, report.expected_bars, report.completeness) == (48, 48, 1.0)
+    assert report.listing_time is None
+    assert report.warnings == []
+    assert kline_starts(imitation) == [(0, "1")]  # mainnet's own listing probe
+    assert corrupt == 0  # another endpoint's sidecar is not corrupt, just not ours
+    assert json.loads(sidecar.read_text()) == {
+        "market": "futures_usdt",
+        "symbol": "BTCUSDT",
+        "interval": "1h",
+        "first_open_ms": to_ms(datetime(2020, 1, 1, tzinfo=UTC)),
+        "first_open": "2020-01-01T00:00:00Z",
+        "endpoint": f"{imitation.url}/fapi/v1",
+    }
+
+
+async def test_sidecar_contradicted_by_cached_bars_is_discarded_and_probed_again(
+    imitation, cache_dir: Path
+) -> None:
+    async with make_dsm(imitation, cache_dir) as dsm:
+        await dsm.fetch(PERP, "1m", JAN1 + timedelta(days=1), JAN1 + timedelta(days=2))
+    sidecar = cache_dir / "binance" / "futures_usdt" / "BTCUSDT" / "1m.first_bar.json"
+    body = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps(body | {"first_open_ms": T0 + DAY + 720 * MIN}))  # wrong
+    imitation.clear_requests()
+
+    async with make_dsm(imitation, cache_dir) as dsm:
+        result = await dsm.fetch(PERP, "1m", JAN1, JAN1 + timedelta(days=2))
+        corrupt = dsm.cache.corrupt
+
+    assert corrupt == 1
+    assert result.frame.equals(imitation.expected(UM, "BTCUSDT", M1, T0, T0 + 2 * DAY))
+    report = result.report
+    assert (report.bars, report.expected_bars, report.completeness) == (2880, 2880, 1.0)
+    assert report.listing_time is None
+    assert report.sources == {"cache": 1440, "vision": 1440, "rest": 0, "synthetic": 0}
+    assert kline_starts(imitation) == [(0, "1")]
+    assert json.loads(sidecar.read_text())["first_open_ms"] == to_ms(
+        datetime(2020, 1, 1, tzinfo=UTC)
+    )
+
+
+async def test_sidecar_alone_putting_the_range_before_the_listing_is_confirmed_by_rest(
+    imitation, cache_dir: Path
+) -> None:
+    async with make_dsm(imitation, cache_dir) as dsm:
+        await dsm.fetch(PERP, "1m", JAN1, JAN1 + timedelta(hours=1))  # today's sidecar: 2020
+    sidecar = cache_dir / "binance" / "futures_usdt" / "BTCUSDT" / "1m.first_bar.json"
+    body = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps(body | {"first_open_ms": T0 + 10 * DAY}))  # wrong, no bars
+    imitation.clear_requests()
+    start, end = JAN1 + timedelta(days=3), JAN1 + timedelta(days=4)
+
+    async with make_dsm(imitation, cache_dir) as dsm:
+        result = await dsm.fetch(PERP, "1m", start, end)
+        corrupt = dsm.cache.corrupt
+
+    assert corrupt == 1
+    assert result.frame.equals(imitation.expected(UM, "BTCUSDT", M1, T0 + 3 * DAY, T0 + 4 * DAY))
+    assert (result.report.bars, result.report.expected_bars) == (1440, 1440)
+    assert result.report.listing_time is None
+    assert result.report.warnings == []
+    assert kline_starts(imitation) == [(0, "1")]
+    assert json.loads(sidecar.read_text())["first_open_ms"] == to_ms(
+        datetime(2020, 1, 1, tzinfo=UTC)
+    )
+
+
+async def test_sidecar_confirmed_by_rest_still_requests_nothing_before_the_listing(
+    imitation, cache_dir: Path
+) -> None:
+    listed_later(imitation, "ETHUSDT", ETH_LISTED)
+    async with make_dsm(imitation, cache_dir) as dsm:
+        await dsm.fetch(ETH_PERP, "1m", ETH_LISTED, ETH_LISTED + timedelta(hours=1))
+    written = eth_sidecar(cache_dir).read_text()
+    imitation.clear_requests()
+
+    async with make_dsm(imitation, cache_dir) as dsm:
+        result = await dsm.fetch(ETH_PERP, "1m", JAN1, JAN1 + timedelta(days=1))
+        again = await dsm.fetch(ETH_PERP, "1m", JAN1, JAN1 + timedelta(days=1))  # memoised
+        corrupt = dsm.cache.corrupt
+
+    for r in (result, again):
+        assert (r.report.bars, r.report.expected_bars, r.report.completeness) == (0, 0, 1.0)
+        assert r.report.listing_time == ETH_LISTED
+        assert r.report.warnings == [
+            "ETHUSDT-PERP.BINANCE has its first bar at 2024-01-02T12:00:00Z, after the requested "
+            "range 2024-01-01T00:00:00Z..2024-01-02T00:00:00Z; nothing was requested"
+        ]
+    assert kline_starts(imitation) == [(0, "1")]  # one probe, nothing else
+    assert imitation.requests[0].path == "/fapi/v1/klines"
+    assert len(imitation.requests) == 1
+    assert corrupt == 0
+    assert eth_sidecar(cache_dir).read_text() == written
+
+
+@pytest.mark.parametrize("offline", ["rest_down", "rest_disabled"])
+async def test_unconfirmed_sidecar_listing_is_used_offline_with_a_warning(
+    imitation, cache_dir: Path, offline: str
+) -> None:
+    listed_later(imitation, "ETHUSDT", ETH_LISTED)
+    async with make_dsm(imitation, cache_dir) as dsm:
+        await dsm.fetch(ETH_PERP, "1m", ETH_LISTED, ETH_LISTED + timedelta(hours=1))
+    imitation.clear_requests()
+    dsm = make_dsm(imitation, cache_dir, use_rest=offline == "rest_down")
+    dsm._rest[UM] = BinanceRestClient(UM, imitation.url, max_retries=1)  # fail fast
+    imitation.faults.down = True
+
+    result = await dsm.fetch(ETH_PERP, "1m", JAN1, JAN1 + timedelta(days=1))
+    await dsm.aclose()
+
+    report = result.report
+    assert (report.bars, report.expected_bars, report.completeness) == (0, 0, 1.0)
+    assert report.listing_time == ETH_LISTED
+    unconfirmed, nothing = report.warnings
+    prefix = (
+        "ETHUSDT-PERP.BINANCE first bar 2024-01-02T12:00:00Z is taken from the cache unconfirmed: "
+    )
+    if offline == "rest_disabled":
+        assert unconfirmed == prefix + "REST is disabled"
+        assert imitation.requests == []
+    else:
+        assert unconfirmed.startswith(
+            prefix + "REST could not be asked (Binance FUTURES_USDT REST /fapi/v1/klines failed "
+            "after 1 tries; "
+        )
+        assert kline_starts(imitation) == [(0, "1")]
+    assert nothing == (
+        "ETHUSDT-PERP.BINANCE has its first bar at 2024-01-02T12:00:00Z, after the requested "
+        "range 2024-01-01T00:00:00Z..2024-01-02T00:00:00Z; nothing was requested"
+    )
+    assert dsm.cache.corrupt == 0
+    assert json.loads(eth_sidecar(cache_dir).read_text())["first_open_ms"] == to_ms(ETH_LISTED)
 
 
 def tick_size(info: dict, symbol: str) -> str:
