@@ -29,6 +29,7 @@ from nautilus_dsm.markets import (
 )
 
 if TYPE_CHECKING:
+    from nautilus_dsm.dsm.cache import KlineCache
     from nautilus_dsm.dsm.manager import DataSourceManager, FetchResult
     from nautilus_dsm.dsm.quality import QualityReport
 
@@ -608,15 +609,37 @@ def cache() -> None:
     """Inspect or clear the kline cache."""
 
 
+def _endpoint_options(func: Any) -> Any:
+    """--base-url-http/--base-url-vision: select the default cache of overridden endpoints."""
+    func = click.option(
+        "--base-url-vision", default=None, help="Vision host whose default cache to use."
+    )(func)
+    return click.option(
+        "--base-url-http", default=None, help="REST host whose default cache to use."
+    )(func)
+
+
+def _kline_cache(
+    cache_dir: Path | None, base_url_http: str | None, base_url_vision: str | None
+) -> KlineCache:
+    from nautilus_dsm.dsm.cache import KlineCache
+    from nautilus_dsm.dsm.manager import endpoint_cache_dir
+
+    if cache_dir is None:
+        cache_dir = endpoint_cache_dir(base_url_http, base_url_vision)
+    return KlineCache(cache_dir)
+
+
 @cache.command(name="info")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@_endpoint_options
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def cache_info(cache_dir: Path | None, as_json: bool) -> None:
+def cache_info(
+    cache_dir: Path | None, base_url_http: str | None, base_url_vision: str | None, as_json: bool
+) -> None:
     """Files and bytes per market / symbol / interval."""
     with _exit_codes():
-        from nautilus_dsm.dsm.cache import KlineCache
-
-        info = KlineCache(cache_dir).info()
+        info = _kline_cache(cache_dir, base_url_http, base_url_vision).info()
         if as_json:
             click.echo(json.dumps(info, indent=2))
             return
@@ -647,20 +670,24 @@ def cache_info(cache_dir: Path | None, as_json: bool) -> None:
     "--symbol", default=None, help="Binance symbol or Nautilus id (BTCUSDT-PERP.BINANCE)."
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_endpoint_options
 def cache_clear(
-    cache_dir: Path | None, market_type: str | None, symbol: str | None, yes: bool
+    cache_dir: Path | None,
+    market_type: str | None,
+    symbol: str | None,
+    yes: bool,
+    base_url_http: str | None,
+    base_url_vision: str | None,
 ) -> None:
     """Delete cached klines (all, or one market / symbol)."""
     with _exit_codes():
-        from nautilus_dsm.dsm.cache import KlineCache
-
         market = market_type
         binance_symbol = None
         if symbol is not None:
             resolved = resolve_instrument(symbol, market_type)
             binance_symbol = resolved.symbol
             market = resolved.market_type.value if "." in symbol or market_type else market
-        kline_cache = KlineCache(cache_dir)
+        kline_cache = _kline_cache(cache_dir, base_url_http, base_url_vision)
         what = f"{market or 'every market'} / {binance_symbol or 'every symbol'}"
         if not yes:
             click.confirm(f"delete cached klines of {what} under {kline_cache.root}?", abort=True)

@@ -12,17 +12,20 @@ was missing, repeated, reordered or odd is in the report, never papered over.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import polars as pl
 
-from nautilus_dsm.dsm.cache import KlineCache
+from nautilus_dsm.dsm.cache import KlineCache, default_cache_dir
 from nautilus_dsm.dsm.http import gather_or_cancel, wall_clock_ms
 from nautilus_dsm.dsm.planner import (
     MonthGroup,
@@ -235,7 +238,11 @@ class DataSourceManager:
             MarketType.parse(market_type) if market_type is not None else None,
             base_url_http=base_url_http,
             base_url_vision=base_url_vision,
-            cache=KlineCache(cache_dir),
+            cache=KlineCache(
+                cache_dir
+                if cache_dir is not None
+                else endpoint_cache_dir(base_url_http, base_url_vision)
+            ),
             min_completeness=min_completeness,
             on_low_quality=on_low_quality,
             max_concurrency=max_concurrency,
@@ -789,6 +796,26 @@ class DataSourceManager:
             return None
         host = (self.base_url_vision or DEFAULT_VISION_URL).rstrip("/")
         return f"{host}/{ENDPOINTS[market_type].vision_prefix}"
+
+
+def endpoint_cache_dir(base_url_http: str | None, base_url_vision: str | None) -> Path:
+    """The default cache dir for these endpoints: Binance's own get the user cache dir itself.
+
+    Overridden endpoints (a testnet, a mirror, the local imitation) get a sub-directory named
+    after their hosts, so their bars never mix with Binance's in the user's default cache. An
+    explicit ``cache_dir`` is used as given: one directory should hold one source's data.
+    """
+    root = default_cache_dir()
+    if base_url_http is None and base_url_vision is None:
+        return root
+    key = f"{base_url_http or '-'}|{base_url_vision or '-'}".rstrip("/")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    hosts = "_".join(
+        re.sub(r"[^A-Za-z0-9.-]+", "-", urlsplit(url).netloc or "default")
+        for url in (base_url_http, base_url_vision)
+        if url is not None
+    )
+    return root / "endpoints" / f"{hosts[:60]}-{digest}"
 
 
 def _check_threshold(value: float) -> float:

@@ -446,3 +446,26 @@ def test_help_of_every_command(command: str) -> None:
 
     assert result.exit_code == 0
     assert result.stdout.startswith(f"Usage: cli {command} [OPTIONS]")
+
+
+def test_overridden_endpoints_without_cache_dir_never_touch_binance_default_cache(
+    imitation: Any, tmp_path: Path
+) -> None:
+    # The session points XDG_CACHE_HOME at a temp dir (tests/conftest.py).
+    from nautilus_dsm.dsm.cache import default_cache_dir
+    from nautilus_dsm.dsm.manager import endpoint_cache_dir
+
+    urls = ["--base-url-http", imitation.url, "--base-url-vision", imitation.url]
+    out = tmp_path / "bars.parquet"
+    fetched = _invoke(
+        "fetch", INSTRUMENT, "--interval", "1m", *RANGE, *urls, "--out", str(out), "--no-progress"
+    )
+    info = _invoke("cache", "info", *urls, "--json")
+    default_info = _invoke("cache", "info", "--json")
+
+    assert fetched.exit_code == 0, fetched.output
+    root = endpoint_cache_dir(imitation.url, imitation.url)
+    assert root.parent == default_cache_dir() / "endpoints"
+    assert json.loads(info.output)["root"] == str(root)
+    assert json.loads(info.output)["files"] == 2
+    assert json.loads(default_info.output)["files"] == 0
