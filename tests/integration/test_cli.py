@@ -449,7 +449,7 @@ def test_help_of_every_command(command: str) -> None:
 
 
 def test_overridden_endpoints_without_cache_dir_never_touch_binance_default_cache(
-    imitation: Any, tmp_path: Path
+    imitation: object, tmp_path: Path
 ) -> None:
     # The session points XDG_CACHE_HOME at a temp dir (tests/conftest.py).
     from nautilus_dsm.dsm.cache import default_cache_dir
