@@ -48,3 +48,16 @@ class QualityBelowThreshold(DSMError):
     def __init__(self, message: str, result: object | None = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class InvalidResponse(SourceError):
+    """A source answered, but its payload fails validation (wrong shape, values or times).
+
+    A source failure of that response: it is retried, then the next source is asked; it is never
+    cached. ``open_times_ms`` holds the open times of the offending rows when they are known, so
+    a live stream can skip exactly those bars and go on.
+    """
+
+    def __init__(self, message: str, open_times_ms: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.open_times_ms = tuple(open_times_ms)
