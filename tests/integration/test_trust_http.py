@@ -94,7 +94,7 @@ async def test_a_dripped_vision_host_leaves_the_days_to_rest_with_the_exact_bars
 ) -> None:
     imitation.faults.drip = {"/data/": 1.0}
 
-    knobs = {"timeout_s": 5.0, "deadline_s": 0.4, "max_retries": 2, "max_concurrency": 1}
+    knobs = {"timeout_s": 5.0, "deadline_s": 0.6, "max_retries": 2, "max_concurrency": 1}
     async with _dsm(imitation, cache_dir, **knobs) as dsm:
         result = await dsm.fetch(PERP, "1m", JAN1, JAN1 + timedelta(days=2))
 
