@@ -150,10 +150,56 @@ def _source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="Kline cache directory (the per-user cache dir by default).",
         ),
+        *_bound_options(),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+# The time bounds of every request. Validated when parsed (exit 2 before anything else runs)
+# and kept on the click context for _dsm, so the commands' signatures need not carry them.
+_BOUNDS_META = "nautilus_dsm.bounds"
+
+
+def _store_bound(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    from nautilus_dsm.dsm.bounds import check_knobs
+
+    if value is None:
+        return value
+    knob = {"max_retries": "max_retries", "timeout": "timeout_s", "deadline": "deadline_s"}
+    name = knob[str(param.name)]
+    try:
+        checked = check_knobs(**{name: value})
+    except InvalidInput as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+    ctx.meta.setdefault(_BOUNDS_META, {}).update(checked)
+    return value
+
+
+def _bound_options() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    common: dict[str, Any] = {"default": None, "expose_value": False, "callback": _store_bound}
+    return [
+        click.option(
+            "--max-retries",
+            type=int,
+            help="Tries per request, the first included (default: REST 5, Vision 3).",
+            **common,
+        ),
+        click.option(
+            "--timeout",
+            type=float,
+            help="Seconds without a byte before a request fails (default 10).",
+            **common,
+        ),
+        click.option(
+            "--deadline",
+            type=float,
+            help="Total seconds per request try, connect to last byte (default: REST 60, "
+            "Vision 300).",
+            **common,
+        ),
+    ]
 
 
 def _progress_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -183,6 +229,8 @@ async def _dsm(
     """A data-source manager for one command, closed when the command is done with it."""
     from nautilus_dsm.dsm.manager import DataSourceManager
 
+    ctx = click.get_current_context(silent=True)
+    bounds = dict(ctx.meta.get(_BOUNDS_META, {})) if ctx is not None else {}
     dsm = DataSourceManager.create(
         DataProvider.BINANCE,
         MarketType.parse(market_type) if market_type else None,
@@ -191,6 +239,7 @@ async def _dsm(
         cache_dir=str(cache_dir) if cache_dir is not None else None,
         min_completeness=min_completeness,
         on_low_quality="raise",
+        **bounds,
     )
     try:
         yield dsm

@@ -5,6 +5,8 @@ from __future__ import annotations
 from nautilus_trader.common.config import InstrumentProviderConfig
 from nautilus_trader.live.config import LiveDataClientConfig
 
+from nautilus_dsm.dsm.bounds import check_knobs
+
 
 class DSMInstrumentProviderConfig(InstrumentProviderConfig, frozen=True):
     """
@@ -57,6 +59,14 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
         TLS certificate verification; turn off only explicitly.
     instrument_provider : DSMInstrumentProviderConfig
         The instrument provider configuration.
+    max_retries : int, optional
+        Tries per request (the first included, >= 1); None keeps each source's default
+        (REST 5, Vision 3).
+    timeout_s : float, optional
+        Inactivity timeout in seconds (> 0); None keeps the default (10 s).
+    deadline_s : float, optional
+        Total deadline in seconds of one request try, connect + headers + body (> 0); None
+        keeps the default (REST 60 s, Vision 300 s).
 
     """
 
@@ -72,3 +82,11 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
     use_vision: bool = True
     verify_tls: bool = True
     instrument_provider: DSMInstrumentProviderConfig = DSMInstrumentProviderConfig()
+    # -- bounded time --
+    max_retries: int | None = None
+    timeout_s: float | None = None
+    deadline_s: float | None = None
+
+    def __post_init__(self) -> None:
+        # A node refuses a bad bound when its config is built, not at the first request.
+        check_knobs(self.max_retries, self.timeout_s, self.deadline_s, owner="DSMDataClientConfig.")

@@ -61,3 +61,11 @@ class InvalidResponse(SourceError):
     def __init__(self, message: str, open_times_ms: tuple[int, ...] = ()) -> None:
         super().__init__(message)
         self.open_times_ms = tuple(open_times_ms)
+
+
+class CircuitOpen(SourceError):
+    """A host failed several requests in a row (timeouts, resets, refused connections).
+
+    Requests to it fail fast, without I/O, until its cooldown has passed; then one probe request
+    is let through and a success closes the circuit again. The period goes to the next source.
+    """

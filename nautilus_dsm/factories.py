@@ -77,6 +77,9 @@ def get_cached_dsm(
     max_concurrency: int = 4,
     use_vision: bool = True,
     verify_tls: bool = True,
+    max_retries: int | None = None,
+    timeout_s: float | None = None,
+    deadline_s: float | None = None,
 ) -> DataSourceManager:
     """
     Cache and return the data-source manager for these (hashable) settings.
@@ -102,6 +105,9 @@ def get_cached_dsm(
         max_concurrency=max_concurrency,
         use_vision=use_vision,
         verify_tls=verify_tls,
+        max_retries=max_retries,
+        timeout_s=timeout_s,
+        deadline_s=deadline_s,
     )
 
 
@@ -145,6 +151,9 @@ def dsm_for_config(config: DSMDataClientConfig) -> DataSourceManager:
         max_concurrency=config.max_concurrency,
         use_vision=config.use_vision,
         verify_tls=config.verify_tls,
+        max_retries=config.max_retries,
+        timeout_s=config.timeout_s,
+        deadline_s=config.deadline_s,
     )
 
 

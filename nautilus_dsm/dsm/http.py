@@ -6,11 +6,19 @@ waits for 429/418 behind a single "blocked until" gate shared by every concurren
 client (a 429 that is ignored becomes a 418 IP ban), a used-weight gate, and an
 ``httpx.AsyncClient`` that is created lazily and re-created when the running event loop changes
 (NautilusTrader's ``download_data`` runs each coroutine under its own ``asyncio.run``).
+
+Time is bounded everywhere: every try has a total deadline (connect + headers + body, not only
+httpx's inactivity timeout), a per-host circuit breaker skips a host after a few consecutive
+timeouts/resets (fail fast, logged once, half-open probe after a cooldown), ``Retry-After`` is
+parsed defensively (never below a 1 s floor, never an overflow), and redirects are followed only
+on the same host and only a few times.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +28,10 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from nautilus_dsm.errors import RateLimited, SourceError
+from nautilus_dsm.dsm.bounds import REST_DEADLINE_S
+from nautilus_dsm.errors import CircuitOpen, RateLimited, SourceError
+
+log = logging.getLogger("nautilus_dsm.dsm")
 
 USER_AGENT = "nautilus-dsm/0.1"
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
@@ -28,7 +39,19 @@ WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 WEIGHT_FRACTION = 0.9
 # Used when a 429 comes without Retry-After (Binance always sends one; proxies may not).
 DEFAULT_RETRY_AFTER_S = 1.0
-MIN_RATE_LIMIT_WAIT_S = 0.05
+# The least a 429/418 makes us wait, whatever Retry-After says ("0", negative, NaN, garbage):
+# retrying at once is how a 429 becomes a 418 ban.
+RATE_LIMIT_FLOOR_S = 1.0
+# The longest hold honoured (Binance's bans last 2 minutes to 3 days); a larger Retry-After
+# ("inf", 1e12, year 9999) holds this long and is reported as absurd.
+MAX_HONOURED_WAIT_S = 3 * 86_400.0
+# Same-host redirects followed per try; more is a loop. Off-host redirects are never followed.
+MAX_REDIRECTS = 3
+# Consecutive transport failures (timeouts, resets, refused connections) that open a host's
+# circuit, and its first cooldown (doubling on each failed probe up to the maximum).
+BREAKER_THRESHOLD = 3
+BREAKER_COOLDOWN_S = 2.0
+BREAKER_MAX_COOLDOWN_S = 60.0
 _MINUTE_MS = 60_000
 
 
@@ -88,7 +111,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     """
     Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if unusable.
 
-    Negative or past values wait zero seconds.
+    Negative or past values wait zero seconds; NaN and garbage are unusable (None); ``inf`` or
+    a date centuries ahead come back as they are (``inf``, huge), for the caller to cap.
     """
     if value is None:
         return None
@@ -96,17 +120,39 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not text:
         return None
     try:
-        return max(0.0, float(text))
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        return None if math.isnan(seconds) else max(0.0, seconds)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
+
+
+def rate_limit_wait(status: int, header: str | None) -> tuple[float | None, str]:
+    """
+    The hold a 429/418 asks for, and how to describe it: ``(seconds, description)``.
+
+    ``seconds`` is at least :data:`RATE_LIMIT_FLOOR_S` and at most
+    :data:`MAX_HONOURED_WAIT_S`; None for a 418 without a usable ``Retry-After`` (a ban of
+    unknown length, which must not be probed). ``description`` names the raw header.
+    """
+    parsed = parse_retry_after(header)
+    shown = f"Retry-After {header!r}" if header is not None else "no Retry-After"
+    if parsed is None:
+        if status == 418:
+            return None, shown
+        return RATE_LIMIT_FLOOR_S, f"{shown}, waited the {RATE_LIMIT_FLOOR_S:g} s floor"
+    if parsed > MAX_HONOURED_WAIT_S:
+        return MAX_HONOURED_WAIT_S, f"{shown}, absurd: held for the {MAX_HONOURED_WAIT_S:g} s cap"
+    if parsed < RATE_LIMIT_FLOOR_S:
+        return RATE_LIMIT_FLOOR_S, f"{shown}, waited the {RATE_LIMIT_FLOOR_S:g} s floor"
+    return parsed, shown
 
 
 class WeightGate:
@@ -171,8 +217,94 @@ async def gather_or_cancel[T](jobs: list[Awaitable[T]]) -> list[T]:
 
 
 def iso_utc(epoch_s: float) -> str:
-    """``2024-01-01T00:00:00Z`` for a wall-clock epoch in seconds (for error messages)."""
-    return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``2024-01-01T00:00:00Z`` for a wall-clock epoch in seconds (for error messages).
+
+    A time datetime cannot represent (``inf``, past year 9999) is described, never raised.
+    """
+    try:
+        return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return f"{epoch_s:g} s after the epoch (beyond the calendar)"
+
+
+class CircuitBreaker:
+    """
+    Consecutive-failure circuit of one host: closed, open (fail fast), half-open (one probe).
+
+    ``threshold`` consecutive transport failures open it for ``cooldown_s``; after that one
+    request is let through as a probe: a success closes the circuit, a failure opens it again
+    for twice the previous cooldown (up to ``max_cooldown_s``), so a host that stays down costs
+    one request per cooldown while a long-running node still notices when it is back.
+    """
+
+    def __init__(
+        self,
+        threshold: int = BREAKER_THRESHOLD,
+        cooldown_s: float = BREAKER_COOLDOWN_S,
+        max_cooldown_s: float = BREAKER_MAX_COOLDOWN_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if threshold < 1:
+            raise ValueError(f"threshold must be >= 1, was {threshold}")
+        self.threshold = threshold
+        self.base_cooldown_s = cooldown_s
+        self.max_cooldown_s = max(cooldown_s, max_cooldown_s)
+        self.cooldown_s = cooldown_s
+        self.failures = 0
+        self.last_error = ""
+        self.open_until: float | None = None
+        self.probing = False
+        self._clock = clock
+
+    @property
+    def is_open(self) -> bool:
+        return self.open_until is not None
+
+    def refusal(self) -> str | None:
+        """Why a request may not go now (open, cooldown running), without taking the probe."""
+        if self.open_until is None:
+            return None
+        remaining = self.open_until - self._clock()
+        return f"skipped for {remaining:.1f} s more" if remaining > 0 else None
+
+    def admit(self) -> str | None:
+        """None when a request may go (it may be the half-open probe), else why it may not."""
+        if self.open_until is None:
+            return None
+        remaining = self.open_until - self._clock()
+        if remaining > 0:
+            return f"skipped for {remaining:.1f} s more"
+        if self.probing:
+            return "skipped while one probe request is in flight"
+        self.probing = True
+        return None
+
+    def success(self) -> bool:
+        """The host answered; True when that closed an open circuit."""
+        was_open = self.open_until is not None
+        self.failures = 0
+        self.open_until = None
+        self.probing = False
+        self.cooldown_s = self.base_cooldown_s
+        return was_open
+
+    def failure(self, error: str) -> str | None:
+        """A transport failure: ``"opened"``, ``"reopened"`` (a failed probe) or None."""
+        self.failures += 1
+        self.last_error = error
+        if self.probing:
+            self.probing = False
+            self.cooldown_s = min(self.cooldown_s * 2, self.max_cooldown_s)
+            self.open_until = self._clock() + self.cooldown_s
+            return "reopened"
+        if self.open_until is None and self.failures >= self.threshold:
+            self.open_until = self._clock() + self.cooldown_s
+            return "opened"
+        return None
+
+    def abandon(self) -> None:
+        """The probe ended without an answer either way (cancelled): let another one go."""
+        self.probing = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,6 +319,11 @@ class TransportCounters:
     requests: int = 0
     retries: int = 0
     waited_s: float = 0.0
+    # 429/418 answers, and the holds they imposed (after the floor and the cap), in seconds.
+    rate_limited: int = 0
+    imposed_wait_s: float = 0.0
+    # Requests refused without I/O because their host's circuit was open.
+    skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -205,6 +342,10 @@ class RetryableResponse(Exception):
     """Raised by a response check to have the transport retry (e.g. a body that fails to parse)."""
 
 
+class _Refused(Exception):
+    """A redirect the transport does not follow (off-host, or a loop): not retried."""
+
+
 @dataclass
 class _LoopState:
     loop: asyncio.AbstractEventLoop
@@ -218,10 +359,14 @@ class HttpTransport:
 
     ``get`` answers with a fully read response whose status is below 500 and not 429/418; the
     caller maps 4xx to its own errors. 5xx and transport failures are retried with full-jitter
-    backoff, at most ``policy.max_retries`` tries, then raise :class:`SourceError`. 429 and 418
-    block every request of this transport until ``Retry-After`` has passed (not counted as
-    tries), up to ``policy.max_wait_s`` of waiting per request, then raise
-    :class:`RateLimited`.
+    backoff, at most ``policy.max_retries`` tries, then raise :class:`SourceError`. Each try
+    must complete (connect, headers and the whole body) within ``deadline_s``; ``timeout_s``
+    bounds each wait for the network. 429 and 418 block every request of this transport until
+    ``Retry-After`` has passed (at least :data:`RATE_LIMIT_FLOOR_S`; not counted as tries), up
+    to ``policy.max_wait_s`` of waiting per request, then raise :class:`RateLimited`. After
+    ``breaker_threshold`` consecutive transport failures on a host its requests raise
+    :class:`CircuitOpen` without I/O until a cooldown has passed (see :class:`CircuitBreaker`).
+    Redirects are followed only to the same host, at most :data:`MAX_REDIRECTS` per try.
     """
 
     def __init__(
@@ -233,12 +378,21 @@ class HttpTransport:
         concurrency: int,
         verify_tls: bool = True,
         weight_gate: WeightGate | None = None,
+        deadline_s: float = REST_DEADLINE_S,
+        breaker_threshold: int = BREAKER_THRESHOLD,
+        breaker_cooldown_s: float = BREAKER_COOLDOWN_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, was {concurrency}")
+        if not deadline_s > 0 or not timeout_s > 0:  # also refuses NaN
+            raise ValueError(
+                f"timeout_s and deadline_s must be > 0, were {timeout_s!r} and {deadline_s!r}"
+            )
         self.name = name
         self.policy = policy
         self.timeout_s = timeout_s
+        self.deadline_s = deadline_s
         self.concurrency = concurrency
         self.verify_tls = verify_tls
         self.weight_gate = weight_gate
@@ -248,6 +402,10 @@ class HttpTransport:
         self._blocked_until = 0.0
         self._blocked_reason = ""
         self._rand: Callable[[], float] = random.random
+        self._breaker_threshold = breaker_threshold
+        self._breaker_cooldown_s = breaker_cooldown_s
+        self._monotonic = monotonic
+        self._breakers: dict[str, CircuitBreaker] = {}
 
     # -- loop-bound state ----------------------------------------------------------------
     def _loop_state(self) -> _LoopState:
@@ -264,7 +422,8 @@ class HttpTransport:
                     max_keepalive_connections=self.concurrency,
                 ),
                 headers={"User-Agent": USER_AGENT},
-                follow_redirects=True,
+                # Followed by hand (_send): same host only, a few hops, loops are errors.
+                follow_redirects=False,
             )
             state = _LoopState(loop, client, asyncio.Semaphore(self.concurrency))
             self._state = state
@@ -321,6 +480,55 @@ class HttpTransport:
             waited += slept
             self.counters.waited_s += slept
 
+    # -- circuit breaker -------------------------------------------------------------------
+    def breaker(self, url: str | httpx.URL) -> CircuitBreaker:
+        """The circuit of ``url``'s host (created closed on first use)."""
+        host = _host(httpx.URL(url))
+        breaker = self._breakers.get(host)
+        if breaker is None:
+            breaker = CircuitBreaker(
+                self._breaker_threshold, self._breaker_cooldown_s, clock=self._monotonic
+            )
+            self._breakers[host] = breaker
+        return breaker
+
+    def _admit(self, breaker: CircuitBreaker, url: httpx.URL, path: str) -> str | None:
+        """None when the try may go; else the reason (the caller raises or appends it)."""
+        why = breaker.admit()
+        if why is None:
+            return None
+        self.counters.skipped += 1
+        return (
+            f"circuit open for {_host(url)} after {breaker.failures} consecutive failures "
+            f"(last: {breaker.last_error}); {why}"
+        )
+
+    def _record_failure(self, breaker: CircuitBreaker, url: httpx.URL, error: str) -> None:
+        change = breaker.failure(error)
+        if change == "opened":
+            # Once per episode: the skipped requests that follow are not logged one by one.
+            log.warning(
+                "%s: circuit open for %s after %d consecutive failures (last: %s); its "
+                "requests fail fast for %.1f s (then one probe), periods go to the next source",
+                self.name,
+                _host(url),
+                breaker.failures,
+                error,
+                breaker.cooldown_s,
+            )
+        elif change == "reopened":
+            log.info(
+                "%s: probe of %s failed (%s); circuit open for %.1f s more",
+                self.name,
+                _host(url),
+                error,
+                breaker.cooldown_s,
+            )
+
+    def _record_success(self, breaker: CircuitBreaker, url: httpx.URL) -> None:
+        if breaker.success():
+            log.warning("%s: %s answers again; circuit closed", self.name, _host(url))
+
     # -- requests --------------------------------------------------------------------------
     async def get[T](
         self,
@@ -335,25 +543,60 @@ class HttpTransport:
         :class:`RetryableResponse` to have a malformed body retried like a transport failure.
         """
         state = self._loop_state()
-        path = httpx.URL(url).path
+        target = httpx.URL(url)
+        path = target.path
+        breaker = self.breaker(target)
         tries = 0
         waited = 0.0
         last_error = ""
         while True:
             value: T | None = None
+            response: httpx.Response | None = None
             async with state.semaphore:
                 waited = await self._wait_gate(path, waited)
+                skipped = self._admit(breaker, target, path)
+                if skipped is not None:
+                    if tries == 0:
+                        raise CircuitOpen(
+                            f"{self.name} {path}: {skipped}; the period goes to the next "
+                            "source; check the network and the base URL, or raise timeout_s / "
+                            "deadline_s (CLI --timeout / --deadline) if the host is only slow"
+                        )
+                    raise CircuitOpen(self._exhausted(path, tries, f"{last_error}; {skipped}"))
                 tries += 1
-                self.counters.requests += 1
+                transport_failure = False
                 try:
-                    response = await state.client.get(url, params=params)
+                    async with asyncio.timeout(self.deadline_s):
+                        response = await self._send(state.client, target, params)
                     status = response.status_code
                     if 200 <= status < 300 and parse is not None:
                         value = parse(response)
-                except (httpx.TransportError, httpx.DecodingError, RetryableResponse) as exc:
-                    last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                    status = None
+                except _Refused as exc:
+                    self._record_success(breaker, target)  # the host answered
+                    raise SourceError(f"{self.name} {exc}") from None
+                except TimeoutError:
+                    transport_failure = True
+                    last_error = (
+                        f"no complete answer within the total deadline "
+                        f"deadline_s={self.deadline_s:g}s (connect + headers + body)"
+                    )
+                except httpx.TransportError as exc:
+                    transport_failure = True
+                    last_error = _describe(exc)
+                except (httpx.DecodingError, RetryableResponse) as exc:
+                    last_error = _describe(exc)
                     response = None
+                except BaseException:
+                    if response is None:
+                        breaker.abandon()  # cancelled: neither a success nor a failure
+                    else:
+                        self._record_success(breaker, target)  # answered, refused by parse
+                    raise
+                if transport_failure:
+                    response = None
+                    self._record_failure(breaker, target, last_error.split(" (")[0])
+                else:
+                    self._record_success(breaker, target)
             if response is not None:
                 self._observe_weight(response)
                 if status in (429, 418):
@@ -363,15 +606,61 @@ class HttpTransport:
                     return Reply(response, value)
                 last_error = f"HTTP {status} {_snippet(response)}"
             if tries >= self.policy.max_retries:
-                raise SourceError(
-                    f"{self.name} {path} failed after {tries} tries; last error: {last_error}; "
-                    "the source is unreachable or failing, retry later or raise max_retries"
+                message = self._exhausted(path, tries, last_error)
+                if breaker.is_open:
+                    message += f"; circuit open for {_host(target)}"
+                raise SourceError(message)
+            refused = breaker.refusal()
+            if refused is not None:
+                # The host's circuit opened meanwhile: no backoff, no retry, next source now.
+                self.counters.skipped += 1
+                reason = (
+                    f"circuit open for {_host(target)} after {breaker.failures} consecutive "
+                    f"failures (last: {breaker.last_error}); {refused}"
                 )
+                raise CircuitOpen(self._exhausted(path, tries, f"{last_error}; {reason}"))
             self.counters.retries += 1
             delay = backoff_delay(
                 tries, self.policy.backoff_base_s, self.policy.backoff_max_s, self._rand
             )
             await asyncio.sleep(delay)
+
+    def _exhausted(self, path: str, tries: int, last_error: str) -> str:
+        message = (
+            f"{self.name} {path} failed after {tries} tries; last error: {last_error}; "
+            "the source is unreachable or failing, retry later or raise max_retries"
+        )
+        if "deadline_s=" in last_error:
+            message += ", or raise deadline_s (CLI --deadline) if the host is only slow"
+        return message
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        url: httpx.URL,
+        params: dict[str, str | int] | None,
+    ) -> httpx.Response:
+        """One try: the request and the same-host redirects it leads to, each counted."""
+        origin = _host(url)
+        current = requested = url
+        for hop in range(MAX_REDIRECTS + 1):
+            self.counters.requests += 1
+            response = await client.get(current, params=params if hop == 0 else None)
+            if hop == 0:
+                requested = response.url  # with its query: what the loop message names
+            if not response.is_redirect:
+                return response
+            location = response.url.join(response.headers["Location"])
+            if _host(location) != origin or location.scheme != url.scheme:
+                raise _Refused(
+                    f"{url.path}: redirected off-host to {location}; not followed (a redirect "
+                    f"may only stay on {origin}); set the base URL to that host if it is genuine"
+                )
+            current = location
+        raise _Refused(
+            f"{requested}: redirect loop: still redirected after {MAX_REDIRECTS} redirects "
+            f"(to {location}); check the base URL or the proxy in between"
+        )
 
     def _observe_weight(self, response: httpx.Response) -> None:
         if self.weight_gate is None:
@@ -382,21 +671,33 @@ class HttpTransport:
 
     def _block_on_rate_limit(self, response: httpx.Response, path: str) -> None:
         status = response.status_code
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if status == 418:
-            if retry_after is None:
-                raise RateLimited(
-                    f"{self.name} {path}: Binance banned this IP (HTTP 418) without a "
-                    "Retry-After; wait before retrying and lower the request rate"
-                )
-            ends = iso_utc(time.time() + retry_after)
-            self.block_for(retry_after, f"Binance banned this IP (HTTP 418) until {ends}")
-        else:
-            wait = DEFAULT_RETRY_AFTER_S if retry_after is None else retry_after
-            # A floor, so "Retry-After: 0" cannot spin; the waits still add up to max_wait_s.
-            wait = max(wait, MIN_RATE_LIMIT_WAIT_S)
-            ends = iso_utc(time.time() + wait)
-            self.block_for(wait, f"Binance rate-limited the client (HTTP 429) until {ends}")
+        wait, shown = rate_limit_wait(status, response.headers.get("Retry-After"))
+        self.counters.rate_limited += 1
+        if wait is None:
+            raise RateLimited(
+                f"{self.name} {path}: Binance banned this IP (HTTP 418) without a usable "
+                f"Retry-After ({shown}); wait before retrying and lower the request rate"
+            )
+        self.counters.imposed_wait_s += wait
+        ends = iso_utc(time.time() + wait)
+        what = (
+            "Binance banned this IP (HTTP 418)"
+            if status == 418
+            else "Binance rate-limited the client (HTTP 429)"
+        )
+        # The hold applies to every request of the transport; beyond max_wait_s the gate
+        # raises RateLimited naming the time, before anything more is sent.
+        self.block_for(wait, f"{what} until {ends} ({shown})")
+
+
+def _host(url: httpx.URL) -> str:
+    """``host:port`` of a URL (the key of its circuit breaker)."""
+    port = url.port or {"https": 443, "http": 80}.get(url.scheme, 0)
+    return f"{url.host}:{port}"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _snippet(response: httpx.Response, limit: int = 200) -> str:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
+from nautilus_dsm.dsm.bounds import check_knobs
 from nautilus_dsm.dsm.cache import KlineCache, default_cache_dir
 from nautilus_dsm.dsm.http import gather_or_cancel, wall_clock_ms
 from nautilus_dsm.dsm.planner import (
@@ -141,7 +142,13 @@ class DataSourceManager:
         verify_tls: bool,
         clock: Callable[[], int] | None,
         exchange_info_ttl_s: float = DEFAULT_EXCHANGE_INFO_TTL_S,
+        max_retries: int | None = None,
+        timeout_s: float | None = None,
+        deadline_s: float | None = None,
     ) -> None:
+        # The time bounds every client gets (None keeps each source's default); refused
+        # before any I/O when out of range.
+        self._knobs = check_knobs(max_retries, timeout_s, deadline_s)
         self.market_type = market_type
         self.base_url_http = base_url_http
         self.base_url_vision = base_url_vision
@@ -191,6 +198,9 @@ class DataSourceManager:
         verify_tls: bool = True,
         clock: Callable[[], int] | None = None,
         exchange_info_ttl_s: float = DEFAULT_EXCHANGE_INFO_TTL_S,
+        max_retries: int | None = None,
+        timeout_s: float | None = None,
+        deadline_s: float | None = None,
     ) -> DataSourceManager:
         """
         Create a manager.
@@ -222,6 +232,19 @@ class DataSourceManager:
         exchange_info_ttl_s : float, default 3600
             Age after which :meth:`exchange_info` fetches a market's ``exchangeInfo`` again
             (tick sizes and filters change while a node runs).
+        max_retries : int, optional
+            Tries per request (the first included) of both sources for 5xx, timeouts and
+            resets, and Vision's downloads of a file failing its checksum; None keeps each
+            source's default (REST 5, Vision 3).
+        timeout_s : float, optional
+            Inactivity timeout in seconds: the longest wait for a connection or the next
+            bytes; None keeps the default (10 s for both sources).
+        deadline_s : float, optional
+            Total deadline in seconds of one try (connect + headers + the whole body); None
+            keeps the default (REST 60 s, Vision 300 s for big monthly zips).
+
+        After 3 consecutive timeouts/resets a host's requests fail fast (its circuit is open)
+        for a few seconds, then one probe goes; Vision periods then come from REST.
 
         """
         if isinstance(provider, str):
@@ -252,6 +275,9 @@ class DataSourceManager:
             verify_tls=verify_tls,
             clock=clock,
             exchange_info_ttl_s=exchange_info_ttl_s,
+            max_retries=max_retries,
+            timeout_s=timeout_s,
+            deadline_s=deadline_s,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -283,6 +309,7 @@ class DataSourceManager:
                 concurrency=self.max_concurrency,
                 verify_tls=self.verify_tls,
                 clock=self._clock,
+                **self._knobs,
             )
             self._rest[market_type] = client
         return client
@@ -296,6 +323,7 @@ class DataSourceManager:
                 self.base_url_vision,
                 concurrency=self.max_concurrency,
                 verify_tls=self.verify_tls,
+                **self._knobs,
             )
             self._vision[market_type] = client
         return client

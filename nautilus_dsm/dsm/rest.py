@@ -17,6 +17,7 @@ import httpx
 import msgspec
 import polars as pl
 
+from nautilus_dsm.dsm.bounds import REST_DEADLINE_S, REST_MAX_RETRIES, REST_TIMEOUT_S
 from nautilus_dsm.dsm.http import (
     HttpTransport,
     Reply,
@@ -121,7 +122,9 @@ class BinanceRestClient:
     base_url_http : str, optional
         Host override (mirrors, testnets, the local imitation); Binance's host when None.
     timeout_s : float, default 10.0
-        Per-request timeout.
+        Inactivity timeout: the longest wait for a connection or for the next bytes.
+    deadline_s : float, default 60.0
+        Total deadline of one try (connect + headers + the whole body).
     max_retries : int, default 5
         Tries per request for 5xx, timeouts and connection resets.
     backoff_base_s, backoff_max_s : float
@@ -142,8 +145,9 @@ class BinanceRestClient:
         market_type: MarketType,
         base_url_http: str | None = None,
         *,
-        timeout_s: float = 10.0,
-        max_retries: int = 5,
+        timeout_s: float = REST_TIMEOUT_S,
+        deadline_s: float = REST_DEADLINE_S,
+        max_retries: int = REST_MAX_RETRIES,
         backoff_base_s: float = 0.25,
         backoff_max_s: float = 8.0,
         max_wait_s: float = 120.0,
@@ -160,6 +164,7 @@ class BinanceRestClient:
             name=f"Binance {self.market_type.name} REST",
             policy=RetryPolicy(max_retries, backoff_base_s, backoff_max_s, max_wait_s),
             timeout_s=timeout_s,
+            deadline_s=deadline_s,
             concurrency=concurrency,
             verify_tls=verify_tls,
             weight_gate=self._weight,

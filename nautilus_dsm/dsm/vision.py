@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from nautilus_dsm.dsm.bounds import VISION_DEADLINE_S, VISION_MAX_RETRIES, VISION_TIMEOUT_S
 from nautilus_dsm.dsm.http import HttpTransport, Reply, RetryPolicy, backoff_delay
 from nautilus_dsm.dsm.schema import parse_vision_csv
 from nautilus_dsm.errors import ChecksumMismatch, InvalidInput, SourceError
@@ -137,8 +138,12 @@ class VisionClient:
     max_retries : int, default 3
         Downloads of a file whose checksum fails or whose zip is corrupt, and tries per HTTP
         request for 5xx / transport failures.
-    timeout_s : float, default 60.0
-        Per-request timeout.
+    timeout_s : float, default 10.0
+        Inactivity timeout: the longest wait for a connection or for the next bytes (a host
+        silent that long is hanging; its circuit opens after a few such tries).
+    deadline_s : float, default 300.0
+        Total deadline of one try (connect + headers + the whole zip), generous for the
+        biggest monthly files.
     max_decompressed_bytes : int, default 1 GiB
         Hard cap on an inflated CSV.
     verify_tls : bool, default True
@@ -154,8 +159,9 @@ class VisionClient:
         base_url_vision: str | None = None,
         *,
         concurrency: int = 4,
-        max_retries: int = 3,
-        timeout_s: float = 60.0,
+        max_retries: int = VISION_MAX_RETRIES,
+        timeout_s: float = VISION_TIMEOUT_S,
+        deadline_s: float = VISION_DEADLINE_S,
         max_decompressed_bytes: int = 1 << 30,
         verify_tls: bool = True,
         backoff_base_s: float = 0.25,
@@ -171,6 +177,7 @@ class VisionClient:
             name=f"Binance Vision {self.market_type.name}",
             policy=self._policy,
             timeout_s=timeout_s,
+            deadline_s=deadline_s,
             concurrency=concurrency,
             verify_tls=verify_tls,
         )

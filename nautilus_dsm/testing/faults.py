@@ -43,6 +43,22 @@ class Faults:
         REST kline pages repeat a row / swap their first two rows.
     down
         Close every connection without answering (an outage).
+
+    Bounded time (hangs, drips, ``Retry-After``, redirects):
+
+    hang
+        Path prefixes (``"/data/"`` for Vision, ``"/fapi/v1/klines"``): the request is read and
+        recorded (status 0), then nothing is ever sent until the client hangs up.
+    drip
+        Path prefix -> bytes per second: the headers go out at once, the body at that rate.
+    retry_after_raw
+        Sent verbatim as the ``Retry-After`` of every 429/418 answer instead of
+        ``retry_after_s`` (``"0"``, ``"nan"``, ``"inf"``, an HTTP-date...); ``""`` sends none.
+    redirect_to
+        Path prefix -> base URL: answered 302 to that base + the request's path and query (the
+        imitation's own ``url`` makes a redirect loop, another host an off-host redirect).
+    redirect_next
+        The next N requests answer 302 to their own URL (a same-host hop), then serve.
     """
 
     gaps: list[tuple[str, int, int]] = field(default_factory=list)
@@ -63,6 +79,12 @@ class Faults:
     duplicate_rows: bool = False
     out_of_order_rows: bool = False
     down: bool = False
+    # -- bounded time --
+    hang: set[str] = field(default_factory=set)
+    drip: dict[str, float] = field(default_factory=dict)
+    retry_after_raw: str | None = None
+    redirect_to: dict[str, str] = field(default_factory=dict)
+    redirect_next: int = 0
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )

@@ -13,6 +13,7 @@ import hashlib
 import io
 import math
 import re
+import select
 import socket
 import threading
 import time
@@ -435,6 +436,7 @@ class BinanceImitation:
         headers = {"X-MBX-USED-WEIGHT-1M": str(state.used)}
         if retry_after is not None:
             headers["Retry-After"] = str(max(1, retry_after))
+        _raw_retry_after(headers, status, self.faults)
         return _json(status, {"code": code, "msg": msg}, headers)
 
     def _ban_response(self, state: _RateState, now: float) -> _Response:
@@ -766,6 +768,8 @@ class _Handler(BaseHTTPRequestHandler):
             imitation._record(self.command, parts.path, query, 0)
             self.close_connection = True
             return
+        if self._bounded_time_fault(parts.path, query):  # hang or redirect: answered there
+            return
         response = imitation._answer(self.command, parts.path, query)
         if faults.latency_s > 0:
             time.sleep(faults.latency_s)
@@ -786,4 +790,75 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
+        if self._drip(parts.path, response.body):
+            return
         self.wfile.write(response.body)
+
+    # -- bounded time: hang, drip, redirects ---------------------------------------------------
+
+    def _bounded_time_fault(self, path: str, query: dict[str, str]) -> bool:
+        """Hang or redirect this request per ``faults``; True when it was answered here."""
+        imitation, faults = self.imitation, self.imitation.faults
+        if _matching(faults.hang, path) is not None:
+            imitation._record(self.command, path, query, 0)
+            self._hang()
+            return True
+        prefix = _matching(faults.redirect_to, path)
+        base = faults.redirect_to.get(prefix) if prefix is not None else None
+        if base is None and faults.take("redirect_next"):
+            base = imitation.url
+        if base is None:
+            return False
+        imitation._record(self.command, path, query, 302)
+        self.send_response(302)
+        self.send_header("Location", base.rstrip("/") + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
+    def _hang(self) -> None:
+        # Say nothing until the client hangs up (or the server stops), then close.
+        conn = self.connection
+        while self.imitation._server is not None:
+            ready, _, _ = select.select([conn], [], [], 0.05)
+            if ready:
+                try:
+                    if not conn.recv(4096):
+                        break
+                except OSError:
+                    break
+        self.close_connection = True
+
+    def _drip(self, path: str, body: bytes) -> bool:
+        """Send ``body`` at ``faults.drip``'s rate for this path; False when not dripped."""
+        drip = self.imitation.faults.drip
+        prefix = _matching(drip, path)
+        if prefix is None:
+            return False
+        rate = float(drip[prefix])
+        chunk = max(1, round(rate * 0.05))
+        for i in range(0, len(body), chunk):
+            if self.imitation._server is None:
+                break
+            self.wfile.write(body[i : i + chunk])  # raises once the client hung up
+            time.sleep(chunk / rate)
+        self.close_connection = True
+        return True
+
+
+def _matching(prefixes: set[str] | dict[str, object], path: str) -> str | None:
+    """The first prefix (or key) that ``path`` starts with, None when there is none."""
+    for prefix in list(prefixes):
+        if path.startswith(prefix):
+            return prefix
+    return None
+
+
+def _raw_retry_after(headers: dict[str, str], status: int, faults: Faults) -> None:
+    """Replace the ``Retry-After`` of a 429/418 by ``faults.retry_after_raw`` when it is set."""
+    raw = faults.retry_after_raw
+    if raw is None or status not in (429, 418):
+        return
+    headers.pop("Retry-After", None)
+    if raw:
+        headers["Retry-After"] = raw

@@ -10,18 +10,24 @@ from datetime import UTC, datetime
 
 import pytest
 
+from nautilus_dsm.dsm.bounds import check_knobs
 from nautilus_dsm.dsm.http import (
+    MAX_HONOURED_WAIT_S,
+    RATE_LIMIT_FLOOR_S,
+    CircuitBreaker,
     RetryPolicy,
     WeightGate,
     backoff_delay,
     gather_or_cancel,
+    iso_utc,
     parse_retry_after,
     parse_used_weight,
+    rate_limit_wait,
 )
 from nautilus_dsm.dsm.planner import closed_end_ms
 from nautilus_dsm.dsm.rest import Page, plan_pages
 from nautilus_dsm.dsm.vision import _CorruptZip, extract_csv, parse_checksum
-from nautilus_dsm.errors import SourceError
+from nautilus_dsm.errors import InvalidInput, SourceError
 from nautilus_dsm.markets import Interval, to_ms
 
 MIN = 60_000
@@ -232,3 +238,128 @@ async def test_gather_or_cancel_cancels_the_other_jobs_on_the_first_error() -> N
         await gather_or_cancel([slow(), failing()])
 
     assert outcome == ["cancelled"]
+
+
+# -- Trust, bounded time: Retry-After defensively, the circuit breaker, the knobs -------------
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("nan", None),
+        ("NaN", None),
+        ("inf", float("inf")),
+        ("1e12", 1e12),
+        ("1e400", float("inf")),
+        ("-inf", 0.0),
+        ("Fri, 31 Dec 99999 23:59:59 GMT", None),  # beyond datetime: unusable, not a crash
+    ],
+)
+def test_parse_retry_after_never_raises(header: str, seconds: float | None) -> None:
+    assert parse_retry_after(header) == seconds
+
+
+def test_parse_retry_after_far_http_date_is_huge_not_an_overflow() -> None:
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now=now) > 2.5e11
+
+
+@pytest.mark.parametrize(
+    ("status", "header", "wait"),
+    [
+        (429, None, RATE_LIMIT_FLOOR_S),
+        (429, "0", RATE_LIMIT_FLOOR_S),
+        (429, "0.2", RATE_LIMIT_FLOOR_S),
+        (429, "-7", RATE_LIMIT_FLOOR_S),
+        (429, "nan", RATE_LIMIT_FLOOR_S),
+        (429, "soon", RATE_LIMIT_FLOOR_S),
+        (429, "7", 7.0),
+        (429, "inf", MAX_HONOURED_WAIT_S),
+        (429, "1e12", MAX_HONOURED_WAIT_S),
+        (418, "0", RATE_LIMIT_FLOOR_S),
+        (418, "120", 120.0),
+        (418, "inf", MAX_HONOURED_WAIT_S),
+        (418, None, None),  # a ban of unknown length: RateLimited at once, never probed
+        (418, "nan", None),
+    ],
+)
+def test_rate_limit_wait_floor_and_cap(status: int, header: str | None, wait: float | None) -> None:
+    assert rate_limit_wait(status, header)[0] == wait
+
+
+def test_rate_limit_wait_names_the_raw_header() -> None:
+    assert rate_limit_wait(429, "inf")[1] == (
+        "Retry-After 'inf', absurd: held for the 259200 s cap"
+    )
+    assert rate_limit_wait(429, "0")[1] == "Retry-After '0', waited the 1 s floor"
+    assert rate_limit_wait(429, None)[1] == "no Retry-After, waited the 1 s floor"
+
+
+@pytest.mark.parametrize("epoch", [float("inf"), 1e18, -1e18])
+def test_iso_utc_describes_times_beyond_the_calendar(epoch: float) -> None:
+    assert iso_utc(epoch).endswith("s after the epoch (beyond the calendar)")
+    assert iso_utc(0) == "1970-01-01T00:00:00Z"
+
+
+def _breaker(now: list[float], threshold: int = 3) -> CircuitBreaker:
+    return CircuitBreaker(threshold, cooldown_s=2.0, max_cooldown_s=5.0, clock=lambda: now[0])
+
+
+def test_breaker_opens_after_threshold_consecutive_failures_only() -> None:
+    now = [0.0]
+    breaker = _breaker(now)
+    assert breaker.failure("ReadTimeout") is None
+    assert breaker.failure("ReadTimeout") is None
+    breaker.success()  # not consecutive any more
+    assert breaker.failure("ConnectError") is None
+    assert breaker.failure("ConnectError") is None
+    assert breaker.admit() is None
+    assert breaker.failure("ConnectError") == "opened"
+    assert breaker.admit() == "skipped for 2.0 s more"
+    now[0] = 1.5
+    assert breaker.admit() == "skipped for 0.5 s more"
+
+
+def test_breaker_half_open_admits_one_probe_and_backs_off_on_failure() -> None:
+    now = [0.0]
+    breaker = _breaker(now, threshold=1)
+    assert breaker.failure("x") == "opened"
+    now[0] = 2.0
+    assert breaker.admit() is None  # the probe
+    assert breaker.admit() == "skipped while one probe request is in flight"
+    assert breaker.failure("x") == "reopened"
+    assert breaker.cooldown_s == 4.0
+    now[0] = 6.0
+    assert breaker.admit() is None
+    assert breaker.failure("x") == "reopened"
+    assert breaker.cooldown_s == 5.0  # capped
+    now[0] = 11.0
+    assert breaker.admit() is None
+    breaker.abandon()  # a cancelled probe lets the next request probe
+    assert breaker.admit() is None
+    assert breaker.success() is True
+    assert (breaker.is_open, breaker.failures, breaker.cooldown_s) == (False, 0, 2.0)
+    assert breaker.success() is False
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "knobs"),
+    [
+        ({}, {}),
+        (
+            {"max_retries": 1, "timeout_s": 0.5, "deadline_s": 2},
+            {"max_retries": 1, "timeout_s": 0.5, "deadline_s": 2.0},
+        ),
+    ],
+)
+def test_check_knobs_keeps_only_the_set_ones(kwargs: dict, knobs: dict) -> None:
+    assert check_knobs(**kwargs) == knobs
+
+
+def test_check_knobs_message_names_the_owner_and_the_cli_flag() -> None:
+    with pytest.raises(InvalidInput) as info:
+        check_knobs(timeout_s=-2, owner="DSMDataClientConfig.")
+    assert str(info.value) == (
+        "DSMDataClientConfig.timeout_s must be a finite number of seconds > 0, was -2; "
+        "e.g. timeout_s=10 (CLI --timeout 10)"
+    )
