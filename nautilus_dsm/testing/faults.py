@@ -43,6 +43,14 @@ class Faults:
         REST kline pages repeat a row / swap their first two rows.
     down
         Close every connection without answering (an outage).
+    rest_klines_unknown_symbol
+        (exchange time and live streams) The next N klines requests answer ``400 -1121 Invalid
+        symbol.`` although the symbol is listed (Binance's transient -1121).
+    rest_bad_kline_open_ms
+        (exchange time and live streams) REST klines with these open times (epoch ms) are served
+        with the open price ``"abc"``: a kline that cannot be parsed.
+    time_unavailable
+        (exchange time and live streams) ``GET /time`` answers 404 (a mirror without it).
     """
 
     gaps: list[tuple[str, int, int]] = field(default_factory=list)
@@ -63,6 +71,10 @@ class Faults:
     duplicate_rows: bool = False
     out_of_order_rows: bool = False
     down: bool = False
+    # -- exchange time and live streams --
+    rest_klines_unknown_symbol: int = 0
+    rest_bad_kline_open_ms: set[int] = field(default_factory=set)
+    time_unavailable: bool = False
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
