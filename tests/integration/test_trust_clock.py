@@ -9,6 +9,7 @@ back, makes the frames differ.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from nautilus_dsm.dsm.cache import KlineCache
 from nautilus_dsm.dsm.manager import DataSourceManager
+from nautilus_dsm.dsm.rest import BinanceRestClient
 from nautilus_dsm.markets import Interval, MarketType, from_ms, to_ms
 from nautilus_dsm.testing import BinanceImitation
 
@@ -227,3 +229,23 @@ def test_bad_time_sync_interval_is_refused(cache_dir: Path, value: float) -> Non
 
     with pytest.raises(InvalidInput, match="time_sync_interval_s must be > 0 seconds, was "):
         DataSourceManager.create(cache_dir=cache_dir, time_sync_interval_s=value)
+
+
+async def test_rest_client_alone_filters_the_forming_bar_by_exchange_time() -> None:
+    # The system clock, 1.5 s ahead of the exchange: its "closed" second is still forming there.
+    with BinanceImitation(clock=lambda: time.time_ns() // 1_000_000 - 1_500) as srv:
+        client = BinanceRestClient(SPOT, srv.url)
+        local_now = time.time_ns() // 1_000_000
+        start, end = local_now - 10_000, local_now + 10_000
+        before = srv.now_ms()
+        frame = await client.klines("BTCUSDT", "1s", start, end)
+        after = srv.now_ms()
+        await client.aclose()
+        last_open = to_ms(frame["open_time"][-1])
+        truth = srv.expected(SPOT, "BTCUSDT", "1s", start, last_open + 1_000)
+        requests = time_requests(srv)
+
+    assert frame.equals(truth)  # final values: nothing forming
+    assert before < last_open + 2_000 and last_open + 1_000 <= after  # and nothing held back
+    assert requests == ["/api/v3/time"] * 3
+    assert -1_510 <= client.exchange_clock().offset_ms <= -1_490

@@ -23,7 +23,8 @@ from nautilus_trader.model.identifiers import TraderId
 from nautilus_dsm.config import DSMDataClientConfig
 from nautilus_dsm.data import DSMDataClient
 from nautilus_dsm.dsm.manager import DataSourceManager
-from nautilus_dsm.markets import Interval, MarketType
+from nautilus_dsm.errors import DataUnavailable, InvalidResponse
+from nautilus_dsm.markets import Interval, MarketType, to_ms
 from nautilus_dsm.providers import DSMInstrumentProvider
 from nautilus_dsm.testing import BinanceImitation
 from tests.integration.test_data_client import (
@@ -46,12 +47,14 @@ def _wall_ms() -> int:
 
 
 @pytest.fixture
-async def live(cache_dir: Path) -> AsyncIterator[Callable[[int], Harness]]:
+async def live(cache_dir: Path) -> AsyncIterator[Callable[..., Harness]]:
     """``live(skew_ms)``: a harness whose imitation's clock runs ``skew_ms`` from the local one."""
     made: list[Harness] = []
     servers: list[BinanceImitation] = []
 
-    def make(skew_ms: int = 0) -> Harness:
+    def make(
+        skew_ms: int = 0, wrap: Callable[[DataSourceManager], object] | None = None
+    ) -> Harness:
         srv = BinanceImitation(clock=lambda: _wall_ms() + skew_ms).start()
         servers.append(srv)
         loop = asyncio.get_running_loop()
@@ -67,6 +70,8 @@ async def live(cache_dir: Path) -> AsyncIterator[Callable[[int], Harness]]:
         dsm = DataSourceManager.create(
             base_url_http=srv.url, base_url_vision=srv.url, cache_dir=cache_dir
         )
+        if wrap is not None:
+            dsm = wrap(dsm)
         provider = DSMInstrumentProvider(dsm.exchange_info, config.instrument_provider, clock)
         client = DSMDataClient(loop, dsm, msgbus, cache, clock, provider, config)
         logs = RecordingLogger(client._logger)
@@ -230,3 +235,54 @@ async def test_poller_measures_the_exchange_clock_once_not_per_poll(live) -> Non
     await collect_until(h, first.ts_event // NS - SEC + 3 * SEC, [first])
 
     assert [r.path for r in h.srv.requests if r.path.endswith("/time")] == ["/api/v3/time"] * 3
+
+
+class NamedBadKlineDSM:
+    """Proxies a DataSourceManager: ``outage`` fetches raise DataUnavailable, then every fetch
+    whose range holds ``bad_ms`` raises InvalidResponse naming it (the shared contract of a
+    payload that fails validation)."""
+
+    def __init__(self, inner: DataSourceManager) -> None:
+        self._inner = inner
+        self.bad_ms: int | None = None
+        self.outage = 0
+        self.refused: list[tuple[int, int]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def fetch(self, instrument_id: str, interval: str, start, end, **kwargs) -> object:
+        if self.outage > 0:
+            self.outage -= 1
+            raise DataUnavailable("REST down (test)")
+        lo, hi = to_ms(start), to_ms(end)
+        if self.bad_ms is not None and lo <= self.bad_ms < hi:
+            self.refused.append((lo, hi))
+            raise InvalidResponse("kline open 'abc' (test)", open_times_ms=(self.bad_ms,))
+        return await self._inner.fetch(instrument_id, interval, start, end, **kwargs)
+
+
+async def test_bad_kline_named_by_the_source_is_skipped_alone_after_an_outage_backlog(
+    live,
+) -> None:
+    h = live(wrap=NamedBadKlineDSM)
+    source: NamedBadKlineDSM = h.client.dsm
+    _subscribe(h, SPOT_1S)
+    first = await h.next_bar()
+    b1 = first.ts_event // NS
+    source.bad_ms = b1 + SEC
+    source.outage = 4  # 0.1 + 0.2 + 0.4 + 0.8 s: a backlog around the bad kline builds up
+
+    bars = await collect_until(h, b1 + 3 * SEC, [first])
+
+    opens = opens_ms(bars)
+    assert opens == [b1 - SEC, b1, b1 + 2 * SEC, b1 + 3 * SEC]
+    expected = [r for r in truth(h, opens[0], opens[-1] + SEC) if r[0] != (b1 + 2 * SEC) * NS]
+    assert bar_rows(bars) == expected
+    assert len(source.refused) == 3  # the bounded tries, each over the whole backlog
+    assert all(lo == b1 and hi >= b1 + 2 * SEC for lo, hi in source.refused)  # b1 and the bad
+    assert h.logs.at("error") == [
+        f"{SPOT_1S}: the kline opening at {iso(b1 + SEC)} is skipped: the source answered it "
+        "with a bad payload 3 times (InvalidResponse: kline open 'abc' (test)); the stream goes "
+        f"on from {iso(b1 + 2 * SEC)}"
+    ]
