@@ -840,11 +840,13 @@ class DSMDataClient(LiveMarketDataClient):
             )
             poller.next_open_ms = anchored
 
-    def _poll_window_end_ms(self, poller: _BarPoller, now_ms: int) -> int:
-        """End (exclusive open time) of the next fetch: up to now, short of a bad kline."""
+    def _poll_window_end_ms(self, poller: _BarPoller, now_ms: int) -> tuple[int, bool]:
+        """End (exclusive open time) of the next fetch, up to now but short of a bad kline;
+        and whether it was cut short (then it does not grow with time)."""
         interval = poller.interval
         # On the grid: the bars this window can hold are exactly those it names.
-        end_ms = max(interval.floor_ms(now_ms), interval.next_open_ms(poller.next_open_ms))
+        natural = max(interval.floor_ms(now_ms), interval.next_open_ms(poller.next_open_ms))
+        end_ms = natural
         if poller.narrow_until_ms is not None:
             if poller.next_open_ms >= poller.narrow_until_ms:
                 poller.narrow_until_ms = None
@@ -853,7 +855,7 @@ class DSMDataClient(LiveMarketDataClient):
         poller.skip_ms = {t: w for t, w in poller.skip_ms.items() if t >= poller.next_open_ms}
         if poller.skip_ms:
             end_ms = min(end_ms, min(poller.skip_ms))
-        return end_ms
+        return end_ms, end_ms < natural
 
     def _skip_bad_kline(self, poller: _BarPoller, why: str) -> None:
         """Report the bad kline at ``next_open_ms`` and go on from the bar after it."""
@@ -916,7 +918,7 @@ class DSMDataClient(LiveMarketDataClient):
             now_ms = await self._dsm.exchange_now_ms(market)  # measures only when due
             if due_ms > now_ms:
                 await asyncio.sleep((due_ms - now_ms) / 1000)
-            end_ms = self._poll_window_end_ms(poller, self._now_ms(market))
+            end_ms, cut = self._poll_window_end_ms(poller, self._now_ms(market))
             if end_ms <= poller.next_open_ms:  # the next bar is a known bad kline
                 self._skip_bad_kline(poller, poller.skip_ms[poller.next_open_ms])
                 continue
@@ -992,11 +994,13 @@ class DSMDataClient(LiveMarketDataClient):
                 )
                 failures = 0
             if frame.is_empty():
-                if poller.narrow_until_ms is not None and end_ms < self._now_ms(market):
-                    # One closed bar asked for alone and none came: a gap, not a forming bar.
+                if (cut or poller.narrow_until_ms is not None) and end_ms <= self._now_ms(market):
+                    # A window that cannot grow, wholly closed, came back empty: a source gap,
+                    # not a forming bar (waiting would stall the stream before a bad kline).
+                    n = interval.count(poller.next_open_ms, end_ms)
                     self._logger.error(
-                        f"{bar_type}: the source has no bar opening at "
-                        f"{from_ms(poller.next_open_ms).isoformat()}"
+                        f"{bar_type}: the source has no bars for {n} open times: "
+                        f"{_format_runs([(poller.next_open_ms, end_ms, n)])}"
                     )
                     poller.next_open_ms = end_ms
                     continue
@@ -1082,7 +1086,11 @@ class DSMDataClient(LiveMarketDataClient):
         valid = np.ones(frame.height, dtype=bool)
         valid[conversion.invalid["row"].to_numpy()] = False
         bars = conversion.bars
-        now_ns = self._now_ns()
+        # Close -> publish latency on the exchange's clock (bars are stamped by it).
+        local_ns = self._now_ns()
+        local_ms = local_ns // 1_000_000
+        shift_ms = self._now_ms(poller.resolved.market_type, local_ms) - local_ms
+        now_ns = local_ns + shift_ms * 1_000_000
         for bar in bars:
             self._handle_data(bar)
             # Advance per bar: whatever happens next, a published bar is never published again.
