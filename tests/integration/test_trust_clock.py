@@ -14,11 +14,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from nautilus_dsm.dsm.cache import KlineCache
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.dsm.rest import BinanceRestClient
+from nautilus_dsm.errors import InvalidResponse
 from nautilus_dsm.markets import Interval, MarketType, from_ms, to_ms
 from nautilus_dsm.testing import BinanceImitation
 
@@ -249,3 +251,39 @@ async def test_rest_client_alone_filters_the_forming_bar_by_exchange_time() -> N
     assert before < last_open + 2_000 and last_open + 1_000 <= after  # and nothing held back
     assert requests == ["/api/v3/time"] * 3
     assert -1_510 <= client.exchange_clock().offset_ms <= -1_490
+
+
+class BadPayloadRest(BinanceRestClient):
+    """A REST client whose klines answers fail validation at ``bad_ms`` (as a validating parser
+    reports it: ``InvalidResponse`` naming the open time)."""
+
+    bad_ms = 0
+
+    async def klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, now_ms: int | None = None
+    ) -> pl.DataFrame:
+        frame = await super().klines(symbol, interval, start_ms, end_ms, now_ms=now_ms)
+        if self.bad_ms in [to_ms(t) for t in frame["open_time"]]:
+            raise InvalidResponse("open 'abc' (test)", open_times_ms=(self.bad_ms,))
+        return frame
+
+
+async def test_fetch_whose_only_failures_are_bad_payloads_raises_invalid_response_naming_bars(
+    cache_dir: Path,
+) -> None:
+    local = [T0 + 2 * DAY + 12 * 60 * MIN]
+    with BinanceImitation(clock=lambda: local[0]) as srv:
+        dsm = make_dsm(srv, cache_dir, local)
+        rest = BadPayloadRest(UM, srv.url, max_retries=1, clock=lambda: local[0])
+        rest.bad_ms = local[0] - 5 * MIN
+        dsm._rest[UM] = rest
+        with pytest.raises(InvalidResponse) as caught:
+            await dsm.fetch(PERP, "1m", from_ms(local[0] - 10 * MIN), from_ms(local[0]))
+        await dsm.aclose()
+
+    assert caught.value.open_times_ms == (local[0] - 5 * MIN,)
+    assert str(caught.value) == (
+        "BTCUSDT-PERP.BINANCE 1m: 1 period(s) were answered with payloads that fail validation: "
+        "2024-01-03 (REST: open 'abc' (test))"
+    )
+    assert cached_days(cache_dir, "futures_usdt", "1m") == []
