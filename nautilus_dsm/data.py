@@ -50,7 +50,13 @@ from nautilus_trader.model.instruments import Instrument
 
 from nautilus_dsm.bars import convert_frame, interval_for
 from nautilus_dsm.config import DSMDataClientConfig
-from nautilus_dsm.errors import DSMError, InvalidInput, QualityBelowThreshold, UnknownSymbol
+from nautilus_dsm.errors import (
+    DSMError,
+    InvalidInput,
+    InvalidResponse,
+    QualityBelowThreshold,
+    UnknownSymbol,
+)
 from nautilus_dsm.factories import acquire_dsm, release_dsm
 from nautilus_dsm.markets import (
     VENUE,
@@ -83,6 +89,10 @@ _RETRY_MAX_S = 5.0
 # How often to re-poll when a bar is due but Binance has not closed it yet.
 _NOT_YET_CLOSED_S = 0.05
 _NOT_YET_CLOSED_MAX_S = 2.0
+# A bad kline (a payload that fails validation, or one nothing can parse) gets this many tries,
+# then it is reported and skipped: it would fail the same way forever. Outages are retried as
+# long as they last.
+_BAD_KLINE_TRIES = 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,6 +244,12 @@ class _BarPoller:
     resolved: ResolvedInstrument
     instrument: Instrument | None  # resolved by the poll loop (retried while the source is down)
     next_open_ms: int  # open time of the next bar to publish
+    # Local clock at subscription: the first bar is re-anchored to the exchange's forming bar
+    # at that moment once its clock is measured (None once anchored).
+    anchor_local_ms: int | None = None
+    skip_ms: dict[int, str] = field(default_factory=dict)  # bad klines to skip: open -> why
+    narrow_until_ms: int | None = None  # fetch one bar at a time up to here (finding a bad one)
+    skipped: int = 0
     last_close: Decimal | None = None
     task: asyncio.Task | None = None
     published: int = 0
@@ -352,8 +368,16 @@ class DSMDataClient(LiveMarketDataClient):
             return self._clock.timestamp_ns()
         return time.time_ns()
 
-    def _now_ms(self) -> int:
-        return self._now_ns() // 1_000_000
+    def _now_ms(self, market_type: MarketType | None = None, local_ms: int | None = None) -> int:
+        """Exchange time on ``market_type`` (the local clock when None): what is closed.
+
+        The measured offset of the manager's exchange clock is applied without I/O; the poll
+        loop measures it (``exchange_now_ms``) when due.
+        """
+        local = self._now_ns() // 1_000_000 if local_ms is None else local_ms
+        if market_type is None:
+            return local
+        return self._dsm.exchange_clock(market_type).now_ms(local)
 
     def create_task(
         self,
@@ -722,13 +746,15 @@ class DSMDataClient(LiveMarketDataClient):
             self._logger.error(f"Cannot subscribe to {bar_type}: {refusal}")
             self._remove_subscription_bars(bar_type)
             return
-        now_ms = self._now_ms()
+        local_ms = self._now_ms()
+        now_ms = self._now_ms(resolved.market_type, local_ms)
         poller = _BarPoller(
             bar_type=bar_type,
             interval=interval,
             resolved=resolved,
             instrument=instrument,
             next_open_ms=interval.floor_ms(now_ms),  # the forming bar is the first published
+            anchor_local_ms=local_ms,
         )
         poller.task = asyncio.get_running_loop().create_task(
             self._poll_bars(poller), name=f"dsm-poll-{bar_type}"
@@ -751,7 +777,7 @@ class DSMDataClient(LiveMarketDataClient):
         await asyncio.wait([poller.task])
         self._logger.info(
             f"Stopped polling {bar_type} after {poller.published} bars "
-            f"({poller.synthetic} synthetic)"
+            f"({poller.synthetic} synthetic, {poller.skipped} bad klines skipped)"
         )
 
     def _end_subscription(self, poller: _BarPoller) -> None:
@@ -793,17 +819,93 @@ class DSMDataClient(LiveMarketDataClient):
             return False
         return True
 
+    async def _anchor_to_exchange_time(self, poller: _BarPoller) -> None:
+        """Measure the exchange clock; start from the exchange's forming bar at subscription.
+
+        The subscription used the offset known then (0 before the first measurement): with the
+        local clock minutes behind, it would otherwise start minutes in the exchange's past.
+        """
+        market = poller.resolved.market_type
+        await self._dsm.exchange_now_ms(market)
+        anchor, poller.anchor_local_ms = poller.anchor_local_ms, None
+        if anchor is None or poller.published:
+            return
+        anchored = poller.interval.floor_ms(self._now_ms(market, anchor))
+        if anchored != poller.next_open_ms:
+            self._logger.info(
+                f"{poller.bar_type}: exchange clock offset "
+                f"{self._dsm.exchange_clock(market).offset_ms:+d} ms; the first bar is the one "
+                f"forming on the exchange at subscription, {from_ms(anchored).isoformat()}",
+                LogColor.BLUE,
+            )
+            poller.next_open_ms = anchored
+
+    def _poll_window_end_ms(self, poller: _BarPoller, now_ms: int) -> tuple[int, bool]:
+        """End (exclusive open time) of the next fetch, up to now but short of a bad kline;
+        and whether it was cut short (then it does not grow with time)."""
+        interval = poller.interval
+        # On the grid: the bars this window can hold are exactly those it names.
+        natural = max(interval.floor_ms(now_ms), interval.next_open_ms(poller.next_open_ms))
+        end_ms = natural
+        if poller.narrow_until_ms is not None:
+            if poller.next_open_ms >= poller.narrow_until_ms:
+                poller.narrow_until_ms = None
+            else:
+                end_ms = min(end_ms, interval.next_open_ms(poller.next_open_ms))
+        poller.skip_ms = {t: w for t, w in poller.skip_ms.items() if t >= poller.next_open_ms}
+        if poller.skip_ms:
+            end_ms = min(end_ms, min(poller.skip_ms))
+        return end_ms, end_ms < natural
+
+    def _skip_bad_kline(self, poller: _BarPoller, why: str) -> None:
+        """Report the bad kline at ``next_open_ms`` and go on from the bar after it."""
+        skipped = poller.next_open_ms
+        poller.skip_ms.pop(skipped, None)
+        poller.next_open_ms = poller.interval.next_open_ms(skipped)
+        poller.skipped += 1
+        self._logger.error(
+            f"{poller.bar_type}: the kline opening at {from_ms(skipped).isoformat()} is "
+            f"skipped: {why}; the stream goes on from {from_ms(poller.next_open_ms).isoformat()}"
+        )
+
+    async def _still_listed(self, poller: _BarPoller) -> bool:
+        """Whether a fresh exchangeInfo still lists the symbol (True when it cannot tell)."""
+        symbol = poller.resolved.symbol
+        try:
+            info = await self._dsm.rest_client(poller.resolved.market_type).exchange_info(symbol)
+        except asyncio.CancelledError:
+            raise
+        except UnknownSymbol:
+            return False
+        except Exception as e:  # cannot tell: a transient -1121 is retried like an outage
+            self._logger.warning(
+                f"{poller.bar_type}: could not check exchangeInfo for {symbol} "
+                f"({type(e).__name__}: {e})"
+            )
+            return True
+        symbols = info.get("symbols")
+        if not isinstance(symbols, list):
+            return True
+        return any(isinstance(s, dict) and s.get("symbol") == symbol for s in symbols)
+
     async def _poll_bars(self, poller: _BarPoller) -> None:
         """Publish every closed bar once, in order; retry with backoff through outages.
 
-        Source errors are retried, since outages end. A frame that cannot be converted fails
-        the same way on every retry, so its rows are logged as an error and skipped instead.
+        "Closed" is the exchange's clock's call. Source errors (5xx, timeouts, a transient
+        -1121 while exchangeInfo still lists the symbol) are retried, since outages end. A bad
+        kline (``InvalidResponse``, or a payload nothing can parse) fails the same way on every
+        retry: after ``_BAD_KLINE_TRIES`` it is logged as an error and skipped, found one bar at
+        a time when the error does not name it. Only an exchangeInfo that no longer lists the
+        symbol, or a request refused as such, ends the subscription.
         """
         if not await self._resolve_poller_instrument(poller):
             return
+        await self._anchor_to_exchange_time(poller)
         bar_type, interval = poller.bar_type, poller.interval
+        market = poller.resolved.market_type
         delay_ms = self._config.poll_delay_ms
         failures = 0
+        bad = 0
         waits = 0
         # Re-poll a due bar at least 4 times per interval (1s bars: every <= 250 ms).
         max_wait_s = (
@@ -813,35 +915,72 @@ class DSMDataClient(LiveMarketDataClient):
         )
         while True:
             due_ms = interval.next_open_ms(poller.next_open_ms) + delay_ms
-            now_ms = self._now_ms()
+            now_ms = await self._dsm.exchange_now_ms(market)  # measures only when due
             if due_ms > now_ms:
                 await asyncio.sleep((due_ms - now_ms) / 1000)
+            end_ms, cut = self._poll_window_end_ms(poller, self._now_ms(market))
+            if end_ms <= poller.next_open_ms:  # the next bar is a known bad kline
+                self._skip_bad_kline(poller, poller.skip_ms[poller.next_open_ms])
+                continue
             try:
                 result = await self._dsm.fetch(
                     poller.resolved.instrument_id,
                     interval,
                     from_ms(poller.next_open_ms),
-                    from_ms(max(self._now_ms(), poller.next_open_ms + 1)),
+                    from_ms(end_ms),
                     min_completeness=0.0,
                     on_low_quality="warn",
                 )
             except asyncio.CancelledError:
                 raise
+            except UnknownSymbol as e:  # -1121: transient unless exchangeInfo agrees
+                if not await self._still_listed(poller):
+                    self._logger.error(
+                        f"{bar_type}: {poller.resolved.symbol} is no longer listed in the "
+                        f"{market.name} exchangeInfo ({e}); subscription ended after "
+                        f"{poller.published} bars"
+                    )
+                    self._end_subscription(poller)
+                    return
+                failures += 1
+                retry_s = _retry_delay_s(failures)
+                self._logger.warning(
+                    f"{bar_type}: klines answered -1121 but exchangeInfo still lists "
+                    f"{poller.resolved.symbol} (transient); attempt {failures}, retrying in "
+                    f"{retry_s:.2f}s; bars from {from_ms(poller.next_open_ms).isoformat()} "
+                    "will be backfilled in order"
+                )
+                await asyncio.sleep(retry_s)
+                continue
             except InvalidInput as e:  # the request itself is refused: it always will be
                 self._logger.error(f"{bar_type}: cannot poll ({e}); subscription ended")
                 self._end_subscription(poller)
                 return
             except Exception as e:
+                if isinstance(e, InvalidResponse) or not isinstance(e, DSMError):
+                    bad += 1
+                    if bad < _BAD_KLINE_TRIES:
+                        retry_s = _retry_delay_s(bad)
+                        first = from_ms(poller.next_open_ms).isoformat()
+                        self._logger.warning(
+                            f"{bar_type}: bad klines from {first} ({type(e).__name__}: {e}); "
+                            f"try {bad} of {_BAD_KLINE_TRIES}, retrying in {retry_s:.2f}s"
+                        )
+                        await asyncio.sleep(retry_s)
+                        continue
+                    self._isolate_bad_kline(poller, e, end_ms, bad)
+                    bad = 0
+                    continue
                 failures += 1
                 retry_s = _retry_delay_s(failures)
-                log = self._logger.warning if isinstance(e, DSMError) else self._logger.error
-                log(
+                self._logger.warning(
                     f"{bar_type}: fetch failed ({type(e).__name__}: {e}); attempt {failures}, "
                     f"retrying in {retry_s:.2f}s; bars from "
                     f"{from_ms(poller.next_open_ms).isoformat()} will be backfilled in order"
                 )
                 await asyncio.sleep(retry_s)
                 continue
+            bad = 0
             frame = result.frame.filter(
                 pl.col("open_time").dt.epoch("ms") >= poller.next_open_ms
             ).sort("open_time")
@@ -855,11 +994,46 @@ class DSMDataClient(LiveMarketDataClient):
                 )
                 failures = 0
             if frame.is_empty():
+                if (cut or poller.narrow_until_ms is not None) and end_ms <= self._now_ms(market):
+                    # A window that cannot grow, wholly closed, came back empty: a source gap,
+                    # not a forming bar (waiting would stall the stream before a bad kline).
+                    n = interval.count(poller.next_open_ms, end_ms)
+                    self._logger.error(
+                        f"{bar_type}: the source has no bars for {n} open times: "
+                        f"{_format_runs([(poller.next_open_ms, end_ms, n)])}"
+                    )
+                    poller.next_open_ms = end_ms
+                    continue
                 # Due but not closed at the source yet: re-poll soon, never publish forming bars.
                 waits += 1
                 await asyncio.sleep(min(_NOT_YET_CLOSED_S * waits, max_wait_s))
                 continue
             waits = 0
+
+    def _isolate_bad_kline(
+        self, poller: _BarPoller, error: BaseException, end_ms: int, tries: int
+    ) -> None:
+        """After the last try: skip the klines the error names, or narrow down to find them."""
+        why = (
+            f"the source answered it with a bad payload {tries} times "
+            f"({type(error).__name__}: {error})"
+        )
+        named = getattr(error, "open_times_ms", ())
+        known = {t for t in named if poller.next_open_ms <= t < end_ms}
+        if known:
+            poller.skip_ms.update(dict.fromkeys(known, why))
+            if poller.next_open_ms in known:
+                self._skip_bad_kline(poller, why)
+            return
+        if end_ms <= poller.interval.next_open_ms(poller.next_open_ms):
+            self._skip_bad_kline(poller, why)  # a window of one bar: it is this one
+            return
+        poller.narrow_until_ms = end_ms
+        self._logger.warning(
+            f"{poller.bar_type}: bad klines in [{from_ms(poller.next_open_ms).isoformat()}, "
+            f"{from_ms(end_ms).isoformat()}) not named by the source; fetching one bar at a "
+            "time to skip only the bad one"
+        )
 
     def _publish_or_skip(self, poller: _BarPoller, frame: pl.DataFrame, report: Any) -> None:
         """Publish the frame's bars; if that fails, skip the frame (a retry would fail again)."""
@@ -912,7 +1086,11 @@ class DSMDataClient(LiveMarketDataClient):
         valid = np.ones(frame.height, dtype=bool)
         valid[conversion.invalid["row"].to_numpy()] = False
         bars = conversion.bars
-        now_ns = self._now_ns()
+        # Close -> publish latency on the exchange's clock (bars are stamped by it).
+        local_ns = self._now_ns()
+        local_ms = local_ns // 1_000_000
+        shift_ms = self._now_ms(poller.resolved.market_type, local_ms) - local_ms
+        now_ns = local_ns + shift_ms * 1_000_000
         for bar in bars:
             self._handle_data(bar)
             # Advance per bar: whatever happens next, a published bar is never published again.

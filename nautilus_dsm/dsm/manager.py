@@ -27,11 +27,13 @@ import polars as pl
 
 from nautilus_dsm.dsm.bounds import check_knobs
 from nautilus_dsm.dsm.cache import KlineCache, default_cache_dir
+from nautilus_dsm.dsm.exchange_clock import DEFAULT_RESYNC_S, ExchangeClock
 from nautilus_dsm.dsm.http import gather_or_cancel, wall_clock_ms
 from nautilus_dsm.dsm.planner import (
     MonthGroup,
     Period,
     closed_end_ms,
+    decided_without_now,
     is_closed,
     periods_for,
     plan_fetch,
@@ -50,6 +52,7 @@ from nautilus_dsm.errors import (
     DataUnavailable,
     DSMError,
     InvalidInput,
+    InvalidResponse,
     QualityBelowThreshold,
     RateLimited,
     SourceError,
@@ -107,6 +110,7 @@ class _Run:
     warnings: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     rate_limited: bool = False  # a failure was a 429/418 wait beyond max_wait_s
+    invalid: list[InvalidResponse] = field(default_factory=list)  # failures that were bad payloads
     cached_first_ms: int | None = None  # earliest open time read from the cache
     timings: dict[str, float] = field(
         default_factory=lambda: {"cache": 0.0, "vision": 0.0, "rest": 0.0}
@@ -145,6 +149,8 @@ class DataSourceManager:
         max_retries: int | None = None,
         timeout_s: float | None = None,
         deadline_s: float | None = None,
+        time_sync: bool | None = None,
+        time_sync_interval_s: float = DEFAULT_RESYNC_S,
     ) -> None:
         # The time bounds every client gets (None keeps each source's default); refused
         # before any I/O when out of range.
@@ -169,6 +175,16 @@ class DataSourceManager:
             )
         self.exchange_info_ttl_s = float(exchange_info_ttl_s)
         self._clock = clock or wall_clock_ms
+        # Exchange time decides what is closed. An injected clock is the caller's "now" (tests,
+        # replays): measured against it only when asked, since a real server would disagree.
+        self.time_sync = (clock is None) if time_sync is None else bool(time_sync)
+        if not time_sync_interval_s > 0:  # also refuses NaN
+            raise InvalidInput(
+                f"time_sync_interval_s must be > 0 seconds, was {time_sync_interval_s!r}; "
+                "e.g. 300 to measure Binance's clock offset every 5 minutes"
+            )
+        self.time_sync_interval_s = float(time_sync_interval_s)
+        self._exchange_clocks: dict[MarketType, ExchangeClock] = {}
         self._rest: dict[MarketType, BinanceRestClient] = {}
         self._vision: dict[MarketType, VisionClient] = {}
         # Decoded exchangeInfo per market and the clock time (ms) it was fetched at.
@@ -201,6 +217,8 @@ class DataSourceManager:
         max_retries: int | None = None,
         timeout_s: float | None = None,
         deadline_s: float | None = None,
+        time_sync: bool | None = None,
+        time_sync_interval_s: float = DEFAULT_RESYNC_S,
     ) -> DataSourceManager:
         """
         Create a manager.
@@ -227,8 +245,9 @@ class DataSourceManager:
         verify_tls : bool, default True
             TLS certificate verification.
         clock : Callable[[], int], optional
-            "Now" in epoch ms (decides which periods are closed, and the age of a cached
-            ``exchangeInfo``); the system clock when None.
+            The local clock in epoch ms (the age of a cached ``exchangeInfo``; plus the
+            measured offset to Binance's clock, it decides which bars and periods are closed);
+            the system clock when None.
         exchange_info_ttl_s : float, default 3600
             Age after which :meth:`exchange_info` fetches a market's ``exchangeInfo`` again
             (tick sizes and filters change while a node runs).
@@ -245,6 +264,13 @@ class DataSourceManager:
 
         After 3 consecutive timeouts/resets a host's requests fail fast (its circuit is open)
         for a few seconds, then one probe goes; Vision periods then come from REST.
+        time_sync : bool, optional
+            Measure each market's offset to Binance's clock (``GET /time``, weight 1, a few
+            samples every ``time_sync_interval_s``, only for fetches near now) so "closed" is
+            decided by exchange time. None: on with the system clock, off with an injected
+            ``clock`` (which is then taken as exchange time). Off with ``use_rest=False``.
+        time_sync_interval_s : float, default 300
+            Age after which the offset is measured again.
 
         """
         if isinstance(provider, str):
@@ -278,6 +304,8 @@ class DataSourceManager:
             max_retries=max_retries,
             timeout_s=timeout_s,
             deadline_s=deadline_s,
+            time_sync=time_sync,
+            time_sync_interval_s=time_sync_interval_s,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -328,6 +356,46 @@ class DataSourceManager:
             self._vision[market_type] = client
         return client
 
+    def exchange_clock(self, market_type: MarketType | str) -> ExchangeClock:
+        """The market's exchange clock (``.now_ms()``, ``.offset_ms``), created on first use.
+
+        It is measured lazily (see :meth:`exchange_now_ms`); until then, or with time sync
+        off, its offset is 0 and exchange time is the local clock.
+        """
+        market = MarketType.parse(market_type)
+        clock = self._exchange_clocks.get(market)
+        if clock is None:
+            server_time = None
+            if self.time_sync and self.use_rest:
+
+                async def server_time() -> int:
+                    # Through the current REST client: aclose() may have replaced it.
+                    return await self.rest_client(market).server_time()
+
+            clock = ExchangeClock(
+                market.name,
+                server_time,
+                local=self._clock,
+                resync_s=self.time_sync_interval_s,
+            )
+            self._exchange_clocks[market] = clock
+        return clock
+
+    async def exchange_now_ms(self, market_type: MarketType | str) -> int:
+        """Binance's time now on the market (measuring the offset first when due), epoch ms.
+
+        A lower bound of the exchange's clock; never fails (the local clock when Binance's
+        time cannot be read, with a warning).
+        """
+        return await self.exchange_clock(market_type).ensure()
+
+    async def _now_for(self, market: MarketType, interval: Interval, end_ms: int) -> int:
+        """Exchange "now" for a fetch; no ``GET /time`` when no decision depends on it."""
+        clock = self.exchange_clock(market)
+        if decided_without_now(interval, end_ms, self._clock()):
+            return clock.now_ms()
+        return await clock.ensure()
+
     async def exchange_info(self, market_type: MarketType | str) -> dict:
         """The market's decoded ``exchangeInfo``, fetched again once ``exchange_info_ttl_s`` old.
 
@@ -337,7 +405,7 @@ class DataSourceManager:
         # Any market: instrument metadata is not bars, and providers may load several markets.
         market = MarketType.parse(market_type)
         cached = self._exchange_info.get(market)
-        now_ms = self._clock()
+        now_ms = self._clock()  # an age: the local clock measures it (an offset cancels out)
         if cached is not None and now_ms - cached[1] < self.exchange_info_ttl_s * 1000:
             return cached[0]
         try:
@@ -448,7 +516,8 @@ class DataSourceManager:
         )
         policy = _check_policy(self.on_low_quality if on_low_quality is None else on_low_quality)
 
-        now_ms = self._clock()
+        # Exchange time decides what is closed: the end cap, the cache and the REST filter.
+        now_ms = await self._now_for(instrument.market_type, interval, end_ms)
         stop_ms = max(start_ms, closed_end_ms(interval, end_ms, now_ms))
         periods = periods_for(interval, start_ms, stop_ms)
         run = _Run(instrument, interval, start_ms, stop_ms, now_ms, len(periods), progress)
@@ -475,6 +544,15 @@ class DataSourceManager:
         jobs += [self._rest_period(run, p, cache=True) for p in plan.rest_closed]
         jobs += [self._rest_period(run, p, cache=False) for p in plan.open]
         await gather_or_cancel(jobs)
+        if run.failures and len(run.invalid) == len(run.failures):
+            # Every failure was a payload that failed validation: say which bars, so a live
+            # stream can skip exactly those (retrying an outage is another matter).
+            opens = sorted({t for exc in run.invalid for t in exc.open_times_ms})
+            raise InvalidResponse(
+                f"{instrument.instrument_id} {interval.value}: {len(run.failures)} period(s) "
+                f"were answered with payloads that fail validation: {'; '.join(run.failures)}",
+                open_times_ms=tuple(opens),
+            )
         if run.failures:
             # A ban is not missing data: RateLimited (a SourceError, like DataUnavailable) lets
             # callers back off and retry after the time the message names.
@@ -756,6 +834,8 @@ class DataSourceManager:
         except SourceError as exc:
             run.failures.append(f"{period.key} (REST: {exc})")
             run.rate_limited |= isinstance(exc, RateLimited)
+            if isinstance(exc, InvalidResponse):  # exchange-clock/live hunk (trust-h3)
+                run.invalid.append(exc)
             run.advance()
             return
         finally:

@@ -18,6 +18,9 @@ from nautilus_dsm.markets import Interval, from_ms, to_ms
 # A bar is final on Binance a moment after its close; a period is cached only once its last bar
 # closed at least this long ago.
 SETTLE_MS = 5_000
+# A machine clock further than this from the exchange's is broken, not drifting: ranges that
+# ended longer ago than this are closed on any clock (see decided_without_now).
+MAX_CLOCK_SKEW_MS = 86_400_000
 _DAY_MS = 86_400_000
 _YEARLY = frozenset({Interval.DAY_1, Interval.DAY_3, Interval.WEEK_1, Interval.MONTH_1})
 
@@ -121,6 +124,20 @@ def period_close_ms(interval: Interval, period: Period) -> int:
 def is_closed(interval: Interval, period: Period, now_ms: int, settle_ms: int = SETTLE_MS) -> bool:
     """True when every bar of the period closed at least ``settle_ms`` before ``now_ms``."""
     return period_close_ms(interval, period) + settle_ms <= now_ms
+
+
+def decided_without_now(
+    interval: Interval, end_ms: int, local_now_ms: int, skew_ms: int = MAX_CLOCK_SKEW_MS
+) -> bool:
+    """True when no "closed" decision of a request ending at ``end_ms`` depends on the clock.
+
+    The end cap and every period's closed/open call compare a close (at most the close of the
+    period holding ``end_ms - 1``, plus ``SETTLE_MS``) with "now". When that lies more than
+    ``skew_ms`` before the local clock, any exchange clock within ``skew_ms`` of it decides
+    the same, so a historical fetch needs no ``GET /time``.
+    """
+    last = period_of(interval, end_ms - 1)
+    return period_close_ms(interval, last) + SETTLE_MS + skew_ms <= local_now_ms
 
 
 def closed_end_ms(interval: Interval, end_ms: int, now_ms: int) -> int:

@@ -18,6 +18,7 @@ import msgspec
 import polars as pl
 
 from nautilus_dsm.dsm.bounds import REST_DEADLINE_S, REST_MAX_RETRIES, REST_TIMEOUT_S
+from nautilus_dsm.dsm.exchange_clock import ExchangeClock
 from nautilus_dsm.dsm.http import (
     HttpTransport,
     Reply,
@@ -27,7 +28,7 @@ from nautilus_dsm.dsm.http import (
     gather_or_cancel,
     wall_clock_ms,
 )
-from nautilus_dsm.dsm.planner import closed_end_ms
+from nautilus_dsm.dsm.planner import closed_end_ms, decided_without_now
 from nautilus_dsm.dsm.schema import empty_frame, parse_rest_klines
 from nautilus_dsm.errors import InvalidInput, SourceError, UnknownSymbol
 from nautilus_dsm.markets import ENDPOINTS, Interval, MarketType, rest_base_url
@@ -200,11 +201,12 @@ class BinanceRestClient:
         Every closed bar with open time in ``[start_ms, end_ms)``, as Binance served them.
 
         Rows keep the source's order, duplicates included (FRAME_SCHEMA); the bar forming at
-        ``now_ms`` (the clock when None) and later bars are never returned.
+        ``now_ms`` (exchange time, see :meth:`exchange_clock`, when None) and later bars are
+        never returned.
         """
         interval = Interval.parse(interval)
         interval.check_market(self.market_type)
-        now = self._clock() if now_ms is None else now_ms
+        now = await self._exchange_now_ms(interval, end_ms) if now_ms is None else now_ms
         stop = closed_end_ms(interval, end_ms, now)
         pages = plan_pages(interval, start_ms, stop, self.kline_limit)
         if not pages:
@@ -304,6 +306,44 @@ class BinanceRestClient:
             )
         return reply.value
 
+    # -- server time -----------------------------------------------------------------------
+    _exchange_clock: ExchangeClock | None = None  # created on first use
+
+    def exchange_clock(self) -> ExchangeClock:
+        """This client's exchange clock, deciding closed bars when ``klines`` gets no ``now_ms``.
+
+        Measured only on the system clock: an injected ``clock`` is taken as exchange time.
+        (The manager keeps its own per-market clock and always passes ``now_ms``.)
+        """
+        if self._exchange_clock is None:
+            measured = self.server_time if self._clock is wall_clock_ms else None
+            self._exchange_clock = ExchangeClock(self.market_type.name, measured, local=self._clock)
+        return self._exchange_clock
+
+    async def _exchange_now_ms(self, interval: Interval, end_ms: int) -> int:
+        clock = self.exchange_clock()
+        if decided_without_now(interval, end_ms, self._clock()):
+            return clock.now_ms()  # a range closed long ago: no GET /time
+        return await clock.ensure()
+
+    async def server_time(self) -> int:
+        """Binance's clock: ``serverTime`` (epoch ms) of ``GET /time`` (weight 1).
+
+        Raises :class:`SourceError` when the host fails, ``InvalidResponse`` when the answer
+        holds no integer ``serverTime``.
+        """
+        from nautilus_dsm.errors import InvalidResponse  # (kept local: a one-hunk addition)
+
+        reply = await self._transport.get(f"{self.base_url}/time", None, _decode_json)
+        self._raise_for_error(reply, None, None)
+        value = reply.value.get("serverTime") if isinstance(reply.value, dict) else None
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise InvalidResponse(
+                f"Binance {self.market_type.name} {reply.response.url.path} answered "
+                f"{_snippet_of(reply.value)} without an integer serverTime; check base_url_http"
+            )
+        return value
+
     # -- errors ----------------------------------------------------------------------------
     def _raise_for_error(
         self, reply: Reply[Any], symbol: str | None, interval: Interval | None
@@ -342,3 +382,8 @@ def _binance_error(response: httpx.Response) -> tuple[int | None, str]:
         code = body.get("code")
         return (code if isinstance(code, int) else None), str(body.get("msg", ""))
     return None, str(body)[:200]
+
+
+def _snippet_of(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text[:limit] + ("..." if len(text) > limit else "")

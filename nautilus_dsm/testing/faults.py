@@ -59,6 +59,14 @@ class Faults:
         imitation's own ``url`` makes a redirect loop, another host an off-host redirect).
     redirect_next
         The next N requests answer 302 to their own URL (a same-host hop), then serve.
+    rest_klines_unknown_symbol
+        (exchange time and live streams) The next N klines requests answer ``400 -1121 Invalid
+        symbol.`` although the symbol is listed (Binance's transient -1121).
+    rest_bad_kline_open_ms
+        (exchange time and live streams) REST klines with these open times (epoch ms) are served
+        with the open price ``"abc"``: a kline that cannot be parsed.
+    time_unavailable
+        (exchange time and live streams) ``GET /time`` answers 404 (a mirror without it).
     """
 
     gaps: list[tuple[str, int, int]] = field(default_factory=list)
@@ -85,6 +93,10 @@ class Faults:
     retry_after_raw: str | None = None
     redirect_to: dict[str, str] = field(default_factory=dict)
     redirect_next: int = 0
+    # -- exchange time and live streams --
+    rest_klines_unknown_symbol: int = 0
+    rest_bad_kline_open_ms: set[int] = field(default_factory=set)
+    time_unavailable: bool = False
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )

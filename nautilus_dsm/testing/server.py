@@ -266,6 +266,14 @@ class BinanceImitation:
             self._version += 1
             self._zips.clear()
 
+    def remove_symbol(self, market: MarketType | str, symbol: str) -> None:
+        """Delist ``symbol`` from ``market``: exchangeInfo and klines answer -1121 for it."""
+        market = MarketType.parse(market)
+        with self._lock:
+            self._symbols[market].pop(symbol, None)
+            self._version += 1
+            self._zips.clear()
+
     def symbols(self, market: MarketType | str) -> dict[str, SymbolSpec]:
         """The symbols listed on ``market``."""
         return dict(self._symbols[MarketType.parse(market)])
@@ -448,11 +456,15 @@ class BinanceImitation:
         if endpoint == "ping":
             return _json(200, {})
         if endpoint == "time":
+            if self.faults.time_unavailable:
+                return _Response(404, b"Not Found", content_type="text/plain")
             return _json(200, {"serverTime": self.now_ms()})
         if endpoint == "exchangeInfo":
             return self._exchange_info(market, query)
         if endpoint == "klines":
-            return self._klines(market, query)
+            if self.faults.take("rest_klines_unknown_symbol"):
+                return _error(400, -1121, "Invalid symbol.")
+            return self._bad_klines(self._klines(market, query))
         return _Response(404, b"Not Found", content_type="text/plain")
 
     def _exchange_info(self, market: MarketType, query: dict[str, str]) -> _Response:
@@ -508,6 +520,17 @@ class BinanceImitation:
         if self.faults.out_of_order_rows and len(rows) >= 2:
             rows[0], rows[1] = rows[1], rows[0]
         return _json(200, rows)
+
+    def _bad_klines(self, response: _Response) -> _Response:
+        """``faults.rest_bad_kline_open_ms``: those klines' open price becomes ``"abc"``."""
+        bad = set(self.faults.rest_bad_kline_open_ms)
+        if not bad or response.status != 200:
+            return response
+        rows = msgspec.json.decode(response.body)
+        for row in rows:
+            if row[0] in bad:
+                row[1] = "abc"
+        return _json(200, rows, response.headers)
 
     # Vision -------------------------------------------------------------------------------
 
