@@ -61,3 +61,11 @@ class InvalidResponse(SourceError):
     def __init__(self, message: str, open_times_ms: tuple[int, ...] = ()) -> None:
         super().__init__(message)
         self.open_times_ms = tuple(open_times_ms)
+
+
+class CacheUnwritable(DSMError, OSError):
+    """The kline cache could not store a period (read-only directory, disk full, permissions).
+
+    The fetch that met it still returns the bars it downloaded (from memory, with a warning in
+    the report); only the cache entry is missing, so a later fetch downloads that period again.
+    """

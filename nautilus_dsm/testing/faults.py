@@ -43,6 +43,13 @@ class Faults:
         REST kline pages repeat a row / swap their first two rows.
     down
         Close every connection without answering (an outage).
+    vision_file_gaps
+        ``(zip_name, start_ms, end_ms)``: rows with open time in ``[start_ms, end_ms)`` are
+        absent from that one Vision file only (a short monthly zip whose daily zips and REST
+        still have the bars; the ``.CHECKSUM`` matches the short file).
+    rest_gaps
+        ``(symbol, start_ms, end_ms)``: bars absent from REST kline pages only (a short page;
+        Vision still has them).
     """
 
     gaps: list[tuple[str, int, int]] = field(default_factory=list)
@@ -63,6 +70,9 @@ class Faults:
     duplicate_rows: bool = False
     out_of_order_rows: bool = False
     down: bool = False
+    # -- provisional periods --
+    vision_file_gaps: list[tuple[str, int, int]] = field(default_factory=list)
+    rest_gaps: list[tuple[str, int, int]] = field(default_factory=list)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
@@ -79,6 +89,10 @@ class Faults:
     def gaps_for(self, symbol: str) -> list[tuple[int, int]]:
         """The ``[start_ms, end_ms)`` gaps of ``symbol``."""
         return [(start, end) for sym, start, end in list(self.gaps) if sym == symbol]
+
+    def rest_gaps_for(self, symbol: str) -> list[tuple[int, int]]:
+        """The ``[start_ms, end_ms)`` REST-only gaps of ``symbol``."""
+        return [(start, end) for sym, start, end in list(self.rest_gaps) if sym == symbol]
 
     def reset(self) -> None:
         """Switch every fault off."""
