@@ -429,7 +429,12 @@ class KlineCache:
         }
         body = json.dumps(payload, indent=2).encode() + b"\n"
         target = self.first_bar_path(market, symbol, interval)
-        _write_atomic(target, lambda handle: handle.write(body))
+        try:
+            _write_atomic(target, lambda handle: handle.write(body))
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise CacheUnwritable(
+                f"could not write the first-bar sidecar {target} ({_describe(exc)})"
+            ) from exc
         return target
 
     def discard_first_bar(
@@ -448,7 +453,11 @@ class KlineCache:
         the files in quarantine (for the CLI). Symbolic links are not followed."""
         entries: list[dict[str, Any]] = []
         for market_dir, symbol_dir, interval_dir in self._interval_dirs():
-            files = [f for f in _entries(interval_dir) if f.is_file() and f.name.endswith(_SUFFIX)]
+            files = [
+                f
+                for f in _entries(interval_dir)
+                if f.is_file(follow_symlinks=False) and f.name.endswith(_SUFFIX)
+            ]
             if not files:
                 continue
             keys = sorted(_period_key(f.name) for f in files)

@@ -538,7 +538,9 @@ class BinanceImitation:
 
     def _file_gaps(self, name: str) -> tuple[tuple[int, int], ...]:
         """``faults.vision_file_gaps`` of one Vision zip, as ``(start_ms, end_ms)``."""
-        return tuple((lo, hi) for file, lo, hi in list(self.faults.vision_file_gaps) if file == name)
+        return tuple(
+            (lo, hi) for file, lo, hi in list(self.faults.vision_file_gaps) if file == name
+        )
 
     def _zip(
         self,
