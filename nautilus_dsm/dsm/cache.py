@@ -720,12 +720,17 @@ def _bulk_problem(frame: pl.DataFrame, interval: Interval, keys: list[str]) -> s
         return "nulls"
     opens = frame.get_column("open_time").dt.epoch("ms").to_numpy()
     closes = frame.get_column("close_time").dt.epoch("ms").to_numpy()
-    starts = np.array([period_bounds(k)[0] for k in keys], dtype=np.int64)
+    problem = _grid_problem(opens, closes, interval)
+    if problem:
+        return problem
     # Every row inside one of the files' days; with ascending unique times this leaves only a
-    # bar filed under the wrong present day, which is still a correct bar.
-    if not bool(np.isin(opens - opens % _DAY_MS, starts).all()):
+    # bar filed under the wrong present day, which is still a correct bar. The times ascend,
+    # so the distinct days are where the day number changes (O(n), no sort).
+    days = opens // _DAY_MS
+    distinct = {int(days[0]), *days[1:][np.diff(days) != 0].tolist()}
+    if not distinct <= {period_bounds(k)[0] // _DAY_MS for k in keys}:
         return "outside"
-    return _grid_problem(opens, closes, interval)
+    return ""
 
 
 def _parse_first_bar(

@@ -448,7 +448,7 @@ class DataSourceManager:
         plan = plan_fetch(
             interval,
             periods,
-            run.now_ms,
+            now_ms,
             cached_keys,
             not_before_ms=not_before_ms,
             use_vision=self.use_vision,
