@@ -3,8 +3,11 @@
 ``fetch`` validates everything before any I/O, splits the request into periods (UTC days, or
 UTC years for ``1d`` and longer), serves closed periods from the cache, fetches the others from
 Binance Vision (a whole uncached month from its monthly zip) and falls back to REST per period
-when a file is missing or cannot be trusted. Closed periods are cached; the open period (the one
-containing now) is fetched from REST for the requested part only and never cached. The merged
+when a file is missing or cannot be trusted; a period a source answered short goes on to the
+next source for the missing bars only (see ``failover.py``). Closed periods are cached, final
+only when complete or their gaps are lacked by Vision and REST, else provisional (re-checked by
+the next fetch); the open period (the one containing now) is fetched from REST for the
+requested part only and never cached. The merged
 frame holds exactly the closed bars with open time in ``[start, end)``, sorted and unique; what
 was missing, repeated, reordered or odd is in the report, never papered over.
 """
@@ -117,6 +120,7 @@ class _Run:
     first_bar_ms: int | None = None
     gap_evidence: list[tuple[int, int, tuple[str, ...]]] = field(default_factory=list)
     provisional_left: list[str] = field(default_factory=list)
+    provisional_stuck: list[str] = field(default_factory=list)  # no source left to ask
     uncached: list[str] = field(default_factory=list)
     uncached_why: str = ""
     timings: dict[str, float] = field(
@@ -916,6 +920,8 @@ class DataSourceManager:
         run.gap_evidence.extend((g.start_ms, g.end_ms, kinds(g.missing_in)) for g in state.gaps)
         if not state.final:
             run.provisional_left.append(period.key)
+            if not self._can_recheck(period, state):
+                run.provisional_stuck.append(period.key)
         if bars is not None and bars.height:
             run.frames.append(bars)
         run.advance()
@@ -937,16 +943,38 @@ class DataSourceManager:
         finally:
             run.timings["cache"] += time.perf_counter() - t0
 
+    def _can_recheck(self, period: Period, state: PeriodState) -> bool:
+        """True when an enabled source has not yet lacked one of the period's open gaps."""
+        open_gaps = [g for g in state.gaps if len(kinds(g.missing_in)) < 2]
+        vision = self.use_vision and not period.yearly
+        return any(
+            (vision and VISION not in g.missing_in) or (self.use_rest and REST not in g.missing_in)
+            for g in open_gaps
+        )
+
     @staticmethod
     def _note_trust(run: _Run) -> None:
         """One warning each for periods left provisional and periods that were not cached."""
         if run.provisional_left:
             keys = sorted(run.provisional_left)
-            run.warnings.append(
+            stuck = set(run.provisional_stuck)
+            text = (
                 f"{len(keys)} period(s) cached as provisional ({_listed(keys)}): their missing "
-                "bars are not confirmed missing by both Vision and REST; the next fetch asks "
-                "the sources that did not answer for them again"
+                "bars are not confirmed missing by both Vision and REST; "
             )
+            if not stuck:
+                text += "the next fetch asks the sources that have not answered for them"
+            elif stuck == set(keys):
+                text += (
+                    "no other enabled source can confirm them (a REST-only period, or a source "
+                    "is disabled)"
+                )
+            else:
+                text += (
+                    "the next fetch asks the sources that have not answered for them, except for "
+                    f"{_listed(sorted(stuck))} (no other enabled source can confirm those)"
+                )
+            run.warnings.append(text)
         if run.uncached:
             keys = sorted(run.uncached)
             message = (

@@ -125,12 +125,16 @@ async def test_short_monthly_zip_falls_through_to_the_daily_zip_in_the_same_fetc
     assert imitation.requests == []
 
 
+@pytest.mark.parametrize(
+    "daily_fault", ["vision_missing", "vision_bad_checksum", "vision_wrong_columns"]
+)
 async def test_short_monthly_zip_without_a_daily_zip_asks_rest_for_the_missing_bars_only(
-    imitation: Any, cache_dir: Path
+    imitation: Any, cache_dir: Path, daily_fault: str
 ) -> None:
+    # The daily zip is absent (404) or fails (checksum, columns: a SourceError of that file).
     lo, hi = T0 + 14 * DAY + 10 * HOUR, T0 + 14 * DAY + 14 * HOUR
     imitation.faults.vision_file_gaps.append(("BTCUSDT-1h-2024-01.zip", lo, hi))
-    imitation.faults.vision_missing.add("BTCUSDT-1h-2024-01-15.zip")
+    getattr(imitation.faults, daily_fault).add("BTCUSDT-1h-2024-01-15.zip")
     expected = imitation.expected(UM, "BTCUSDT", H1, T0, T0 + 31 * DAY)
 
     async with dsm_for(imitation, cache_dir) as dsm:
@@ -141,9 +145,9 @@ async def test_short_monthly_zip_without_a_daily_zip_asks_rest_for_the_missing_b
     assert result.report.gaps == []
     # The listing probe, then exactly the 4 missing hours: not the whole day, not the month.
     assert klines(imitation) == [(0, -1), (lo, hi - 1)]
-    assert vision(imitation) == sorted(
-        [*monthly("2024-01"), VISION_UM.format(kind="daily", interval="1h", stamp="2024-01-15")]
-    )
+    asked = {p for p in vision(imitation) if "daily" in p}
+    assert asked <= set(daily("2024-01-15", "1h"))  # that one day's daily zip, nothing else
+    assert set(monthly("2024-01")) <= set(vision(imitation))
     assert "2024-01-15.parquet" in files(cache_dir, "1h")
     assert not [f for f in files(cache_dir, "1h") if "provisional" in f]
 
@@ -277,6 +281,35 @@ async def test_short_legacy_cache_file_is_rechecked_and_a_whole_one_kept(
     assert vision(imitation) == daily("2024-01-02")
     assert klines(imitation) == []  # a cached bar at the start: no listing probe either
     assert state(cache_dir, "2024-01-02.parquet") == PeriodState(final=True)
+
+
+async def test_rest_only_yearly_gap_stays_provisional_without_asking_again(
+    imitation: Any, cache_dir: Path
+) -> None:
+    lo, hi = to_ms(datetime(2023, 3, 1, tzinfo=UTC)), to_ms(datetime(2023, 3, 3, tzinfo=UTC))
+    imitation.faults.gaps.append(("BTCUSDT", lo, hi))
+    first, stop = datetime(2022, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC)
+    expected = imitation.expected(UM, "BTCUSDT", Interval.DAY_1, to_ms(first), to_ms(stop))
+
+    async with dsm_for(imitation, cache_dir) as dsm:
+        cold = await dsm.fetch(PERP, "1d", first, stop)
+        imitation.clear_requests()
+        warm = await dsm.fetch(PERP, "1d", first, stop)
+
+    for result in (cold, warm):
+        assert result.frame.equals(expected)
+        assert gaps(result.report) == [
+            (datetime(2023, 3, 1, tzinfo=UTC), datetime(2023, 3, 3, tzinfo=UTC), 2, ("rest",))
+        ]
+        assert result.report.provisional_periods == 1
+        assert result.report.warnings == [
+            "1 period(s) cached as provisional (2023): their missing bars are not confirmed "
+            "missing by both Vision and REST; no other enabled source can confirm them (a "
+            "REST-only period, or a source is disabled)"
+        ]
+    assert (cold.report.sources, warm.report.sources) == (src(rest=728), src(cache=728))
+    assert imitation.requests == []  # REST already lacked them: not asked again
+    assert files(cache_dir, "1d") == ["2022.parquet", "2023.provisional.parquet"]
 
 
 # --------------------------------------------------------------------------------------------
