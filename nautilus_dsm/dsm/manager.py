@@ -918,7 +918,7 @@ class DataSourceManager:
             stored = bars.select(COLUMNS) if bars is not None else empty_frame()
             self._cache_write(run, period, stored, state)
         run.gap_evidence.extend((g.start_ms, g.end_ms, kinds(g.missing_in)) for g in state.gaps)
-        if not state.final:
+        if not state.final and self.use_cache:  # without a cache there is nothing to re-check
             run.provisional_left.append(period.key)
             if not self._can_recheck(period, state):
                 run.provisional_stuck.append(period.key)

@@ -510,3 +510,20 @@ async def test_cache_entry_failing_validation_is_quarantined_and_refetched(
     assert vision(imitation) == daily("2024-01-02")
     assert files(cache_dir) == ["2024-01-01.parquet", "2024-01-02.parquet"]
     assert KlineCache(cache_dir).info()["quarantined"] == 1
+
+
+async def test_without_a_cache_gaps_are_still_asked_of_the_next_source(
+    imitation: Any, cache_dir: Path
+) -> None:
+    lo, hi = T0 + DAY + 600 * MIN, T0 + DAY + 630 * MIN
+    imitation.faults.vision_file_gaps.append(("BTCUSDT-1m-2024-01-02.zip", lo, hi))
+    expected = imitation.expected(UM, "BTCUSDT", M1, T0, T0 + 2 * DAY)
+
+    async with dsm_for(imitation, cache_dir, use_cache=False) as dsm:
+        result = await dsm.fetch(PERP, "1m", at(1), at(3))
+
+    assert result.frame.equals(expected)
+    assert result.report.sources == src(vision=2850, rest=30)
+    assert (result.report.provisional_periods, result.report.warnings) == (0, [])
+    assert klines(imitation) == [(0, -1), (lo, hi - 1)]
+    assert list(cache_dir.iterdir()) == []
