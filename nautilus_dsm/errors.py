@@ -69,3 +69,11 @@ class CircuitOpen(SourceError):
     Requests to it fail fast, without I/O, until its cooldown has passed; then one probe request
     is let through and a success closes the circuit again. The period goes to the next source.
     """
+
+
+class CacheUnwritable(DSMError, OSError):
+    """The kline cache could not store a period (read-only directory, disk full, permissions).
+
+    The fetch that met it still returns the bars it downloaded (from memory, with a warning in
+    the report); only the cache entry is missing, so a later fetch downloads that period again.
+    """

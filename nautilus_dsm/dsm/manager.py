@@ -3,10 +3,14 @@
 ``fetch`` validates everything before any I/O, splits the request into periods (UTC days, or
 UTC years for ``1d`` and longer), serves closed periods from the cache, fetches the others from
 Binance Vision (a whole uncached month from its monthly zip) and falls back to REST per period
-when a file is missing or cannot be trusted. Closed periods are cached; the open period (the one
-containing now) is fetched from REST for the requested part only and never cached. The merged
-frame holds exactly the closed bars with open time in ``[start, end)``, sorted and unique; what
-was missing, repeated, reordered or odd is in the report, never papered over.
+when a file is missing or cannot be trusted; a period a source answered short goes on to the
+next source for the missing bars only (see ``failover.py``). Closed periods are cached, final
+only when complete or their gaps are lacked by Vision and REST, else provisional (re-checked by
+the next fetch); the open period (the one containing now) is fetched from REST for the
+requested part only and never cached. The merged frame holds exactly the closed bars with open
+time in ``[start, end)``, sorted and unique; what was missing, repeated, reordered or odd is in
+the report (with the sources that confirmed each gap), never papered over. A cache that cannot
+be written costs a warning, never the downloaded bars.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from urllib.parse import urlsplit
 import polars as pl
 
 from nautilus_dsm.dsm.bounds import check_knobs
-from nautilus_dsm.dsm.cache import KlineCache, default_cache_dir
+from nautilus_dsm.dsm.cache import KlineCache, PeriodState, default_cache_dir
 from nautilus_dsm.dsm.exchange_clock import DEFAULT_RESYNC_S, ExchangeClock
+from nautilus_dsm.dsm.failover import REST, SOURCE_COL, VISION, VISION_MONTHLY, Evidence, kinds
 from nautilus_dsm.dsm.http import gather_or_cancel, wall_clock_ms
 from nautilus_dsm.dsm.planner import (
     MonthGroup,
@@ -35,6 +40,7 @@ from nautilus_dsm.dsm.planner import (
     closed_end_ms,
     decided_without_now,
     is_closed,
+    is_yearly,
     periods_for,
     plan_fetch,
 )
@@ -49,6 +55,7 @@ from nautilus_dsm.dsm.rest import BinanceRestClient
 from nautilus_dsm.dsm.schema import COLUMNS, empty_frame
 from nautilus_dsm.dsm.vision import VisionClient
 from nautilus_dsm.errors import (
+    CacheUnwritable,
     DataUnavailable,
     DSMError,
     InvalidInput,
@@ -74,7 +81,7 @@ log = logging.getLogger("nautilus_dsm.dsm")
 Source = Literal["cache", "vision", "rest"]
 ProgressCallback = Callable[[int, int], None]
 _POLICIES = ("raise", "warn")
-_SOURCE_COL = "__source"
+_SOURCE_COL = SOURCE_COL
 DEFAULT_EXCHANGE_INFO_TTL_S = 3600.0
 
 
@@ -112,6 +119,16 @@ class _Run:
     rate_limited: bool = False  # a failure was a 429/418 wait beyond max_wait_s
     invalid: list[InvalidResponse] = field(default_factory=list)  # failures that were bad payloads
     cached_first_ms: int | None = None  # earliest open time read from the cache
+    # The provisional source chain (see failover.py): what the cache held, which gaps the
+    # sources lacked, which periods stay provisional, which could not be cached.
+    cache_frame: pl.DataFrame | None = None
+    provisional: dict[str, tuple[pl.DataFrame, PeriodState]] = field(default_factory=dict)
+    first_bar_ms: int | None = None
+    gap_evidence: list[tuple[int, int, tuple[str, ...]]] = field(default_factory=list)
+    provisional_left: list[str] = field(default_factory=list)
+    provisional_stuck: list[str] = field(default_factory=list)  # no source left to ask
+    uncached: list[str] = field(default_factory=list)
+    uncached_why: str = ""
     timings: dict[str, float] = field(
         default_factory=lambda: {"cache": 0.0, "vision": 0.0, "rest": 0.0}
     )
@@ -529,6 +546,7 @@ class DataSourceManager:
 
         cached_keys = self._read_cache(run, periods)
         listing_ms, not_before_ms = await self._find_listing(run, periods)
+        cached_keys = self._settle_cached(run, periods, cached_keys)
         plan = plan_fetch(
             interval,
             periods,
@@ -536,14 +554,17 @@ class DataSourceManager:
             cached_keys,
             not_before_ms=not_before_ms,
             use_vision=self.use_vision,
+            provisional_keys=set(run.provisional),
         )
         run.advance(len(plan.cached) + len(plan.skipped))
 
         jobs: list[Awaitable[None]] = [self._vision_month(run, m) for m in plan.vision_months]
         jobs += [self._vision_day(run, p) for p in plan.vision_days]
         jobs += [self._rest_period(run, p, cache=True) for p in plan.rest_closed]
+        jobs += [self._recheck(run, p) for p in plan.recheck]
         jobs += [self._rest_period(run, p, cache=False) for p in plan.open]
         await gather_or_cancel(jobs)
+        self._note_trust(run)
         if run.failures and len(run.invalid) == len(run.failures):
             # Every failure was a payload that failed validation: say which bars, so a live
             # stream can skip exactly those (retrying an outage is another matter).
@@ -581,13 +602,16 @@ class DataSourceManager:
             cache_hits=len(plan.cached),
             cache_misses=sum(len(m.days) for m in plan.vision_months)
             + len(plan.vision_days)
-            + len(plan.rest_closed),
+            + len(plan.rest_closed)
+            + len(plan.recheck),
             endpoint_http=(
                 rest_base_url(instrument.market_type, self.base_url_http) if self.use_rest else None
             ),
             endpoint_vision=self._vision_endpoint(instrument.market_type),
             timings=run.timings,
             warnings=run.warnings,
+            gap_evidence=run.gap_evidence,
+            provisional_periods=len(run.provisional_left),
         )
         result = FetchResult(frame, report, instrument, interval)
         log.debug("fetched %s", report.summary())
@@ -610,11 +634,76 @@ class DataSourceManager:
         t0 = time.perf_counter()
         inst = run.instrument
         frame, hits = self.cache.read_many(inst.market_type, inst.symbol, run.interval, closed)
+        pending = [k for k in closed if k not in set(hits)]
+        run.provisional = self.cache.read_provisional(
+            inst.market_type, inst.symbol, run.interval, pending
+        )
         run.timings["cache"] += time.perf_counter() - t0
-        if frame is not None and frame.height:
-            run.cached_first_ms = int(frame.get_column("open_time").dt.epoch("ms").min())
-            self._add(run, frame, "cache")
+        firsts = [
+            int(f.get_column("open_time").dt.epoch("ms").min())
+            for f in [frame, *(p[0] for p in run.provisional.values())]
+            if f is not None and f.height
+        ]
+        run.cached_first_ms = min(firsts) if firsts else None
+        run.cache_frame = frame
         return set(hits)
+
+    def _settle_cached(self, run: _Run, periods: list[Period], hits: set[str]) -> set[str]:
+        """Serve the final cached periods; send a short one whose gaps no recorded state
+        explains (a file written before states existed) to the re-check, like a provisional.
+
+        A final file's recorded gaps become evidence for the report (confirmed, by whom).
+        """
+        inst = run.instrument
+        key = (inst.market_type, inst.symbol, run.interval)
+        run.first_bar_ms = self._first_bar.get(key)
+        frame = run.cache_frame
+        if frame is None or not hits:
+            return hits
+        counts = _bars_per_period(frame, run.interval)
+        demoted: list[Period] = []
+        for period in periods:
+            if period.key not in hits:
+                continue
+            expected = run.interval.count(self._expect_from(run, period), period.end_ms)
+            have = counts.get(period.start_ms, 0)
+            if have >= expected:
+                continue
+            state = self.cache.read_state(inst.market_type, inst.symbol, run.interval, period.key)
+            recorded = (
+                0
+                if state is None
+                else sum(run.interval.count(g.start_ms, g.end_ms) for g in state.gaps)
+            )
+            if state is not None and state.recorded and have + recorded >= expected:
+                run.gap_evidence.extend(
+                    (g.start_ms, g.end_ms, kinds(g.missing_in)) for g in state.gaps
+                )
+                continue
+            demoted.append(period)
+        if demoted:
+            opens = pl.col("open_time").dt.epoch("ms")
+            for period in demoted:
+                inside = (opens >= period.start_ms) & (opens < period.end_ms)
+                unrecorded = PeriodState(final=False, recorded=False)
+                run.provisional[period.key] = (frame.filter(inside), unrecorded)
+                frame = frame.filter(~inside)
+                hits.discard(period.key)
+            log.info(
+                "%s %s: %d short cached period(s) without a recorded state (%s); re-checking",
+                inst.symbol,
+                run.interval.value,
+                len(demoted),
+                ", ".join(p.key for p in demoted),
+            )
+        if frame.height:
+            self._add(run, frame, "cache")
+        return hits
+
+    def _expect_from(self, run: _Run, period: Period) -> int:
+        """Where the grid's expected bars of a period begin: after the first bar, when known."""
+        first = run.first_bar_ms
+        return max(period.start_ms, first) if first is not None else period.start_ms
 
     async def _find_listing(
         self, run: _Run, periods: list[Period]
@@ -785,11 +874,18 @@ class DataSourceManager:
         opens = pl.col("open_time").dt.epoch("ms")
         inside = frame.filter((opens >= month.days[0].start_ms) & (opens < month.days[-1].end_ms))
         self._note_outside(run, frame.height - inside.height, f"Vision monthly {month.key}")
+        jobs: list[Awaitable[None]] = []
         for day in month.days:
             part = inside.filter((opens >= day.start_ms) & (opens < day.end_ms))
-            self._store(run, day, part, "vision", cache=True)
+            ev = self._evidence(run, day)
+            clean = self._clean(run, day, part, "vision")
+            ev.add(clean, VISION_MONTHLY, "vision", day.start_ms, day.end_ms)
+            # A day the monthly zip lacks bars of goes on to its daily zip and REST.
+            jobs.append(self._complete(run, day, ev))
+        await gather_or_cancel(jobs)
 
-    async def _vision_day(self, run: _Run, period: Period) -> None:
+    async def _daily_file(self, run: _Run, period: Period) -> tuple[pl.DataFrame | None, str]:
+        """The Vision daily zip of a period (clean), or None and why not."""
         inst = run.instrument
         t0 = time.perf_counter()
         try:
@@ -801,11 +897,21 @@ class DataSourceManager:
             frame, reason = None, f"Vision refused ({exc})"
         finally:
             run.timings["vision"] += time.perf_counter() - t0
+        if frame is None:
+            return None, reason
+        return self._clean(run, period, frame, "vision"), reason
+
+    async def _vision_day(self, run: _Run, period: Period) -> None:
+        inst = run.instrument
+        frame, reason = await self._daily_file(run, period)
+        ev = self._evidence(run, period)
+        ev.tried.add(VISION)
         if frame is not None:
-            self._store(run, period, frame, "vision", cache=True)
+            ev.add(frame, VISION, "vision", period.start_ms, period.end_ms)
+            await self._complete(run, period, ev)
         elif self.use_rest:
             log.info("%s %s: %s; using REST", inst.symbol, period.key, reason)
-            await self._rest_period(run, period, cache=True)
+            await self._rest_period(run, period, cache=True, ev=ev)
         elif reason.startswith("not on Vision"):
             run.warnings.append(f"{period.key}: {reason} and REST is disabled; counted as missing")
             run.advance()
@@ -813,7 +919,9 @@ class DataSourceManager:
             run.failures.append(f"{period.key} ({reason}; REST is disabled)")
             run.advance()
 
-    async def _rest_period(self, run: _Run, period: Period, *, cache: bool) -> None:
+    async def _rest_period(
+        self, run: _Run, period: Period, *, cache: bool, ev: Evidence | None = None
+    ) -> None:
         inst = run.instrument
         if not self.use_rest:
             run.warnings.append(
@@ -840,7 +948,149 @@ class DataSourceManager:
             return
         finally:
             run.timings["rest"] += time.perf_counter() - t0
-        self._store(run, period, frame, "rest", cache=cache)
+        if not cache:
+            self._store(run, period, frame, "rest")
+            return
+        ev = ev if ev is not None else self._evidence(run, period)
+        ev.tried.add(REST)
+        ev.add(self._clean(run, period, frame, "rest"), REST, "rest", lo, hi)
+        await self._complete(run, period, ev)
+
+    async def _recheck(self, run: _Run, period: Period) -> None:
+        """A provisional cached period: serve its bars, ask the sources that did not confirm
+        its gaps for the missing bars only, and cache it final once complete or confirmed."""
+        frame, state = run.provisional[period.key]
+        ev = Evidence.from_cache(run.interval, period, self._expect_from(run, period), frame, state)
+        await self._complete(run, period, ev)
+
+    def _evidence(self, run: _Run, period: Period) -> Evidence:
+        return Evidence(run.interval, period, self._expect_from(run, period))
+
+    async def _complete(self, run: _Run, period: Period, ev: Evidence) -> None:
+        """Ask the sources not yet asked for what the period still lacks, then cache it once:
+        final when complete or every gap is lacked by Vision and REST, else provisional."""
+        inst = run.instrument
+        state = ev.state()
+        open_gaps = [g for g in state.gaps if len(kinds(g.missing_in)) < 2]
+        if (
+            open_gaps
+            and self.use_vision
+            and not period.yearly
+            and VISION not in ev.tried
+            and any(VISION not in g.missing_in for g in open_gaps)
+        ):
+            ev.tried.add(VISION)
+            frame, reason = await self._daily_file(run, period)
+            if frame is not None:
+                ev.add(frame, VISION, "vision", period.start_ms, period.end_ms)
+            else:
+                log.info("%s %s: %s for its missing bars", inst.symbol, period.key, reason)
+            state = ev.state()
+            open_gaps = [g for g in state.gaps if len(kinds(g.missing_in)) < 2]
+        ask_rest = [g for g in open_gaps if REST not in g.missing_in]
+        if ask_rest and self.use_rest and REST not in ev.tried:
+            ev.tried.add(REST)
+            answers = await gather_or_cancel(
+                [self._rest_range(run, period, g.start_ms, g.end_ms) for g in ask_rest]
+            )
+            for gap, frame in zip(ask_rest, answers, strict=True):
+                if frame is not None:
+                    ev.add(frame, REST, "rest", gap.start_ms, gap.end_ms)
+            state = ev.state()
+        self._finish(run, period, ev, state)
+
+    async def _rest_range(self, run: _Run, period: Period, lo: int, hi: int) -> pl.DataFrame | None:
+        """REST for the missing open times ``[lo, hi)`` of a closed period (clean), or None
+        (with a warning) when REST fails: the period then stays provisional."""
+        inst = run.instrument
+        t0 = time.perf_counter()
+        try:
+            frame = await self.rest_client(inst.market_type).klines(
+                inst.symbol, run.interval, lo, hi, now_ms=run.now_ms
+            )
+        except SourceError as exc:
+            run.warnings.append(
+                f"{period.key}: REST could not be asked for the missing bars "
+                f"{iso_ms(lo)}..{iso_ms(hi)} ({exc}); served as they are, the next fetch asks "
+                "again"
+            )
+            return None
+        finally:
+            run.timings["rest"] += time.perf_counter() - t0
+        opens = pl.col("open_time").dt.epoch("ms")
+        clean = self._clean(run, period, frame, "rest")
+        return clean.filter((opens >= lo) & (opens < hi))
+
+    def _finish(self, run: _Run, period: Period, ev: Evidence, state: PeriodState) -> None:
+        bars = ev.bars()
+        if self.use_cache and ev.changed:
+            stored = bars.select(COLUMNS) if bars is not None else empty_frame()
+            self._cache_write(run, period, stored, state)
+        run.gap_evidence.extend((g.start_ms, g.end_ms, kinds(g.missing_in)) for g in state.gaps)
+        if not state.final and self.use_cache:  # without a cache there is nothing to re-check
+            run.provisional_left.append(period.key)
+            if not self._can_recheck(period, state):
+                run.provisional_stuck.append(period.key)
+        if bars is not None and bars.height:
+            run.frames.append(bars)
+        run.advance()
+
+    def _cache_write(
+        self, run: _Run, period: Period, frame: pl.DataFrame, state: PeriodState
+    ) -> None:
+        """Cache one period; a cache that cannot take it costs the entry, never the bars."""
+        inst = run.instrument
+        t0 = time.perf_counter()
+        try:
+            self.cache.write(
+                inst.market_type, inst.symbol, run.interval, period.key, frame, state=state
+            )
+        except (CacheUnwritable, InvalidInput) as exc:
+            if not run.uncached:
+                run.uncached_why = str(exc)
+            run.uncached.append(period.key)
+        finally:
+            run.timings["cache"] += time.perf_counter() - t0
+
+    def _can_recheck(self, period: Period, state: PeriodState) -> bool:
+        """True when an enabled source has not yet lacked one of the period's open gaps."""
+        open_gaps = [g for g in state.gaps if len(kinds(g.missing_in)) < 2]
+        vision = self.use_vision and not period.yearly
+        return any(
+            (vision and VISION not in g.missing_in) or (self.use_rest and REST not in g.missing_in)
+            for g in open_gaps
+        )
+
+    @staticmethod
+    def _note_trust(run: _Run) -> None:
+        """One warning each for periods left provisional and periods that were not cached."""
+        if run.provisional_left:
+            keys = sorted(run.provisional_left)
+            stuck = set(run.provisional_stuck)
+            text = (
+                f"{len(keys)} period(s) cached as provisional ({_listed(keys)}): their missing "
+                "bars are not confirmed missing by both Vision and REST; "
+            )
+            if not stuck:
+                text += "the next fetch asks the sources that have not answered for them"
+            elif stuck == set(keys):
+                text += (
+                    "no other enabled source can confirm them (a REST-only period, or a source "
+                    "is disabled)"
+                )
+            else:
+                text += (
+                    "the next fetch asks the sources that have not answered for them, except for "
+                    f"{_listed(sorted(stuck))} (no other enabled source can confirm those)"
+                )
+            run.warnings.append(text)
+        if run.uncached:
+            keys = sorted(run.uncached)
+            message = (
+                f"{len(keys)} period(s) could not be cached ({_listed(keys)}): {run.uncached_why}"
+            )
+            run.warnings.append(message)
+            log.warning(message)
 
     @staticmethod
     def _worth_whole(run: _Run, period: Period) -> bool:
@@ -855,21 +1105,19 @@ class DataSourceManager:
         limit = ENDPOINTS[run.instrument.market_type].kline_limit
         return run.interval.count(period.start_ms, period.end_ms) <= 2 * limit
 
-    def _store(
-        self, run: _Run, period: Period, frame: pl.DataFrame, source: Source, *, cache: bool
-    ) -> None:
+    def _clean(self, run: _Run, period: Period, frame: pl.DataFrame, where: str) -> pl.DataFrame:
+        """A source's frame sorted, unique and inside the period (what it sent is counted)."""
         clean, duplicates, out_of_order = normalise(frame.select(COLUMNS))
         run.duplicates += duplicates
         run.out_of_order += out_of_order
         opens = pl.col("open_time").dt.epoch("ms")
         inside = clean.filter((opens >= period.start_ms) & (opens < period.end_ms))
-        self._note_outside(run, clean.height - inside.height, f"{source} {period.key}")
-        if cache and self.use_cache:
-            inst = run.instrument
-            t0 = time.perf_counter()
-            self.cache.write(inst.market_type, inst.symbol, run.interval, period.key, inside)
-            run.timings["cache"] += time.perf_counter() - t0
-        self._add(run, inside, source)
+        self._note_outside(run, clean.height - inside.height, f"{where} {period.key}")
+        return inside
+
+    def _store(self, run: _Run, period: Period, frame: pl.DataFrame, source: Source) -> None:
+        """The open period (or a partial closed one): served, never cached."""
+        self._add(run, self._clean(run, period, frame, source), source)
         run.advance()
 
     @staticmethod
@@ -904,6 +1152,23 @@ class DataSourceManager:
             return None
         host = (self.base_url_vision or DEFAULT_VISION_URL).rstrip("/")
         return f"{host}/{ENDPOINTS[market_type].vision_prefix}"
+
+
+def _listed(keys: list[str], n: int = 5) -> str:
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def _bars_per_period(frame: pl.DataFrame, interval: Interval) -> dict[int, int]:
+    """Bars per period start (epoch ms) of a cached frame."""
+    if frame.height == 0:
+        return {}
+    opens = frame.get_column("open_time")
+    if is_yearly(interval):
+        starts = opens.dt.truncate("1y").dt.epoch("ms")
+    else:
+        starts = opens.dt.epoch("ms") // 86_400_000 * 86_400_000
+    counts = starts.value_counts()
+    return {int(k): int(n) for k, n in counts.iter_rows()}
 
 
 def endpoint_cache_dir(base_url_http: str | None, base_url_vision: str | None) -> Path:

@@ -72,6 +72,9 @@ class FetchPlan:
     rest_closed: tuple[Period, ...] = ()  # whole period from REST, then cached
     open: tuple[Period, ...] = ()  # contains now: REST for the requested part, never cached
     total: int = field(default=0)
+    # Closed periods cached provisionally: served from the cache, their gaps re-checked against
+    # the sources that did not confirm them.
+    recheck: tuple[Period, ...] = ()
 
     @property
     def to_fetch(self) -> int:
@@ -81,6 +84,7 @@ class FetchPlan:
             + len(self.vision_days)
             + len(self.rest_closed)
             + len(self.open)
+            + len(self.recheck)
         )
 
 
@@ -173,6 +177,7 @@ def plan_fetch(
     not_before_ms: int | None = None,
     use_vision: bool = True,
     settle_ms: int = SETTLE_MS,
+    provisional_keys: set[str] | frozenset[str] = frozenset(),
 ) -> FetchPlan:
     """Assign each period to one source.
 
@@ -193,8 +198,12 @@ def plan_fetch(
         Serve uncached closed days from Vision (a whole month from its monthly zip).
     settle_ms : int
         Margin after the last close before a period counts as closed.
+    provisional_keys : set[str]
+        Keys of closed periods cached provisionally (not in ``cached_keys``): planned as
+        ``recheck`` (their cached bars are served, their gaps asked again).
 
     """
+    recheck: list[Period] = []
     cached: list[Period] = []
     skipped: list[Period] = []
     closed_uncached: list[Period] = []
@@ -205,6 +214,8 @@ def plan_fetch(
             cached.append(period)
         elif not_before_ms is not None and period.end_ms <= not_before_ms:
             skipped.append(period)
+        elif closed and period.key in provisional_keys:
+            recheck.append(period)
         elif closed:
             closed_uncached.append(period)
         else:
@@ -224,6 +235,7 @@ def plan_fetch(
         rest_closed=tuple(rest),
         open=tuple(open_),
         total=len(periods),
+        recheck=tuple(recheck),
     )
 
 

@@ -7,14 +7,15 @@ rows are counted and listed, not dropped, and missing bars are reported, never i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from nautilus_dsm.markets import Interval, MarketType, from_ms
+from nautilus_dsm.markets import Interval, MarketType, from_ms, to_ms
 
 _LISTED = 3  # how many offending rows a warning names
 
@@ -35,14 +36,31 @@ def iso_ms(ms: int) -> str:
 @dataclass(frozen=True, slots=True)
 class Gap:
     """A run of missing bars: ``start`` is the first missing open time, ``end`` the open time
-    after the last missing one (exclusive), ``missing`` the number of bars."""
+    after the last missing one (exclusive), ``missing`` the number of bars.
+
+    ``confirmed_by`` names the independent sources (``"rest"``, ``"vision"``) whose answers for
+    these bars lacked them; a gap is *confirmed* when two did. It is evidence about the gap, not
+    part of its identity, so it is left out of ``==``. Confirmed or not, a gap stays a gap: no
+    bar is ever invented for it.
+    """
 
     start: datetime
     end: datetime
     missing: int
+    confirmed_by: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def confirmed(self) -> bool:
+        """True when two independent sources lack these bars."""
+        return len(self.confirmed_by) >= 2
 
     def to_dict(self) -> dict[str, Any]:
-        return {"start": iso(self.start), "end": iso(self.end), "missing": self.missing}
+        return {
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "missing": self.missing,
+            "confirmed_by": list(self.confirmed_by),
+        }
 
     def __str__(self) -> str:
         return f"{iso(self.start)}..{iso(self.end)} ({self.missing} bars)"
@@ -56,7 +74,9 @@ class QualityReport:
     ``[max(start, listing_time), end)`` (``end`` already capped at now); ``completeness`` is the
     share of expected open times present. ``sources`` counts returned rows per source,
     ``cache_hits``/``cache_misses`` count closed periods. ``timings`` holds wall seconds
-    (``total``) and the summed seconds spent in each source's calls.
+    (``total``) and the summed seconds spent in each source's calls. ``provisional_periods``
+    counts the closed periods of this fetch that are not final yet (their gaps are not
+    confirmed by two sources; the next fetch re-checks them).
     """
 
     instrument_id: str
@@ -83,10 +103,21 @@ class QualityReport:
     listing_time: datetime | None = None
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    provisional_periods: int = 0
 
     @property
     def missing_bars(self) -> int:
         return sum(g.missing for g in self.gaps)
+
+    @property
+    def confirmed_gaps(self) -> int:
+        """Gaps that two independent sources lack (see :attr:`Gap.confirmed_by`)."""
+        return sum(g.confirmed for g in self.gaps)
+
+    @property
+    def unconfirmed_gaps(self) -> int:
+        """Gaps that fewer than two sources vouch for: they may still be filled later."""
+        return len(self.gaps) - self.confirmed_gaps
 
     def largest_gaps(self, n: int = 3) -> list[Gap]:
         """The ``n`` longest gaps, longest first (earliest first among equals)."""
@@ -105,6 +136,9 @@ class QualityReport:
             "expected_bars": self.expected_bars,
             "completeness": self.completeness,
             "gaps": [g.to_dict() for g in self.gaps],
+            "confirmed_gaps": self.confirmed_gaps,
+            "unconfirmed_gaps": self.unconfirmed_gaps,
+            "provisional_periods": self.provisional_periods,
             "duplicates_removed": self.duplicates_removed,
             "out_of_order_fixed": self.out_of_order_fixed,
             "ohlc_violations": self.ohlc_violations,
@@ -256,17 +290,21 @@ def assess(
     endpoint_vision: str | None = None,
     timings: dict[str, float] | None = None,
     warnings: list[str] | None = None,
+    gap_evidence: Sequence[tuple[int, int, tuple[str, ...]]] = (),
+    provisional_periods: int = 0,
 ) -> QualityReport:
     """Measure a sorted, unique, trimmed frame against the request ``[start_ms, end_ms)``.
 
     Expected bars count from ``listing_ms`` (the first bar Binance has) when it is later than
     ``start_ms``: bars before a listing never existed, so they are not missing.
+    ``gap_evidence`` holds ``(start_ms, end_ms, sources)`` ranges the sources were asked for and
+    lacked; a gap's ``confirmed_by`` is the sources that lacked every one of its bars.
     """
     notes = list(warnings or [])
     count_from = max(start_ms, listing_ms) if listing_ms is not None else start_ms
     expected = interval.count(count_from, end_ms) if count_from < end_ms else 0
     times = open_times_ms(frame)
-    gaps = find_gaps(times, interval, count_from, end_ms)
+    gaps = [confirm_gap(g, gap_evidence) for g in find_gaps(times, interval, count_from, end_ms)]
     missing = sum(g.missing for g in gaps)
     completeness = (expected - missing) / expected if expected else 1.0
 
@@ -318,4 +356,32 @@ def assess(
         listing_time=from_ms(listing_ms) if listing_ms is not None else None,
         timings=dict(timings or {}),
         warnings=notes,
+        provisional_periods=provisional_periods,
     )
+
+
+def confirm_gap(gap: Gap, evidence: Sequence[tuple[int, int, tuple[str, ...]]]) -> Gap:
+    """``gap`` with ``confirmed_by``: the sources whose evidence ranges cover all of it.
+
+    A report gap may span several periods (across midnight); a source confirms it only when its
+    ranges leave no part of it uncovered.
+    """
+    lo, hi = to_ms(gap.start), to_ms(gap.end)
+    by_source: dict[str, list[tuple[int, int]]] = {}
+    for start, end, sources in evidence:
+        if start < hi and end > lo:
+            for source in sources:
+                by_source.setdefault(source, []).append((start, end))
+    confirmed = tuple(sorted(s for s, ranges in by_source.items() if _covers(ranges, lo, hi)))
+    return replace(gap, confirmed_by=confirmed) if confirmed else gap
+
+
+def _covers(ranges: list[tuple[int, int]], lo: int, hi: int) -> bool:
+    reach = lo
+    for start, end in sorted(ranges):
+        if start > reach:
+            return False
+        reach = max(reach, end)
+        if reach >= hi:
+            return True
+    return reach >= hi

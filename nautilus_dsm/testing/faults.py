@@ -67,6 +67,13 @@ class Faults:
         with the open price ``"abc"``: a kline that cannot be parsed.
     time_unavailable
         (exchange time and live streams) ``GET /time`` answers 404 (a mirror without it).
+    vision_file_gaps
+        ``(zip_name, start_ms, end_ms)``: rows with open time in ``[start_ms, end_ms)`` are
+        absent from that one Vision file only (a short monthly zip whose daily zips and REST
+        still have the bars; the ``.CHECKSUM`` matches the short file).
+    rest_gaps
+        ``(symbol, start_ms, end_ms)``: bars absent from REST kline pages only (a short page;
+        Vision still has them).
     """
 
     gaps: list[tuple[str, int, int]] = field(default_factory=list)
@@ -97,6 +104,9 @@ class Faults:
     rest_klines_unknown_symbol: int = 0
     rest_bad_kline_open_ms: set[int] = field(default_factory=set)
     time_unavailable: bool = False
+    # -- provisional periods --
+    vision_file_gaps: list[tuple[str, int, int]] = field(default_factory=list)
+    rest_gaps: list[tuple[str, int, int]] = field(default_factory=list)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
@@ -113,6 +123,10 @@ class Faults:
     def gaps_for(self, symbol: str) -> list[tuple[int, int]]:
         """The ``[start_ms, end_ms)`` gaps of ``symbol``."""
         return [(start, end) for sym, start, end in list(self.gaps) if sym == symbol]
+
+    def rest_gaps_for(self, symbol: str) -> list[tuple[int, int]]:
+        """The ``[start_ms, end_ms)`` REST-only gaps of ``symbol``."""
+        return [(start, end) for sym, start, end in list(self.rest_gaps) if sym == symbol]
 
     def reset(self) -> None:
         """Switch every fault off."""

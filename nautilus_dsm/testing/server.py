@@ -513,6 +513,7 @@ class BinanceImitation:
             raw = self._series(market, spec, interval, start, hi, limit, now_ms=now)
         else:
             raw = self._series(market, spec, interval, 0, hi, limit, from_end=True, now_ms=now)
+        raw = _without(raw, tuple(self.faults.rest_gaps_for(spec.symbol)))
         rows = klines.rest_rows(raw, klines.kline_spec(spec, market))
         if self.faults.duplicate_rows and rows:
             middle = len(rows) // 2
@@ -560,6 +561,12 @@ class BinanceImitation:
             data = data[: len(data) // 2]
         return _Response(200, data, content_type="application/zip")
 
+    def _file_gaps(self, name: str) -> tuple[tuple[int, int], ...]:
+        """``faults.vision_file_gaps`` of one Vision zip, as ``(start_ms, end_ms)``."""
+        return tuple(
+            (lo, hi) for file, lo, hi in list(self.faults.vision_file_gaps) if file == name
+        )
+
     def _zip(
         self,
         market: MarketType,
@@ -575,7 +582,7 @@ class BinanceImitation:
         forced = self.faults.vision_timestamps_us
         micros = (market is MarketType.SPOT and start >= _US_FROM_MS) if forced is None else forced
         wrong = name in self.faults.vision_wrong_columns
-        gaps = tuple(self.faults.gaps_for(spec.symbol))
+        gaps = tuple(self.faults.gaps_for(spec.symbol)) + self._file_gaps(name)
         key = (market, spec.symbol, interval, name, micros, wrong, gaps, self._version)
         with self._lock:
             cached = self._zips.get(key)
@@ -583,6 +590,7 @@ class BinanceImitation:
                 self._zips.move_to_end(key)
                 return cached
         raw = self._series(market, spec, interval, start, end - 1, None)
+        raw = _without(raw, self._file_gaps(name))
         if len(raw) == 0 or int(raw["close_time"].max()) >= now:  # empty, or bars still open
             return None
         ks = klines.kline_spec(spec, market)
@@ -606,6 +614,17 @@ class BinanceImitation:
 # --------------------------------------------------------------------------------------------
 # Pure helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _without(raw: pl.DataFrame, gaps: tuple[tuple[int, int], ...]) -> pl.DataFrame:
+    """``raw`` without the rows whose open time lies in one of the ``[start, end)`` gaps."""
+    if not gaps or len(raw) == 0:
+        return raw
+    opens = raw["open_time"].to_numpy()
+    keep = np.ones(len(opens), dtype=bool)
+    for lo, hi in gaps:
+        keep &= (opens < lo) | (opens >= hi)
+    return raw[np.flatnonzero(keep)] if not keep.all() else raw
 
 
 def _limit_message(limit: int) -> str:

@@ -25,15 +25,15 @@ EP = rest_base_url(UM, "http://127.0.0.1:9001")
 EP_OTHER = rest_base_url(UM, "http://127.0.0.1:9002")
 
 
-def day_frame(day: date, n: int = 1440) -> pl.DataFrame:
+def day_frame(day: date, n: int = 1440, step_ms: int = 60_000) -> pl.DataFrame:
     start = to_ms(datetime(day.year, day.month, day.day, tzinfo=UTC))
-    opens = [start + i * 60_000 for i in range(n)]
+    opens = [start + i * step_ms for i in range(n)]
     price = [Decimal(f"42000.{i:08d}") for i in range(n)]
     one = [Decimal("1.5")] * n
     return pl.DataFrame(
         {
             "open_time": opens,
-            "close_time": [t + 59_999 for t in opens],
+            "close_time": [t + step_ms - 1 for t in opens],
             "open": price,
             "high": price,
             "low": price,
@@ -148,7 +148,11 @@ def test_info_and_clear(cache_dir: Path) -> None:
     cache.write(UM, "BTCUSDT", M1, "2024-01-01", day_frame(date(2024, 1, 1)))
     cache.write(UM, "BTCUSDT", M1, "2024-01-02", day_frame(date(2024, 1, 2)))
     cache.write(
-        MarketType.SPOT, "ETHUSDT", Interval.HOUR_1, "2024-01-01", day_frame(date(2024, 1, 1), 24)
+        MarketType.SPOT,
+        "ETHUSDT",
+        Interval.HOUR_1,
+        "2024-01-01",
+        day_frame(date(2024, 1, 1), 24, 3_600_000),  # the cache refuses off-grid bars
     )
 
     info = cache.info()

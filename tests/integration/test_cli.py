@@ -158,7 +158,12 @@ def test_fetch_below_threshold_exits_3_and_still_writes_data_and_report(
     assert payload["expected_bars"] == 2880
     assert payload["completeness"] == 0.875
     assert payload["gaps"] == [
-        {"start": "2024-01-01T12:00:00Z", "end": "2024-01-01T18:00:00Z", "missing": 360}
+        {
+            "start": "2024-01-01T12:00:00Z",
+            "end": "2024-01-01T18:00:00Z",
+            "missing": 360,
+            "confirmed_by": ["rest", "vision"],  # both sources lack these bars
+        }
     ]
 
 

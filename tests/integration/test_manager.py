@@ -86,13 +86,17 @@ async def test_week_with_gap_and_bad_vision_files_then_warm_from_cache_with_serv
     assert (report.cache_hits, report.cache_misses, report.cache_hit_rate) == (0, 7, 0.0)
     assert report.listing_time is None
     assert report.warnings == []
-    # The listing probe (limit 1), then whole days 2, 4 and 5 from REST (1440 < 1500 per page).
+    # The listing probe (limit 1), then whole days 2, 4 and 5 from REST (1440 < 1500 per page),
+    # and REST for day 3's 30 bars the daily zip lacks: REST lacks them too, so the gap is
+    # confirmed by two sources and day 3 is cached final.
     assert kline_starts(imitation) == [
         (0, "1"),
         (T0 + DAY, "1500"),
+        (T0 + 2 * DAY + 600 * MIN, "1500"),
         (T0 + 3 * DAY, "1500"),
         (T0 + 4 * DAY, "1500"),
     ]
+    assert report.gaps[0].confirmed_by == ("rest", "vision")
     assert cached_files(cache_dir, "futures_usdt", "BTCUSDT", "1m") == [
         f"2024-01-0{d}.parquet" for d in range(1, 8)
     ]

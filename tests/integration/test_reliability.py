@@ -489,8 +489,18 @@ async def test_gap_across_a_day_boundary_is_reported_exactly_and_not_filled(
     assert report.completeness == 2845 / 2880
     assert report.sources == src(vision=2845)
     assert report.to_dict()["gaps"] == [
-        {"start": "2024-01-01T23:50:00Z", "end": "2024-01-02T00:20:00Z", "missing": 30},
-        {"start": "2024-01-02T23:55:00Z", "end": "2024-01-03T00:00:00Z", "missing": 5},
+        {
+            "start": "2024-01-01T23:50:00Z",
+            "end": "2024-01-02T00:20:00Z",
+            "missing": 30,
+            "confirmed_by": ["rest", "vision"],  # the gap check asked REST: it lacks them too
+        },
+        {
+            "start": "2024-01-02T23:55:00Z",
+            "end": "2024-01-03T00:00:00Z",
+            "missing": 5,
+            "confirmed_by": ["rest", "vision"],
+        },
     ]
 
 
@@ -572,7 +582,10 @@ async def test_corrupt_cache_file_is_detected_deleted_and_refetched(
     assert (repaired.report.cache_hits, repaired.report.cache_misses) == (2, 1)
     assert dsm.cache.corrupt == 1
     assert [r.getMessage().split(" is ")[0] for r in caplog.records] == [f"cache file {path}"]
-    assert caplog.records[0].getMessage().endswith("; deleted, the period will be fetched again")
+    # Moved aside under the root (quarantined for inspection), not deleted.
+    message = caplog.records[0].getMessage()
+    assert f"; moved to {cache_dir / 'quarantine' / 'binance' / 'futures_usdt'}" in message
+    assert message.endswith(", the period will be fetched again")
     assert paths(imitation, "/data/") == [
         (UM_DAILY.format("2024-01-02"), 200),
         (UM_DAILY.format("2024-01-02") + ".CHECKSUM", 200),
@@ -654,7 +667,9 @@ _WRITE_LOOP = textwrap.dedent(
     cache = KlineCache(root)
     for i in range(366):
         key = (date(2024, 1, 1) + timedelta(days=i)).isoformat()
-        cache.write(MarketType.FUTURES_USDT, "BTCUSDT", Interval.MINUTE_1, key, frame)
+        shift = pl.duration(days=i)  # the cache refuses bars outside the period's day
+        day = frame.with_columns(pl.col("open_time") + shift, pl.col("close_time") + shift)
+        cache.write(MarketType.FUTURES_USDT, "BTCUSDT", Interval.MINUTE_1, key, day)
         print(key, flush=True)
     """
 )
@@ -689,8 +704,10 @@ def test_writer_killed_at_an_arbitrary_moment_never_leaves_a_partial_parquet(
         (datetime(2024, 1, 1) + timedelta(days=i)).date().isoformat() for i in range(len(done))
     ]
     cache = KlineCache(cache_dir)
-    for key in done:  # every file present is whole: none half-written, none deleted as corrupt
-        assert cache.read(UM, "BTCUSDT", M1, key).equals(frame)
+    for i, key in enumerate(done):  # every file present is whole: none half-written or corrupt
+        shift = pl.duration(days=i)
+        day = frame.with_columns(pl.col("open_time") + shift, pl.col("close_time") + shift)
+        assert cache.read(UM, "BTCUSDT", M1, key).equals(day)
     assert cache.corrupt == 0
 
 

@@ -187,7 +187,12 @@ def test_report_to_dict_is_json_ready() -> None:
     assert data["end"] == "2024-01-01T00:02:00Z"
     assert data["market_type"] == "futures_usdt"
     assert data["gaps"] == [
-        {"start": "2024-01-01T00:01:00Z", "end": "2024-01-01T00:02:00Z", "missing": 1}
+        {
+            "start": "2024-01-01T00:01:00Z",
+            "end": "2024-01-01T00:02:00Z",
+            "missing": 1,
+            "confirmed_by": [],
+        }
     ]
     assert data["sources"] == {"cache": 0, "vision": 1, "rest": 0, "synthetic": 0}
     assert data["cache_hit_rate"] == 0.25
