@@ -343,17 +343,22 @@ def from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
-def check_range(start: datetime | str, end: datetime | str) -> tuple[int, int]:
-    """Validate a ``[start, end)`` request and return it in epoch milliseconds.
+def check_range(start: datetime, end: datetime) -> tuple[int, int]:
+    """Validate a ``[start, end)`` request of aware datetimes; return it in epoch milliseconds.
 
-    ``start`` and ``end`` are timezone-aware datetimes or ISO-8601 strings with an offset
-    (:func:`parse_instant`).
+    Strings are parsed by the caller that accepts them (``fetch``: :func:`parse_instant`), so
+    a caller that keeps ``start``/``end`` as datetimes (``ingest``'s report) never holds one.
     """
-    start_dt, end_dt = parse_instant(start, "start"), parse_instant(end, "end")
-    start_ms, end_ms = _ms(start_dt), _ms(end_dt)
+    for name, value in (("start", start), ("end", end)):
+        if not isinstance(value, datetime):
+            raise InvalidInput(
+                f"{name} {value!r} ({type(value).__name__}) is not a datetime; pass a "
+                "timezone-aware datetime, e.g. datetime(2024, 1, 1, tzinfo=UTC)"
+            )
+    start_ms, end_ms = to_ms(start), to_ms(end)
     if start_ms >= end_ms:
         raise InvalidInput(
-            f"start {start_dt.isoformat()} is not before end {end_dt.isoformat()}; "
+            f"start {start.isoformat()} is not before end {end.isoformat()}; "
             "the range is [start, end), so pass an end after the start"
         )
     return start_ms, end_ms

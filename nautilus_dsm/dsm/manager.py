@@ -66,6 +66,7 @@ from nautilus_dsm.markets import (
     check_not_future,
     check_range,
     check_row_cap,
+    parse_instant,
     resolve_instrument,
     rest_base_url,
 )
@@ -441,7 +442,7 @@ class DataSourceManager:
         interval = Interval.parse(interval)
         instrument = resolve_instrument(instrument_id_or_symbol, self.market_type)
         interval.check_market(instrument.market_type)
-        start_ms, end_ms = check_range(start, end)
+        start_ms, end_ms = check_range(parse_instant(start, "start"), parse_instant(end, "end"))
         threshold = _check_threshold(
             self.min_completeness if min_completeness is None else min_completeness
         )

@@ -394,6 +394,24 @@ def test_ingest_streams_a_range_above_the_cap_in_chunks_below_it(
     assert bars[0].ts_event == (T0 + 60_000) * 1_000_000
 
 
+def test_ingest_refuses_a_string_time_as_invalid_input_not_a_raw_error(
+    imitation: Any, cache_dir: Path, tmp_path: Path
+) -> None:
+    # ingest keeps start/end in its report as datetimes: a string is refused up front (it was
+    # a raw AttributeError); fetch is the entry point that parses ISO strings.
+    dsm = make_dsm(imitation, cache_dir)
+    catalog = ParquetDataCatalog(str(tmp_path / "catalog"))
+
+    with pytest.raises(InvalidInput) as info:
+        ingest(catalog, [PERP], ["1m"], "2024-01-01T00:00:00Z", JAN1 + timedelta(days=1), dsm=dsm)
+
+    assert str(info.value) == (
+        "start '2024-01-01T00:00:00Z' (str) is not a datetime; pass a timezone-aware datetime, "
+        "e.g. datetime(2024, 1, 1, tzinfo=UTC)"
+    )
+    assert imitation.requests == []
+
+
 async def test_max_rows_knob_is_validated_at_create_and_per_call(
     imitation: Any, cache_dir: Path
 ) -> None:

@@ -99,15 +99,21 @@ def test_accepted_forms_name_both_datetime_and_iso_string() -> None:
     )
 
 
-def test_check_range_takes_strings_and_names_which_end_is_wrong() -> None:
-    assert check_range("2024-01-01T00:00:00Z", JAN1 + timedelta(minutes=1)) == (
-        JAN1_MS,
-        JAN1_MS + 60_000,
-    )
-    with pytest.raises(InvalidInput, match=r"^end 'soon' is not an ISO-8601 datetime"):
-        check_range(JAN1, "soon")
+def test_check_range_takes_parsed_instants_and_refuses_raw_strings() -> None:
+    start, end = parse_instant("2024-01-01T00:00:00Z", "start"), JAN1 + timedelta(minutes=1)
+    assert check_range(start, end) == (JAN1_MS, JAN1_MS + 60_000)
+    # A caller that keeps the values (ingest's report) must never hold a string.
     with pytest.raises(InvalidInput) as info:
-        check_range("2024-01-02T00:00:00+00:00", "2024-01-01T00:00:00Z")
+        check_range(JAN1, "2024-01-02T00:00:00Z")
+    assert str(info.value) == (
+        "end '2024-01-02T00:00:00Z' (str) is not a datetime; pass a timezone-aware datetime, "
+        "e.g. datetime(2024, 1, 1, tzinfo=UTC)"
+    )
+    with pytest.raises(InvalidInput) as info:
+        check_range(
+            parse_instant("2024-01-02T00:00:00+00:00", "start"),
+            parse_instant("2024-01-01T00:00:00Z", "end"),
+        )
     assert str(info.value) == (
         "start 2024-01-02T00:00:00+00:00 is not before end 2024-01-01T00:00:00+00:00; "
         "the range is [start, end), so pass an end after the start"
