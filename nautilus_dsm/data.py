@@ -431,6 +431,8 @@ class DSMDataClient(LiveMarketDataClient):
                     f"(until timeout_connection={timeout_s:g}s)"
                 )
                 await asyncio.sleep(delay)
+                if not self._holds_dsm:  # disconnected meanwhile: its manager may be closed
+                    raise
                 continue
             if failures:
                 self._logger.info(
