@@ -24,6 +24,7 @@ from nautilus_dsm.markets import (
     Interval,
     MarketType,
     ResolvedInstrument,
+    check_not_future,
     check_range,
     resolve_instrument,
 )
@@ -100,20 +101,39 @@ def parse_utc(value: str, option: str) -> datetime:
     text = value.strip()
     try:
         dt = datetime.fromisoformat(text)
-    except ValueError:
+        # An offset near year 1 or 9999 moves the time out of datetime's range.
+        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidInput(
             f"{option} {value!r} is not a date; use a UTC date like 2024-01-01 "
             "or an ISO datetime like 2024-01-01T12:00:00Z"
         ) from None
-    if dt.tzinfo is None:
-        return dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
 
 
 def _parse_range(start: str, end: str) -> tuple[datetime, datetime]:
     start_dt, end_dt = parse_utc(start, "--start"), parse_utc(end, "--end")
-    check_range(start_dt, end_dt)
+    start_ms, _ = check_range(start_dt, end_dt)
+    # The local clock, before any I/O; fetch checks again against its own "now".
+    check_not_future(start_ms, int(datetime.now(UTC).timestamp() * 1000))
     return start_dt, end_dt
+
+
+def check_out_path(out: Path, option: str = "--out") -> Path:
+    """Refuse an output file ``fetch`` cannot write as named, before any I/O.
+
+    ``fetch`` writes Parquet only: a ``.csv`` (or any other) name would hold Parquet bytes
+    under a misleading suffix, so it is refused rather than guessed at.
+    """
+    if out.suffix.lower() != ".parquet":
+        suffix = f"suffix {out.suffix!r}" if out.suffix else "no suffix"
+        raise InvalidInput(
+            f"{option} {str(out)!r} has {suffix}; fetch writes Parquet, so name the file "
+            f"*.parquet, e.g. {out.stem or 'bars'}.parquet"
+        )
+    parent = next((p for p in (out.parent, *out.parent.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InvalidInput(f"{option} {str(out)!r}: {str(parent)!r} is a file, not a directory")
+    return out
 
 
 def _resolve(
@@ -324,7 +344,7 @@ def cli() -> None:
     "--out",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Parquet file for the klines.",
+    help="Parquet file for the klines (the name must end in .parquet).",
 )
 @click.option(
     "--report",
@@ -358,6 +378,7 @@ def fetch(
     async def main() -> int:
         resolved, iv = _resolve(instrument_id, market_type, interval)
         start_dt, end_dt = _parse_range(start, end)
+        check_out_path(out)
         async with _dsm(
             market_type, base_url_http, base_url_vision, cache_dir, min_completeness
         ) as dsm:

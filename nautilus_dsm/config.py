@@ -57,6 +57,11 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
         Use Binance Vision bulk files for closed periods.
     verify_tls : bool, default True
         TLS certificate verification; turn off only explicitly.
+    timeout_connection : float, default 60.0
+        Seconds ``connect`` keeps retrying (with backoff, logged) when the instruments cannot
+        be loaded because Binance is unreachable; set it to the node's
+        ``TradingNodeConfig.timeout_connection`` (same default), which is how long the node
+        waits for this client before giving up on starting its trader.
     instrument_provider : DSMInstrumentProviderConfig
         The instrument provider configuration.
     max_retries : int, optional
@@ -81,6 +86,7 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
     max_concurrency: int = 4
     use_vision: bool = True
     verify_tls: bool = True
+    timeout_connection: float = 60.0
     instrument_provider: DSMInstrumentProviderConfig = DSMInstrumentProviderConfig()
     # -- bounded time --
     max_retries: int | None = None

@@ -55,6 +55,7 @@ from nautilus_dsm.errors import (
     InvalidInput,
     InvalidResponse,
     QualityBelowThreshold,
+    SourceError,
     UnknownSymbol,
 )
 from nautilus_dsm.factories import acquire_dsm, release_dsm
@@ -325,6 +326,11 @@ class DSMDataClient(LiveMarketDataClient):
             )
         if config.poll_delay_ms < 0:
             raise InvalidInput(f"poll_delay_ms={config.poll_delay_ms} is negative; pass e.g. 250")
+        if not 0 < config.timeout_connection < math.inf:  # also refuses NaN
+            raise InvalidInput(
+                f"timeout_connection={config.timeout_connection!r} is not a positive number of "
+                "seconds; pass the node's TradingNodeConfig.timeout_connection, e.g. 60.0"
+            )
         # Only a client that was built holds the manager (released on disconnect; the last
         # holder closes it): a refused configuration must not keep a shared manager open.
         acquire_dsm(dsm)
@@ -407,8 +413,52 @@ class DSMDataClient(LiveMarketDataClient):
         if not self._holds_dsm:  # reconnecting after a disconnect released the manager
             acquire_dsm(self._dsm)
             self._holds_dsm = True
-        await self._instrument_provider.initialize()
+        await self._load_instruments_retrying()
         self._send_all_instruments_to_data_engine()
+
+    async def _load_instruments_retrying(self) -> None:
+        """Initialise the instrument provider, retrying a source failure until the deadline.
+
+        A node started during an outage must start its trader once Binance is back: the node
+        waits ``TradingNodeConfig.timeout_connection`` for this client, so failures (outage,
+        5xx, timeouts, a rate limit beyond its wait) are retried with bounded backoff (0.1 s
+        doubling to 5 s, logged) for ``config.timeout_connection`` seconds. Configuration
+        errors (``InvalidInput``) are not retried. Past the deadline the last error is raised:
+        the client stays disconnected and says why.
+        """
+        timeout_s = self._config.timeout_connection
+        deadline = time.monotonic() + timeout_s
+        failures = 0
+        while True:
+            try:
+                await self._instrument_provider.initialize()
+            except SourceError as e:
+                failures += 1
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._logger.error(
+                        f"connect: instruments could not be loaded within timeout_connection="
+                        f"{timeout_s:g}s ({failures} attempts; last: {type(e).__name__}: {e}); "
+                        "check the network and base_url_http, or raise timeout_connection (and "
+                        "the node's) for longer outages"
+                    )
+                    raise
+                delay = min(_retry_delay_s(failures), remaining)
+                self._logger.warning(
+                    f"connect: instruments could not be loaded ({type(e).__name__}: {e}); "
+                    f"attempt {failures}, retrying in {delay:.2f}s "
+                    f"(until timeout_connection={timeout_s:g}s)"
+                )
+                await asyncio.sleep(delay)
+                if not self._holds_dsm:  # disconnected meanwhile: its manager may be closed
+                    raise
+                continue
+            if failures:
+                self._logger.info(
+                    f"connect: instruments loaded after {failures} failed attempts",
+                    LogColor.GREEN,
+                )
+            return
 
     async def _disconnect(self) -> None:
         for bar_type in list(self._pollers):

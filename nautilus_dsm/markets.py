@@ -77,6 +77,52 @@ ENDPOINTS: dict[MarketType, Endpoints] = {
 DEFAULT_VISION_URL = "https://data.binance.vision"
 
 
+_URL_EXAMPLE = "e.g. https://api.binance.com or http://127.0.0.1:8080"
+
+
+def check_base_url(url: object, option_name: str) -> str | None:
+    """
+    Return a base URL override when it can be one, else raise :class:`InvalidInput`.
+
+    ``None`` (use Binance's host) passes. A URL must be ``http://`` or ``https://`` with a
+    host (and optional port and path prefix, for a proxy), without whitespace, query or
+    fragment. For ``base_url_http`` the market's path (``/api/v3``...) is appended, so a URL
+    already ending in one is refused too (it would request ``/api/v3/api/v3``). Pure: called
+    before any I/O, so a typo fails at configuration rather than as a connection error.
+    """
+    from urllib.parse import urlsplit
+
+    if url is None:
+        return None
+    fix = f"pass the scheme and host, {_URL_EXAMPLE}, or leave {option_name} unset for Binance"
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidInput(f"{option_name} {url!r} is not a URL; {fix}")
+    if url != url.strip() or any(c.isspace() for c in url):
+        raise InvalidInput(f"{option_name} {url!r} contains whitespace; {fix}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not url.lower().startswith(f"{scheme}://"):
+        found = f"scheme {parts.scheme!r}" if "://" in url else "no http:// or https://"
+        raise InvalidInput(f"{option_name} {url!r} has {found}; {fix}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidInput(f"{option_name} {url!r} has an invalid port; {fix}") from None
+    if not parts.hostname or (port is None and parts.netloc.endswith(":")):
+        raise InvalidInput(f"{option_name} {url!r} has no host; {fix}")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise InvalidInput(f"{option_name} {url!r} has a query or fragment; {fix}")
+    path = parts.path.rstrip("/")
+    if option_name.endswith("http") and path.endswith(
+        tuple(e.rest_prefix for e in ENDPOINTS.values())
+    ):
+        raise InvalidInput(
+            f"{option_name} {url!r} ends in the API path, which is appended per market "
+            f"(/api/v3, /fapi/v1, /dapi/v1); pass the host only, {_URL_EXAMPLE}"
+        )
+    return url
+
+
 def rest_base_url(market_type: MarketType, base_url_http: str | None = None) -> str:
     """Return the REST base (host + version prefix) for a market, honouring an override host."""
     endpoints = ENDPOINTS[market_type]
@@ -245,14 +291,51 @@ def _ms(dt: datetime) -> int:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+# The forms ``fetch`` accepts for start/end, named by every message that refuses one.
+ACCEPTED_TIMES = (
+    "a timezone-aware datetime, e.g. datetime(2024, 1, 1, tzinfo=UTC), or an ISO-8601 string "
+    "with an offset, e.g. '2024-01-01T00:00:00Z' or '2024-01-01T00:00:00+02:00'"
+)
+
+
 def to_ms(dt: datetime) -> int:
     """UTC datetime -> epoch milliseconds, exactly; naive datetimes are refused."""
     if dt.tzinfo is None or dt.utcoffset() is None:
         raise InvalidInput(
             f"naive datetime {dt.isoformat()} is ambiguous; pass a timezone-aware UTC datetime, "
-            "e.g. datetime(2024, 1, 1, tzinfo=UTC)"
+            "e.g. datetime(2024, 1, 1, tzinfo=UTC), or an ISO-8601 string with an offset, "
+            "e.g. '2024-01-01T00:00:00Z'"
         )
     return _ms(dt)
+
+
+def parse_instant(value: object, name: str = "time") -> datetime:
+    """
+    Return ``value`` as a timezone-aware datetime, or raise :class:`InvalidInput`.
+
+    Accepted: an aware ``datetime`` (``pandas.Timestamp`` included) and an ISO-8601 string with
+    an offset or ``Z``. Refused, naming the accepted forms: naive datetimes and strings (whose
+    zone is a guess), dates, numbers (seconds or milliseconds? another guess) and anything else.
+    """
+    if isinstance(value, datetime):
+        to_ms(value)  # refuses a naive one with the shared message
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidInput(
+                f"{name} {value!r} is not an ISO-8601 datetime; pass {ACCEPTED_TIMES}"
+            ) from None
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            raise InvalidInput(
+                f"{name} {value!r} has no UTC offset, so its time zone is ambiguous; "
+                f"pass {ACCEPTED_TIMES}"
+            )
+        return parsed
+    kind = type(value).__name__
+    raise InvalidInput(f"{name} {value!r} ({kind}) is not a datetime; pass {ACCEPTED_TIMES}")
 
 
 def from_ms(ms: int) -> datetime:
@@ -261,7 +344,17 @@ def from_ms(ms: int) -> datetime:
 
 
 def check_range(start: datetime, end: datetime) -> tuple[int, int]:
-    """Validate a ``[start, end)`` request and return it in epoch milliseconds."""
+    """Validate a ``[start, end)`` request of aware datetimes; return it in epoch milliseconds.
+
+    Strings are parsed by the caller that accepts them (``fetch``: :func:`parse_instant`), so
+    a caller that keeps ``start``/``end`` as datetimes (``ingest``'s report) never holds one.
+    """
+    for name, value in (("start", start), ("end", end)):
+        if not isinstance(value, datetime):
+            raise InvalidInput(
+                f"{name} {value!r} ({type(value).__name__}) is not a datetime; pass a "
+                "timezone-aware datetime, e.g. datetime(2024, 1, 1, tzinfo=UTC)"
+            )
     start_ms, end_ms = to_ms(start), to_ms(end)
     if start_ms >= end_ms:
         raise InvalidInput(
@@ -269,6 +362,55 @@ def check_range(start: datetime, end: datetime) -> tuple[int, int]:
             "the range is [start, end), so pass an end after the start"
         )
     return start_ms, end_ms
+
+
+def check_not_future(start_ms: int, now_ms: int) -> None:
+    """Refuse a start after "now": no bar of it exists yet, so the request is a mistake.
+
+    Pure, so the caller decides which clock is "now" (the exchange's, once it is known).
+    """
+    if start_ms > now_ms:
+        raise InvalidInput(
+            f"start {_iso(start_ms)} is in the future (now is {_iso(now_ms)}); only closed "
+            "bars exist, so pass a start before now"
+        )
+
+
+# A frame row is ~100 bytes (12 columns, 8 bytes each, plus validity): 50 M rows ~ 5 GB.
+DEFAULT_MAX_ROWS = 50_000_000
+
+
+def check_max_rows(value: object, name: str = "max_rows") -> int:
+    """Return a valid row cap (an int >= 1), or raise :class:`InvalidInput`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(
+            f"{name}={value!r} is not a positive whole number of rows; pass e.g. "
+            f"{DEFAULT_MAX_ROWS:_} (the default)"
+        )
+    return value
+
+
+def check_row_cap(
+    interval: Interval, start_ms: int, stop_ms: int, max_rows: int, what: str = "the request"
+) -> int:
+    """Refuse a ``[start_ms, stop_ms)`` request whose frame would hold more than ``max_rows``.
+
+    Returns the number of bars the range can hold. One frame is held in memory whole;
+    ``ingest`` streams a range of any size in chunks, so it is the advice.
+    """
+    rows = interval.count(start_ms, stop_ms) if stop_ms > start_ms else 0
+    if rows > max_rows:
+        raise InvalidInput(
+            f"{what} {interval.value} {_iso(start_ms)}..{_iso(stop_ms)} would be {rows:,} bars "
+            f"in one frame, more than max_rows={max_rows:,} (~{rows * 100 / 1e9:.1f} GB); use "
+            "ingest (`nautilus-dsm ingest` or nautilus_dsm.catalog.ingest), which streams the "
+            "range in chunks, or narrow the range, or raise max_rows"
+        )
+    return rows
+
+
+def _iso(ms: int) -> str:
+    return from_ms(ms).isoformat().replace("+00:00", "Z")
 
 
 # --------------------------------------------------------------------------------------------

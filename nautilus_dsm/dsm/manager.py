@@ -65,13 +65,19 @@ from nautilus_dsm.errors import (
     SourceError,
 )
 from nautilus_dsm.markets import (
+    DEFAULT_MAX_ROWS,
     DEFAULT_VISION_URL,
     ENDPOINTS,
     DataProvider,
     Interval,
     MarketType,
     ResolvedInstrument,
+    check_base_url,
+    check_max_rows,
+    check_not_future,
     check_range,
+    check_row_cap,
+    parse_instant,
     resolve_instrument,
     rest_base_url,
 )
@@ -168,11 +174,13 @@ class DataSourceManager:
         deadline_s: float | None = None,
         time_sync: bool | None = None,
         time_sync_interval_s: float = DEFAULT_RESYNC_S,
+        max_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
         # The time bounds every client gets (None keeps each source's default); refused
         # before any I/O when out of range.
         self._knobs = check_knobs(max_retries, timeout_s, deadline_s)
         self.market_type = market_type
+        self.max_rows = check_max_rows(max_rows)
         self.base_url_http = base_url_http
         self.base_url_vision = base_url_vision
         self.cache = cache
@@ -236,6 +244,7 @@ class DataSourceManager:
         deadline_s: float | None = None,
         time_sync: bool | None = None,
         time_sync_interval_s: float = DEFAULT_RESYNC_S,
+        max_rows: int = DEFAULT_MAX_ROWS,
     ) -> DataSourceManager:
         """
         Create a manager.
@@ -288,8 +297,18 @@ class DataSourceManager:
             ``clock`` (which is then taken as exchange time). Off with ``use_rest=False``.
         time_sync_interval_s : float, default 300
             Age after which the offset is measured again.
+        max_rows : int, default 50_000_000
+            Most bars one fetch may return (one frame in memory, ~100 bytes a bar); a larger
+            request is refused before any I/O with the advice to use ``ingest`` (chunked).
+
+        Raises
+        ------
+        InvalidInput
+            For a bad provider, market type, knob, or a base URL that is not ``http(s)://host``.
 
         """
+        check_base_url(base_url_http, "base_url_http")
+        check_base_url(base_url_vision, "base_url_vision")
         if isinstance(provider, str):
             try:
                 provider = DataProvider(provider.strip().lower())
@@ -323,6 +342,7 @@ class DataSourceManager:
             deadline_s=deadline_s,
             time_sync=time_sync,
             time_sync_interval_s=time_sync_interval_s,
+            max_rows=max_rows,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -447,12 +467,13 @@ class DataSourceManager:
         self,
         instrument_id_or_symbol: str,
         interval: Interval | str,
-        start: datetime,
-        end: datetime,
+        start: datetime | str,
+        end: datetime | str,
         *,
         progress: ProgressCallback | None = None,
         min_completeness: float | None = None,
         on_low_quality: str | None = None,
+        max_rows: int | None = None,
     ) -> FetchResult:
         """Blocking :meth:`fetch` for scripts; refuses to run inside a running event loop."""
         try:
@@ -475,6 +496,7 @@ class DataSourceManager:
                     progress=progress,
                     min_completeness=min_completeness,
                     on_low_quality=on_low_quality,
+                    max_rows=max_rows,
                 )
             finally:
                 # The connections belong to this short-lived loop.
@@ -486,12 +508,13 @@ class DataSourceManager:
         self,
         instrument_id_or_symbol: str,
         interval: Interval | str,
-        start: datetime,
-        end: datetime,
+        start: datetime | str,
+        end: datetime | str,
         *,
         progress: ProgressCallback | None = None,
         min_completeness: float | None = None,
         on_low_quality: str | None = None,
+        max_rows: int | None = None,
     ) -> FetchResult:
         """
         Fetch the closed bars with open time in ``[start, end)``.
@@ -502,17 +525,22 @@ class DataSourceManager:
             A Nautilus id (``BTCUSDT-PERP.BINANCE``) or a Binance symbol.
         interval : Interval or str
             Binance interval (``1s`` spot only, ``1m`` ... ``1M``).
-        start, end : datetime
-            Timezone-aware UTC; ``end`` is exclusive and capped at now (closed bars only).
+        start, end : datetime or str
+            Timezone-aware datetimes, or ISO-8601 strings with an offset
+            (``"2024-01-01T00:00:00Z"``); naive ones are refused. ``end`` is exclusive and
+            capped at now (closed bars only); a ``start`` after now is refused.
         progress : Callable[[int, int], None], optional
             Called with ``(done_periods, total_periods)`` as periods complete.
         min_completeness, on_low_quality : optional
             Override the manager's quality policy for this call.
+        max_rows : int, optional
+            Override the manager's row cap for this call.
 
         Raises
         ------
         InvalidInput, MarketTypeMismatch
-            Before any I/O, for a bad interval, range, symbol or market.
+            Before any I/O, for a bad interval, range, symbol or market, a start in the
+            future, or a range of more than ``max_rows`` bars.
         UnknownSymbol
             When Binance does not list the symbol on the market.
         DataUnavailable
@@ -527,15 +555,18 @@ class DataSourceManager:
         interval = Interval.parse(interval)
         instrument = resolve_instrument(instrument_id_or_symbol, self.market_type)
         interval.check_market(instrument.market_type)
-        start_ms, end_ms = check_range(start, end)
+        start_ms, end_ms = check_range(parse_instant(start, "start"), parse_instant(end, "end"))
         threshold = _check_threshold(
             self.min_completeness if min_completeness is None else min_completeness
         )
         policy = _check_policy(self.on_low_quality if on_low_quality is None else on_low_quality)
+        cap = self.max_rows if max_rows is None else check_max_rows(max_rows)
 
         # Exchange time decides what is closed: the end cap, the cache and the REST filter.
         now_ms = await self._now_for(instrument.market_type, interval, end_ms)
+        check_not_future(start_ms, now_ms)
         stop_ms = max(start_ms, closed_end_ms(interval, end_ms, now_ms))
+        check_row_cap(interval, start_ms, stop_ms, cap, instrument.instrument_id)
         periods = periods_for(interval, start_ms, stop_ms)
         run = _Run(instrument, interval, start_ms, stop_ms, now_ms, len(periods), progress)
         if stop_ms < end_ms:

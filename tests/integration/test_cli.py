@@ -180,17 +180,19 @@ def test_fetch_accepts_lower_min_completeness(
     assert pl.read_parquet(out).height == 2520
 
 
-def test_fetch_other_failure_exits_1_with_one_line(
+def test_fetch_out_under_a_file_exits_2_before_any_io(
     imitation: object, cache_dir: Path, tmp_path: Path
 ) -> None:
+    # Was exit 1 with a raw FileExistsError after the download; now refused before any I/O.
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     out = blocker / "btc.parquet"
 
     result = _invoke(*_fetch_args(imitation, cache_dir, out))
 
-    assert result.exit_code == 1
-    assert result.stderr == f"error: FileExistsError: [Errno 17] File exists: '{blocker}'\n"
+    assert result.exit_code == 2
+    assert result.stderr == f"error: --out '{out}': '{blocker}' is a file, not a directory\n"
+    assert imitation.requests == []
 
 
 # -- real subprocess ---------------------------------------------------------------------------

@@ -784,7 +784,8 @@ _SUPPORTED = "1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M"
             None,
             InvalidInput,
             "naive datetime 2024-01-01T00:00:00 is ambiguous; pass a timezone-aware UTC "
-            "datetime, e.g. datetime(2024, 1, 1, tzinfo=UTC)",
+            "datetime, e.g. datetime(2024, 1, 1, tzinfo=UTC), or an ISO-8601 string with an "
+            "offset, e.g. '2024-01-01T00:00:00Z'",
             id="naive-start",
         ),
         pytest.param(
