@@ -155,13 +155,13 @@ def parse_vision_csv(data: bytes, expect: Expect | None = None) -> pl.DataFrame:
     """
     what = expect.what if expect is not None else "Vision CSV"
     body = data[len(_BOM) :] if data.startswith(_BOM) else data
-    body = body.strip()
-    if not body:
+    if body[:1].isspace() or body[-2:].isspace() or (body[-1:].isspace() and body[-1:] != b"\n"):
+        body = body.strip()  # copies the file: only when there is more than the final newline
+    if not body or body.isspace():  # isspace stops at the first other byte
         return empty_frame()
     first = _first_line(body)
-    has_header = first.split(b",", 1)[0].strip().lower().decode("utf-8", "replace") in (
-        HEADER_FIRST_FIELDS
-    )
+    name = first.split(b",", 1)[0].strip().strip(b"\"'").strip()
+    has_header = name.lower().decode("utf-8", "replace") in HEADER_FIRST_FIELDS
     if has_header:
         body = body[len(first) + 1 :].lstrip()
         if not body:

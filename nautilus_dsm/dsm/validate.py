@@ -134,7 +134,9 @@ def check_values(raw: pl.DataFrame, frame: pl.DataFrame, what: str) -> None:
     known = opens_col.is_not_null().to_numpy()
     opens = opens_col.fill_null(0).to_numpy()
     problems = _Problems(frame.height)
-    nulls = frame.select(pl.all().is_null().any())
+    nulls = frame.null_count()  # O(1) per column: polars keeps the count
+    if not any(nulls.row(0)):
+        return
     for name in raw.columns:
         if name not in frame.columns or not nulls.get_column(name)[0]:
             continue
@@ -166,9 +168,10 @@ def check_complete_rows(text: pl.DataFrame, what: str, n_fields: int) -> None:
     if text.height == 0:
         return
     last = text.get_column(text.columns[-1])
-    short = (last.is_null() | (last.str.strip_chars() == "")).to_numpy()
-    if not short.any():
+    empty = last.str.len_bytes() == 0
+    if not last.null_count() and not empty.any():
         return
+    short = (last.is_null() | empty).to_numpy()
     opens_col = text.get_column("open_time")
     if opens_col.dtype == pl.String:
         opens_col = opens_col.str.strip_chars().cast(pl.Int64, strict=False)

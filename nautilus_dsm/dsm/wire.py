@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from operator import attrgetter
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import polars as pl
@@ -21,20 +21,23 @@ from nautilus_dsm.dsm.validate import iso
 from nautilus_dsm.errors import InvalidResponse
 
 N_FIELDS = 12
+# Times and counts are non-negative and fit the frame's Int64 (msgspec alone accepts up to
+# 2**64 - 1, which polars would refuse with a raw TypeError).
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
 class BinanceKline(msgspec.Struct, array_like=True, forbid_unknown_fields=True, frozen=True):
     """One Binance kline: ``[open_time, open, high, low, close, volume, close_time, ...]``."""
 
-    open_time: int
+    open_time: Count
     open: str
     high: str
     low: str
     close: str
     volume: str
-    close_time: int
+    close_time: Count
     quote_volume: str
-    trades: int
+    trades: Count
     taker_buy_base_volume: str
     taker_buy_quote_volume: str
     ignore: Any  # unused by Binance ("0"); not worth refusing a page over
@@ -99,7 +102,8 @@ def _explain(content: bytes, detail: str, what: str) -> InvalidResponse:
     if index is None or index >= len(payload):
         return InvalidResponse(f"{what}: the answer is not Binance's kline arrays ({text})")
     row = payload[index]
-    open_ms = row[0] if isinstance(row, list) and row and type(row[0]) is int else None
+    first = row[0] if isinstance(row, list) and row else None
+    open_ms = first if type(first) is int and 0 <= first < 2**63 else None
     where = f"at {iso(open_ms)}" if open_ms is not None else f"in row {index + 1} (no open time)"
     times = (open_ms,) if open_ms is not None else ()
     if not isinstance(row, list):
@@ -109,8 +113,11 @@ def _explain(content: bytes, detail: str, what: str) -> InvalidResponse:
     else:
         col = int(match["col"]) if match and match["col"] is not None else None
         name = FIELDS[col] if col is not None and col < len(FIELDS) else "?"
-        if row[col if col is not None else 0] is None:
+        value = row[col if col is not None else 0]
+        if value is None:
             problem = f"field '{name}' is null {where}"
+        elif type(value) is int:
+            problem = f"field '{name}' is out of range ({value}: {text}) {where}"
         else:
             problem = f"field '{name}' has the wrong type ({text}) {where}"
     return InvalidResponse(f"{what}: {problem}; the answer is refused", times)

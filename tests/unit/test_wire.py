@@ -96,6 +96,19 @@ def test_decoder_is_built_once_and_types_the_fields() -> None:
         (row(T0 + MIN)[:11], "test: the row at 2024-01-03T00:01:00Z has 11 fields; Binance sends"),
         ([*row(T0 + MIN), "x"], "test: the row at 2024-01-03T00:01:00Z has 13 fields; Binance"),
         (["x", *row(T0)[1:]], "test: field 'open_time' has the wrong type (expected `int`, got"),
+        (
+            row(T0 + MIN, trades=2**63),
+            f"test: field 'trades' is out of range ({2**63}: expected `int` <= {2**63 - 1}) at "
+            "2024-01-03T00:01:00Z",
+        ),
+        (
+            row(T0 + MIN, trades=-1),
+            "test: field 'trades' is out of range (-1: expected `int` >= 0) at 2024-01-03T00:01",
+        ),
+        (
+            row(-MIN),
+            "test: field 'open_time' is out of range (-60000: expected `int` >= 0) in row 2 (no",
+        ),
     ],
 )
 def test_decoder_refuses_what_is_not_binance_klines(bad: list[object], message: str) -> None:
@@ -261,7 +274,9 @@ def test_a_first_row_that_is_not_a_number_is_refused_not_eaten_as_a_header() -> 
     )
 
 
-@pytest.mark.parametrize("first", [b"open_time", b"Open Time", b" open_time", b"timestamp"])
+@pytest.mark.parametrize(
+    "first", [b"open_time", b"Open Time", b" open_time", b"timestamp", b'"open_time"']
+)
 def test_header_is_a_first_field_that_names_a_column(first: bytes) -> None:
     data = csv(*ROWS, header=True).replace(b"open_time", first, 1)
     assert parse_vision_csv(data, DAY_EXPECT).equals(truth())
