@@ -30,17 +30,6 @@ MAX_OPEN_TIMES = 1000
 _EXAMPLES = 3
 # Offending rows described per kind of problem (the rest are counted).
 _SCAN = 200
-_DECIMAL_FIELDS = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "taker_buy_base_volume",
-    "taker_buy_quote_volume",
-)
-_INT_FIELDS = ("open_time", "close_time", "trades")
 
 
 def iso(ms: int) -> str:
