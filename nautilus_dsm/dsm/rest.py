@@ -3,7 +3,9 @@
 Only closed bars are returned (the still-forming bar Binance includes is never served), every
 row the source sent for the range is kept (duplicates and disorder are the manager's to count
 and fix), and pages are planned up front from the range so a gap inside a page never ends the
-fetch early.
+fetch early. Every answer is decoded with the typed msgspec decoder (:mod:`.wire`) and validated
+(:mod:`.validate`) before it is used: a page that fails is retried, then refused with
+:class:`~nautilus_dsm.errors.InvalidResponse`, never passed on or trimmed.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from nautilus_dsm.dsm.http import (
 )
 from nautilus_dsm.dsm.planner import closed_end_ms, decided_without_now
 from nautilus_dsm.dsm.schema import empty_frame, parse_rest_klines
-from nautilus_dsm.errors import InvalidInput, SourceError, UnknownSymbol
+from nautilus_dsm.dsm.validate import Expect, iso
+from nautilus_dsm.errors import InvalidInput, InvalidResponse, SourceError, UnknownSymbol
 from nautilus_dsm.markets import ENDPOINTS, Interval, MarketType, rest_base_url
 
 log = logging.getLogger("nautilus_dsm.dsm")
@@ -221,34 +224,18 @@ class BinanceRestClient:
     async def _fetch_page(self, symbol: str, interval: Interval, page: Page) -> list[pl.DataFrame]:
         # One request per page normally; a full answer that stops short of the page end (the
         # source repeated rows) continues after the last open time, so no bar is dropped.
+        # Every answer is validated inside [cursor, page end), so the cursor always advances.
         frames: list[pl.DataFrame] = []
         cursor = page.start_ms
         while True:
-            payload = await self._klines_request(
+            frame = await self._klines_request(
                 symbol, interval, cursor, page.end_time_param, self.kline_limit
             )
-            frame = parse_rest_klines(payload)
             frames.append(frame)
-            if len(payload) < self.kline_limit or frame.is_empty():
+            if frame.height < self.kline_limit:
                 return frames
-            last_open = max(int(row[0]) for row in payload)
+            last_open = int(frame.get_column("open_time").dt.epoch("ms").max())  # type: ignore[arg-type]
             if interval.next_open_ms(last_open) >= page.end_ms:
-                return frames
-            if last_open + 1 <= cursor:
-                # A full answer with nothing after the cursor (a server ignoring startTime):
-                # asking again would loop forever. Keep what was served; the rest of the page
-                # is a gap the quality report names.
-                log.warning(
-                    "Binance %s REST served %d %s %s rows none of which opens at or after %d; "
-                    "stopped paging at the page %d..%d",
-                    self.market_type.name,
-                    len(payload),
-                    symbol,
-                    interval.value,
-                    cursor,
-                    page.start_ms,
-                    page.end_ms,
-                )
                 return frames
             cursor = last_open + 1
 
@@ -262,10 +249,10 @@ class BinanceRestClient:
         """
         interval = Interval.parse(interval)
         interval.check_market(self.market_type)
-        payload = await self._klines_request(symbol, interval, start_ms, None, 1)
-        if not payload:
+        frame = await self._klines_request(symbol, interval, start_ms, None, 1)
+        if frame.is_empty():
             return None
-        return int(payload[0][0])
+        return int(frame.get_column("open_time").dt.epoch("ms").min())  # type: ignore[arg-type]
 
     async def _klines_request(
         self,
@@ -274,7 +261,13 @@ class BinanceRestClient:
         start_ms: int,
         end_ms_inclusive: int | None,
         limit: int,
-    ) -> list[list[Any]]:
+    ) -> pl.DataFrame:
+        """One klines request, decoded and validated (FRAME_SCHEMA, the source's row order).
+
+        A 2xx answer that fails validation is retried by the transport like a garbled body
+        (a proxy or a bad node may serve it once); when every try fails, the last refusal is
+        raised as :class:`InvalidResponse` with the offending open times.
+        """
         params: dict[str, str | int] = {
             "symbol": symbol,
             "interval": interval.value,
@@ -283,15 +276,40 @@ class BinanceRestClient:
         }
         if end_ms_inclusive is not None:
             params["endTime"] = end_ms_inclusive
-        reply = await self._transport.get(f"{self.base_url}/klines", params, _decode_json)
+        url = f"{self.base_url}/klines"
+        end_ms = None if end_ms_inclusive is None else end_ms_inclusive + 1
+        expect = Expect(
+            interval,
+            start_ms,
+            end_ms,
+            f"Binance {self.market_type.name} REST {httpx.URL(url).path} {symbol} "
+            f"{interval.value} {iso(start_ms)}..{'' if end_ms is None else iso(end_ms)}",
+        )
+        refusals: list[InvalidResponse] = []
+
+        def parse(response: httpx.Response) -> pl.DataFrame:
+            try:
+                return parse_rest_klines(response.content, expect)
+            except msgspec.DecodeError as exc:
+                # A 200 with a cut or garbled body is a transport failure, not an answer.
+                raise RetryableResponse(f"undecodable JSON body ({exc})") from exc
+            except InvalidResponse as exc:
+                refusals.append(exc)
+                raise RetryableResponse(str(exc)) from exc
+
+        try:
+            reply = await self._transport.get(url, params, parse)
+        except SourceError as exc:
+            last = refusals[-1] if refusals else None
+            if last is None or str(last) not in str(exc) or isinstance(exc, InvalidResponse):
+                raise
+            raise InvalidResponse(
+                f"{last} (after {len(refusals)} tries)", last.open_times_ms
+            ) from exc
         self._raise_for_error(reply, symbol, interval)
-        payload = reply.value
-        if not isinstance(payload, list):
-            raise SourceError(
-                f"Binance {self.market_type.name} {reply.response.url.path} answered "
-                f"{type(payload).__name__} instead of a list of klines for {symbol}"
-            )
-        return payload
+        if reply.value is None:  # a 2xx always carries the parsed frame
+            return empty_frame()
+        return reply.value
 
     # -- exchangeInfo --------------------------------------------------------------------
     async def exchange_info(self, symbol: str | None = None) -> dict:

@@ -1,7 +1,10 @@
 """Binance Vision bulk kline files: daily and monthly zips, verified against their CHECKSUM.
 
 A file is accepted only when the SHA-256 of the downloaded zip equals the published one; a
-mismatch is re-downloaded and, if it persists, refused (the period then comes from REST). The
+mismatch is re-downloaded and, if it persists, refused (the period then comes from REST). A
+verified file is then validated (its member's name, 12 fields, numbers, the interval's grid and
+length, the file's period, at least one row); one that fails is refused at once with
+:class:`InvalidResponse` (re-downloading what Vision publishes cannot help). The
 zip is inflated in a worker thread with a hard size cap, so a hostile or broken archive can
 neither block the event loop nor exhaust memory.
 """
@@ -22,18 +25,21 @@ import polars as pl
 from nautilus_dsm.dsm.bounds import VISION_DEADLINE_S, VISION_MAX_RETRIES, VISION_TIMEOUT_S
 from nautilus_dsm.dsm.http import HttpTransport, Reply, RetryPolicy, backoff_delay
 from nautilus_dsm.dsm.schema import parse_vision_csv
-from nautilus_dsm.errors import ChecksumMismatch, InvalidInput, SourceError
+from nautilus_dsm.dsm.validate import Expect
+from nautilus_dsm.errors import ChecksumMismatch, InvalidInput, InvalidResponse, SourceError
 from nautilus_dsm.markets import (
     DEFAULT_VISION_URL,
     ENDPOINTS,
     Interval,
     MarketType,
     check_binance_symbol,
+    to_ms,
 )
 
 # Binance's symbol alphabet; the symbol becomes part of a URL path, so nothing else passes.
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _CHUNK = 1 << 20
+_DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,11 @@ def extract_csv(data: bytes, name: str, max_decompressed_bytes: int) -> bytes:
     Raises :class:`SourceError` when the member's declared or actual size exceeds the cap
     (before inflating it all) and ``_CorruptZip`` when the archive is unreadable.
     """
+    return extract_member(data, name, max_decompressed_bytes)[1]
+
+
+def extract_member(data: bytes, name: str, max_decompressed_bytes: int) -> tuple[str, bytes]:
+    """The file name and the bytes of a Vision zip's CSV member (see :func:`extract_csv`)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = [info for info in archive.infolist() if not info.is_dir()]
@@ -105,22 +116,45 @@ def extract_csv(data: bytes, name: str, max_decompressed_bytes: int) -> bytes:
                             f"{max_decompressed_bytes} bytes, which exceeds the cap; raise "
                             "max_decompressed_bytes if the file is genuine"
                         )
-            return bytes(out)
+            return info.filename, bytes(out)
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
         raise _CorruptZip(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _decode(data: bytes, name: str, max_decompressed_bytes: int) -> pl.DataFrame:
-    csv = extract_csv(data, name, max_decompressed_bytes)
+def file_period_ms(kind: str, stamp: str) -> tuple[int, int]:
+    """``[start_ms, end_ms)`` of a ``daily`` (``YYYY-MM-DD``) or ``monthly`` (``YYYY-MM``) file."""
+    if kind == "daily":
+        start = to_ms(dt.datetime.strptime(stamp, "%Y-%m-%d").replace(tzinfo=dt.UTC))
+        return start, start + _DAY_MS
+    start = to_ms(dt.datetime.strptime(stamp, "%Y-%m").replace(tzinfo=dt.UTC))
+    return start, Interval.MONTH_1.next_open_ms(start)
+
+
+def _decode(data: bytes, name: str, max_decompressed_bytes: int, expect: Expect) -> pl.DataFrame:
+    """A verified zip -> its validated bars; :class:`InvalidResponse` when they fail.
+
+    The zip's checksum matched, so a file that fails here is what Vision publishes: a
+    re-download cannot help, and the caller takes the period from the next source.
+    """
+    member, csv = extract_member(data, name, max_decompressed_bytes)
+    wanted = name[: -len(".zip")] + ".csv"
+    if member.rsplit("/", 1)[-1].lower() != wanted.lower():
+        # The member's name is the one place a Vision payload says its symbol, interval and
+        # date: another series served under this URL is refused, whatever its rows look like.
+        raise InvalidResponse(
+            f"{expect.what} holds {member}, not {wanted}: another symbol, interval or date "
+            "was served under this name; the file is refused"
+        )
     try:
-        return parse_vision_csv(csv)
-    except SourceError as exc:
-        raise SourceError(f"Vision file {name}: {exc}") from exc
-    except pl.exceptions.PolarsError as exc:
-        raise SourceError(
-            f"Vision file {name} could not be parsed as klines ({exc}); the period will come "
-            "from REST"
-        ) from exc
+        frame = parse_vision_csv(csv, expect)
+    except pl.exceptions.PolarsError as exc:  # defence in depth: the parser wraps its own
+        raise InvalidResponse(f"{expect.what} could not be parsed as klines ({exc})") from exc
+    if frame.is_empty():
+        raise InvalidResponse(
+            f"{expect.what} has no data rows; Binance Vision does not publish empty kline "
+            "files, so the file is refused"
+        )
+    return frame
 
 
 class VisionClient:
@@ -231,6 +265,10 @@ class VisionClient:
         check_binance_symbol(symbol)
         url = self.file_url(symbol, interval, kind, stamp)
         name = url.rsplit("/", 1)[1]
+        start_ms, end_ms = file_period_ms(kind, stamp)
+        expect = Expect(
+            interval, start_ms, end_ms, f"Vision file {name}", period_word="the file's period"
+        )
         mismatch: tuple[str, str] | None = None
         corrupt = ""
         for attempt in range(1, self.max_retries + 1):
@@ -255,7 +293,9 @@ class VisionClient:
                 mismatch, corrupt = (published, actual), ""
                 continue
             try:
-                frame = await asyncio.to_thread(_decode, data, name, self.max_decompressed_bytes)
+                frame = await asyncio.to_thread(
+                    _decode, data, name, self.max_decompressed_bytes, expect
+                )
             except _CorruptZip as exc:
                 mismatch, corrupt = None, str(exc)
                 continue

@@ -7,6 +7,7 @@ N answers fail") are consumed under a lock, so concurrent requests never both ta
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -74,6 +75,18 @@ class Faults:
     rest_gaps
         ``(symbol, start_ms, end_ms)``: bars absent from REST kline pages only (a short page;
         Vision still has them).
+    rest_rewrite
+        ``(path, query, rows) -> rows``: rewrites every REST klines answer before it is sent
+        (``rows`` are the 12-field lists Binance would send; return any JSON-encodable value),
+        e.g. a price ``"abc"``, a ``null``, 11 or 13 fields, or 1h rows for a 1m request.
+    vision_csv_rewrite
+        ``(member name, csv bytes) -> csv bytes``: rewrites the CSV inside every Vision zip
+        before it is zipped and checksummed (so the checksum is valid), e.g. a BOM, a leading
+        space, CRLF, an empty field, another day's rows or no rows at all. Must be
+        deterministic: the zip and its ``.CHECKSUM`` are built from one call each.
+    vision_member_names
+        Zip name -> the file name of the CSV member inside it (default: the zip's name with
+        ``.csv``), e.g. an ETHUSDT member inside a BTCUSDT zip.
     """
 
     gaps: list[tuple[str, int, int]] = field(default_factory=list)
@@ -107,6 +120,10 @@ class Faults:
     # -- provisional periods --
     vision_file_gaps: list[tuple[str, int, int]] = field(default_factory=list)
     rest_gaps: list[tuple[str, int, int]] = field(default_factory=list)
+    # -- trust: validation at the edge --
+    rest_rewrite: Callable[[str, dict[str, str], list[list[object]]], object] | None = None
+    vision_csv_rewrite: Callable[[str, bytes], bytes] | None = None
+    vision_member_names: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )

@@ -520,7 +520,17 @@ class BinanceImitation:
             rows.insert(middle + 1, rows[middle])
         if self.faults.out_of_order_rows and len(rows) >= 2:
             rows[0], rows[1] = rows[1], rows[0]
-        return _json(200, rows)
+        return _json(200, self._rewrite_rest(market, query, rows))
+
+    def _rewrite_rest(
+        self, market: MarketType, query: dict[str, str], rows: list[tuple[object, ...]]
+    ) -> object:
+        """``faults.rest_rewrite`` applied to a klines answer (the rows unchanged without it)."""
+        rewrite = self.faults.rest_rewrite
+        if rewrite is None:
+            return rows
+        prefix = next(p for p, m in REST_PREFIXES.items() if m is market)
+        return rewrite(f"{prefix}/klines", dict(query), [list(row) for row in rows])
 
     def _bad_klines(self, response: _Response) -> _Response:
         """``faults.rest_bad_kline_open_ms``: those klines' open price becomes ``"abc"``."""
@@ -583,7 +593,9 @@ class BinanceImitation:
         micros = (market is MarketType.SPOT and start >= _US_FROM_MS) if forced is None else forced
         wrong = name in self.faults.vision_wrong_columns
         gaps = tuple(self.faults.gaps_for(spec.symbol)) + self._file_gaps(name)
+        member, rewrite = self._vision_member(name)
         key = (market, spec.symbol, interval, name, micros, wrong, gaps, self._version)
+        key += (member, rewrite)
         with self._lock:
             cached = self._zips.get(key)
             if cached is not None:
@@ -597,9 +609,11 @@ class BinanceImitation:
         csv = klines.vision_csv(
             raw, ks, header=market is not MarketType.SPOT, micros=micros, drop_ignore=wrong
         )
+        if rewrite is not None:
+            csv = rewrite(member, csv)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w") as archive:
-            info = zipfile.ZipInfo(name[: -len(".zip")] + ".csv", date_time=_ZIP_DATE)
+            info = zipfile.ZipInfo(member, date_time=_ZIP_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             archive.writestr(info, csv, compresslevel=1)
@@ -609,6 +623,12 @@ class BinanceImitation:
             while len(self._zips) > _ZIP_CACHE_SIZE:
                 self._zips.popitem(last=False)
         return data
+
+    def _vision_member(self, name: str) -> tuple[str, Callable[[str, bytes], bytes] | None]:
+        """The CSV member's file name inside zip ``name`` and the CSV rewrite (faults)."""
+        faults = self.faults
+        member = faults.vision_member_names.get(name, name[: -len(".zip")] + ".csv")
+        return member, faults.vision_csv_rewrite
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from datetime import UTC, datetime
 
 import pytest
 
 from nautilus_dsm.dsm.rest import BinanceRestClient
-from nautilus_dsm.errors import RateLimited, SourceError, UnknownSymbol
+from nautilus_dsm.errors import InvalidResponse, RateLimited, SourceError, UnknownSymbol
 from nautilus_dsm.markets import Interval, MarketType, to_ms
 from nautilus_dsm.testing import BinanceImitation
 
@@ -328,27 +327,25 @@ class StartTimeIgnoringImitation(BinanceImitation):
         return super()._klines(market, {**query, "startTime": str(self.pinned_ms)})
 
 
-async def test_paging_stops_when_the_server_does_not_move_past_the_cursor(caplog) -> None:
-    # The first answer is full (1500 rows) but ends 10 bars short of the page, so the client
-    # asks again after its last bar; a server that answers the same rows again must end the
-    # paging (keeping what it served), not loop forever.
+async def test_answers_before_the_cursor_are_refused_not_trimmed() -> None:
+    # A server that ignores startTime answers rows before the page: not what was asked, so the
+    # answer is refused (after the transport's retries) instead of being trimmed to the range,
+    # and the manager takes the period from the next source. Paging cannot loop: every
+    # accepted answer lies at or after the cursor, so the cursor always advances.
     with StartTimeIgnoringImitation() as srv:
-        client = _client(srv)
+        client = _client(srv, max_retries=2)
         try:
-            with caplog.at_level(logging.WARNING, logger="nautilus_dsm.dsm"):
-                frame = await asyncio.wait_for(
-                    client.klines("BTCUSDT", "1m", T0, T0 + 1500 * MIN), timeout=10
-                )
+            with pytest.raises(InvalidResponse) as info:
+                await asyncio.wait_for(client.klines("BTCUSDT", "1m", T0, T0 + 1500 * MIN), 10)
         finally:
             await client.aclose()
-        served = srv.expected(UM, "BTCUSDT", Interval.MINUTE_1, T0, T0 + 1490 * MIN)
         starts = [int(r.query["startTime"]) for r in _kline_requests(srv)]
 
-    cursor = T0 + 1489 * MIN + 1
-    assert starts == [T0, cursor]
-    assert frame.height == 2 * 1490  # both answers kept as served, trimmed to the range
-    assert frame.unique(maintain_order=True).sort("open_time").equals(served)
-    assert [r.getMessage() for r in caplog.records] == [
-        f"Binance FUTURES_USDT REST served 1500 BTCUSDT 1m rows none of which opens at or after "
-        f"{cursor}; stopped paging at the page {T0}..{T0 + 1500 * MIN}"
-    ]
+    assert starts == [T0, T0]
+    assert str(info.value).startswith(
+        "Binance FUTURES_USDT REST /fapi/v1/klines BTCUSDT 1m "
+        "2024-01-01T00:00:00Z..2024-01-02T01:00:00Z: 10 of 1500 rows fail validation: opens "
+        "outside the requested period 2024-01-01T00:00:00Z..2024-01-02T01:00:00Z at "
+        "2023-12-31T23:50:00Z, 2023-12-31T23:51:00Z, 2023-12-31T23:52:00Z and 7 more; "
+    )
+    assert info.value.open_times_ms == tuple(range(T0 - 10 * MIN, T0, MIN))

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from nautilus_dsm.dsm.vision import VisionClient
-from nautilus_dsm.errors import ChecksumMismatch, SourceError
+from nautilus_dsm.errors import ChecksumMismatch, InvalidResponse, SourceError
 from nautilus_dsm.markets import Interval, MarketType, to_ms
 
 DAY_MS = 86_400_000
@@ -115,13 +115,16 @@ async def test_truncated_zip_raises_source_error(imitation) -> None:
 async def test_wrong_columns_raise_source_error(imitation) -> None:
     imitation.faults.vision_wrong_columns.add("BTCUSDT-1m-2024-01-03.zip")
     client = _client(imitation)
+    # Refused as an InvalidResponse (a SourceError) at once: the checksum was valid, so a
+    # re-download would fetch the same file.
     with pytest.raises(
-        SourceError,
+        InvalidResponse,
         match=r"^Vision file BTCUSDT-1m-2024-01-03\.zip: Vision CSV has 11 columns, expected "
         r"Binance's 12 kline fields",
     ):
         await client.daily("BTCUSDT", "1m", JAN3)
     await client.aclose()
+    assert len(_zip_requests(imitation)) == 1
 
 
 async def test_decompressed_size_cap(imitation) -> None:

@@ -16,7 +16,7 @@ from nautilus_dsm.dsm.schema import (
     parse_rest_klines,
     parse_vision_csv,
 )
-from nautilus_dsm.errors import SourceError
+from nautilus_dsm.errors import InvalidResponse
 
 
 def test_rest_spot_klines_keep_binance_decimals(realdata: Path) -> None:
@@ -63,12 +63,15 @@ def test_vision_futures_header_and_microseconds_match_ms() -> None:
 
 
 def test_vision_wrong_column_count_is_an_error() -> None:
-    with pytest.raises(SourceError, match="Vision CSV has 6 columns, expected Binance's 12"):
+    with pytest.raises(InvalidResponse, match="Vision CSV has 6 columns, expected Binance's 12"):
         parse_vision_csv(b"1,2,3,4,5,6\n")
 
 
 def test_rest_rows_of_wrong_width_are_an_error() -> None:
-    with pytest.raises(SourceError, match="klines payload rows have 5 fields"):
+    with pytest.raises(
+        InvalidResponse,
+        match=r"the row at 1970-01-01T00:00:00\.001Z has 5 fields; Binance sends 12",
+    ):
         parse_rest_klines([[1, "1", "1", "1", "1"]])
 
 
