@@ -51,7 +51,8 @@ MAX_REDIRECTS = 3
 # circuit, and its first cooldown (doubling on each failed probe up to the maximum).
 BREAKER_THRESHOLD = 3
 BREAKER_COOLDOWN_S = 2.0
-BREAKER_MAX_COOLDOWN_S = 60.0
+# Capped low: a live node notices a recovered host within 15 s of its return.
+BREAKER_MAX_COOLDOWN_S = 15.0
 _MINUTE_MS = 60_000
 
 
