@@ -61,3 +61,16 @@ class InvalidResponse(SourceError):
     def __init__(self, message: str, open_times_ms: tuple[int, ...] = ()) -> None:
         super().__init__(message)
         self.open_times_ms = tuple(open_times_ms)
+
+
+class SeriesLocked(DSMError):
+    """Another writer holds a series' lock (catalog bar type, cache series) past the wait.
+
+    ``holder`` is what the lock file says about its owner (host, pid, owner id, since when),
+    ``path`` the lock file, so the message can name both and the fix.
+    """
+
+    def __init__(self, message: str, path: str = "", holder: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.holder = holder
