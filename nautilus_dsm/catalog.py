@@ -37,7 +37,7 @@ from nautilus_trader.persistence.catalog.parquet import (
 )
 
 from nautilus_dsm.dsm.locks import SeriesLock, series_lock
-from nautilus_dsm.errors import DSMError, InvalidInput, UnknownSymbol
+from nautilus_dsm.errors import DSMError, InvalidInput, QualityBelowThreshold, UnknownSymbol
 from nautilus_dsm.markets import (
     DataProvider,
     Interval,
@@ -595,6 +595,7 @@ def _write_sidecar(
         if cat.fs.exists(path):
             cat.fs.rm(path)
         return
+    cat.fs.mkdirs(path.rsplit("/", 1)[0], exist_ok=True)
     cat.fs.pipe_file(path, json.dumps(record, sort_keys=True).encode())
 
 
@@ -673,8 +674,9 @@ def _rows_between(table: Any, lo_ns: int, hi_ns: int) -> Any:
     import numpy as np
 
     ts = table.column("ts_init").to_numpy()
-    first = int(np.searchsorted(ts, lo_ns, side="left"))
-    last = int(np.searchsorted(ts, hi_ns, side="right"))
+    # np.uint64 bounds: a Python int against uint64 would compare as float64 and lose the ns.
+    first = int(np.searchsorted(ts, np.uint64(lo_ns), side="left"))
+    last = int(np.searchsorted(ts, np.uint64(hi_ns), side="right"))
     return table.slice(first, last - first)
 
 
@@ -1162,6 +1164,10 @@ async def ingest_async(
                     async with lock:
                         report.repaired.extend(_normalize(cat, key, iv, directory))
                         _point_chunks_at_files(cat, report, key, directory)
+    except QualityBelowThreshold as e:
+        # The chunks written before it stay: the caller can report them (and what was skipped).
+        e.ingest_report = report  # type: ignore[attr-defined]
+        raise
     finally:
         report.seconds = time.perf_counter() - started
         if owns_dsm:
