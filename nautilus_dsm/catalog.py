@@ -37,7 +37,13 @@ from nautilus_trader.persistence.catalog.parquet import (
 )
 
 from nautilus_dsm.dsm.locks import SeriesLock, series_lock
-from nautilus_dsm.errors import DSMError, InvalidInput, QualityBelowThreshold, UnknownSymbol
+from nautilus_dsm.errors import (
+    DSMError,
+    InvalidInput,
+    QualityBelowThreshold,
+    SeriesLocked,
+    UnknownSymbol,
+)
 from nautilus_dsm.markets import (
     DataProvider,
     Interval,
@@ -1157,13 +1163,20 @@ async def ingest_async(
                     done += 1
                     if progress is not None:
                         progress(done, total)
-            finally:
+            except SeriesLocked:
+                raise  # the lock is not ours to take: leave consolidation to its holder
+            except Exception:
                 if plans:
-                    # This run's chunk files (and the killed run's before it) become the
-                    # grid's files: one per cell, whatever --chunk-days was.
                     async with lock:
-                        report.repaired.extend(_normalize(cat, key, iv, directory))
+                        _normalize(cat, key, iv, directory)
                         _point_chunks_at_files(cat, report, key, directory)
+                raise
+            if plans:
+                # This run's chunk files (and a killed run's before them) become the grid's
+                # files: one per cell, whatever --chunk-days was.
+                async with lock:
+                    report.repaired.extend(_normalize(cat, key, iv, directory))
+                    _point_chunks_at_files(cat, report, key, directory)
     except QualityBelowThreshold as e:
         # The chunks written before it stay: the caller can report them (and what was skipped).
         e.ingest_report = report  # type: ignore[attr-defined]
