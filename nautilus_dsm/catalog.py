@@ -816,6 +816,17 @@ class _Piece:
 
 
 @dataclass
+class _Written:
+    """A file one chunk write produced: its ts_init interval, path, rows and gap record."""
+
+    lo_ns: int
+    hi_ns: int
+    path: str
+    table: Any
+    record: dict[str, Any] | None
+
+
+@dataclass
 class _Recheck:
     path: str
     file_start_ns: int
@@ -873,13 +884,14 @@ def _write_piece(
     directory: str,
     piece: _Piece,
     report: IngestReport,
-) -> None:
+) -> list[_Written]:
     """Write one fetched chunk minus what another writer added since it was planned, with its
     gap record. Call under the series lock."""
     lo, hi = piece.plan.file_start_ns, piece.plan.file_end_ns
     current = [(a, b) for a, b, _ in _parquet_files(cat, directory)]
     rows = 0
     file = ""
+    written: list[_Written] = []
     for m_lo, m_hi in _diff_closed(lo, hi, current):
         part = _rows_between(piece.table, m_lo, m_hi)
         name = _timestamps_to_filename(m_lo, m_hi)
@@ -889,6 +901,7 @@ def _write_piece(
         # (ignored), never a gappy file without its record (never re-checked).
         _write_sidecar(cat, final, record)
         _write_file_atomic(cat, directory, name, part)
+        written.append(_Written(m_lo, m_hi, final, part, record))
         rows += part.num_rows
         file = file or final
     report.bars_written[key] += rows
@@ -903,6 +916,47 @@ def _write_piece(
             report=piece.report,
         )
     )
+    return written
+
+
+def _consolidate_cell(
+    cat: ParquetDataCatalog,
+    key: str,
+    interval: Interval,
+    directory: str,
+    written: Sequence[_Written],
+) -> None:
+    """Merge the chunk files this run just wrote into one cell, from memory (no read-back).
+
+    Only when they are contiguous and no other file touches their range (else the reading
+    :func:`_normalize` at the end of the series does it). Call under the series lock.
+    """
+    import pyarrow as pa
+
+    if len(written) < 2:
+        return
+    if any(a.hi_ns + 1 != b.lo_ns for a, b in itertools.pairwise(written)):
+        return
+    lo, hi = written[0].lo_ns, written[-1].hi_ns
+    ours = {(w.lo_ns, w.hi_ns, cat.fs._strip_protocol(w.path)) for w in written}
+    touching = {
+        (a, b, cat.fs._strip_protocol(p))
+        for a, b, p in _parquet_files(cat, directory)
+        if a <= hi and b >= lo
+    }
+    if touching != ours:
+        return
+    table = pa.concat_tables([w.table for w in written])
+    gaps = [(int(g[0]), int(g[1])) for w in written if w.record for g in w.record["gaps"]]
+    invalid = [(int(t), str(r)) for w in written if w.record for t, r in w.record["invalid"]]
+    record = _record_for(key, interval, lo, hi, gaps, invalid, table.num_rows)
+    name = _timestamps_to_filename(lo, hi)
+    final = f"{directory}/{name}"
+    _write_sidecar(cat, final, record)
+    _write_file_atomic(cat, directory, name, table)
+    for w in written:
+        _write_sidecar(cat, w.path, None)
+        cat.fs.rm(w.path)
 
 
 def _point_chunks_at_files(
@@ -1150,7 +1204,14 @@ async def ingest_async(
                 if progress is not None:
                     progress(done, total)
             try:
+                cell: tuple[int, int] | None = None
+                in_cell: list[_Written] = []  # this cell's chunk files, at most a cell of rows
                 for plan in plans:
+                    if grid_cell(iv, plan.open_start_ms) != cell:
+                        if len(in_cell) > 1:
+                            async with lock:
+                                _consolidate_cell(cat, key, iv, directory, in_cell)
+                        cell, in_cell = grid_cell(iv, plan.open_start_ms), []
                     piece = await _fetch_piece(
                         dsm, instrument_id, bar_type, iv, plan, instrument,
                         min_completeness, on_low_quality,
@@ -1159,10 +1220,13 @@ async def ingest_async(
                         # Each chunk is written as soon as it is fetched: an interrupted run
                         # keeps every chunk before the interruption and the re-run resumes.
                         async with lock:
-                            _write_piece(cat, key, iv, directory, piece, report)
+                            in_cell += _write_piece(cat, key, iv, directory, piece, report)
                     done += 1
                     if progress is not None:
                         progress(done, total)
+                if len(in_cell) > 1:
+                    async with lock:
+                        _consolidate_cell(cat, key, iv, directory, in_cell)
             except SeriesLocked:
                 raise  # the lock is not ours to take: leave consolidation to its holder
             except Exception:
