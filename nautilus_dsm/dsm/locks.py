@@ -22,7 +22,6 @@ cache can take the same locks as catalog ingestion.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -33,6 +32,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from nautilus_dsm.errors import SeriesLocked
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: local files take the create-if-absent flavour too
+    fcntl = None  # type: ignore[assignment]
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_TTL_S = 30.0
@@ -45,6 +49,8 @@ def default_owner() -> str:
 
 
 def _is_local(fs: Any) -> bool:
+    if fcntl is None:
+        return False
     if fs is None:
         return True
     protocol = getattr(fs, "protocol", None)
@@ -78,6 +84,10 @@ class SeriesLock:
         what: str = "series",
     ) -> None:
         self.path = path
+        if fs is None and fcntl is None:
+            import fsspec
+
+            fs = fsspec.filesystem("file")
         self.fs = fs
         self.timeout_s = float(timeout_s)
         self.owner = owner or default_owner()
