@@ -11,6 +11,15 @@ times ``[a, b)`` holds bars with ``ts_init`` in ``(a, b]``, so its file is named
 never tripped, and re-running over the same or an overlapping range fetches only what no file
 covers yet. Each file is written under a temporary name and renamed, so an interrupted run
 leaves complete files only and the next run resumes where it stopped.
+
+One writer per series: each bar type has an advisory lock beside its directory
+(:mod:`nautilus_dsm.dsm.locks`), held while a run repairs and plans and for each write; a write
+re-reads the files present and writes only what none covers. Files follow a fixed grid (UTC
+months for 1m-30m, days for 1s, years from 1h; :func:`grid_cell`) whatever the chunk size:
+chunks are written as fetched, then consolidated per cell, and files that overlap (an older
+version, unlocked writers) are merged with every bar kept once. A file whose chunk had gaps or
+klines that cannot be bars carries a record (``<file>.gaps.json``, ignored by NautilusTrader)
+that makes the next run ask the sources again and rewrite it when they have more.
 """
 
 from __future__ import annotations

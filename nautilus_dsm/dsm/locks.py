@@ -28,7 +28,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from nautilus_dsm.errors import SeriesLocked
@@ -322,13 +321,3 @@ def series_lock(
     ...     write_the_series()
     """
     return SeriesLock(path, fs=fs, timeout_s=timeout_s, owner=owner, ttl_s=ttl_s, what=what)
-
-
-@contextlib.contextmanager
-def holding(lock: SeriesLock) -> Iterator[SeriesLock]:
-    """``with holding(lock):`` — acquire and release an existing :class:`SeriesLock`."""
-    lock.acquire()
-    try:
-        yield lock
-    finally:
-        lock.release()
