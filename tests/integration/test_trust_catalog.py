@@ -107,6 +107,18 @@ def test_grid_cells_are_utc_months_days_or_years_whatever_the_chunk() -> None:
     assert grid_cell("1M", feb) == (D0, y2025)
 
 
+def test_a_chunk_never_straddles_a_grid_cell() -> None:
+    from nautilus_dsm.catalog import ChunkPlan, plan_chunks
+
+    jan29, feb1 = D0 + 28 * DAY_MS, D0 + 31 * DAY_MS
+    chunks, _ = plan_chunks("1m", jan29, feb1 + 2 * DAY_MS, [], 7 * DAY_MS, feb1 + 100 * DAY_MS)
+
+    assert chunks == [
+        ChunkPlan(jan29, feb1, jan29 * NS + 1, feb1 * NS),
+        ChunkPlan(feb1, feb1 + 2 * DAY_MS, feb1 * NS + 1, (feb1 + 2 * DAY_MS) * NS),
+    ]
+
+
 # -- concurrent writers ------------------------------------------------------------------------
 
 
@@ -149,11 +161,11 @@ def test_two_concurrent_cli_ingests_with_other_chunks_and_overlapping_ranges_wri
     imitation: Any, tmp_path: Path
 ) -> None:
     catalog_dir = tmp_path / "catalog"
-    days = 12  # the previous version left 1.5-1.7x the bars here (and for a whole month)
+    days = 6  # the previous version left up to 1.7x the bars (76,320 for 44,640 over a month)
     # Slow answers keep both runs busy at once: each plans before the other has written.
     imitation.faults.latency_s = 0.01
-    a = _ingest_cli(imitation, catalog_dir, tmp_path / "cache-a", "2024-01-01", "2024-01-13", 5)
-    b = _ingest_cli(imitation, catalog_dir, tmp_path / "cache-b", "2024-01-04", "2024-01-13", 2)
+    a = _ingest_cli(imitation, catalog_dir, tmp_path / "cache-a", "2024-01-01", "2024-01-07", 3)
+    b = _ingest_cli(imitation, catalog_dir, tmp_path / "cache-b", "2024-01-03", "2024-01-07", 2)
     out_a, err_a = a.communicate(timeout=100)
     out_b, err_b = b.communicate(timeout=100)
 
