@@ -50,11 +50,13 @@ from nautilus_dsm.markets import Interval
 
 __all__ = [
     "BarConversion",
+    "CatalogConversion",
     "bar_close_ns",
     "bar_specification_for",
     "bar_type_for",
     "catalog_schema",
     "convert_frame",
+    "convert_frame_to_catalog_table",
     "frame_to_bars",
     "frame_to_catalog_table",
     "interval_for",
@@ -779,6 +781,43 @@ def frame_to_catalog_table(frame: Any, bar_type: BarType | str, instrument: Inst
     """
     prep = _prepare(frame, bar_type, instrument)
     _refuse(prep, bar_type)
+    return _catalog_table(prep, bar_type, instrument)
+
+
+@dataclass(frozen=True)
+class CatalogConversion:
+    """Result of :func:`convert_frame_to_catalog_table`: the table and the rows left out.
+
+    ``invalid`` holds those input rows (all input columns) plus ``row`` and ``reason``, as in
+    :class:`BarConversion`; ``table.num_rows + len(invalid) == rows``.
+    """
+
+    table: pa.Table
+    rows: int
+    invalid: pl.DataFrame
+
+
+def convert_frame_to_catalog_table(
+    frame: Any, bar_type: BarType | str, instrument: Instrument
+) -> CatalogConversion:
+    """Convert a kline frame to the catalog table, setting the rows that cannot be bars apart.
+
+    Same table as :func:`frame_to_catalog_table` for the valid rows; rows that cannot be bars
+    (OHLC-insane such as high < low, off the grid, null, NaN, negative, out of range) are
+    returned in ``invalid`` with their reason instead of failing the whole frame, so a caller
+    such as catalog ingestion can report them and go on. A frame that is not sorted and unique
+    by ``open_time``, or a bar type that does not fit the instrument, still raises
+    :class:`InvalidInput`.
+    """
+    prep = _prepare(frame, bar_type, instrument)
+    return CatalogConversion(
+        table=_catalog_table(prep, bar_type, instrument),
+        rows=len(prep.df),
+        invalid=_invalid_frame(prep),
+    )
+
+
+def _catalog_table(prep: _Prepared, bar_type: BarType | str, instrument: Instrument) -> pa.Table:
     limbs, ts = _selected(prep)
     n = len(ts)
     columns: list[pa.Array] = []

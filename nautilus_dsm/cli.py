@@ -430,6 +430,14 @@ def _quality_line(report: QualityReport, min_completeness: float, written: str |
     show_default=True,
     help="Days fetched and written per file (bounds memory).",
 )
+@click.option(
+    "--lock-timeout",
+    "lock_timeout_s",
+    type=click.FloatRange(min=0.0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for another ingest writing the same bar type before giving up.",
+)
 @_source_options
 @_min_completeness_option
 @_progress_option
@@ -441,6 +449,7 @@ def ingest_command(
     end: str,
     catalog_path: str,
     chunk_days: int,
+    lock_timeout_s: float,
     market_type: str | None,
     base_url_http: str | None,
     base_url_vision: str | None,
@@ -452,7 +461,11 @@ def ingest_command(
     """Ingest bars of INSTRUMENT_IDS into a Nautilus catalog.
 
     Re-runs (and overlapping ranges) only fetch and write what the catalog does not hold yet; an
-    interrupted run resumes.
+    interrupted run resumes. Concurrent runs into one catalog take turns per bar type (a lock
+    file beside it), so no bar is ever written twice; files follow a fixed grid (UTC months for
+    1m) whatever --chunk-days is. Chunks recorded with gaps are asked for again on a re-run and
+    rewritten once the source has the bars. Klines that cannot be bars (e.g. high < low) are
+    reported with their open times and skipped.
     """
 
     async def main() -> int:
@@ -479,6 +492,7 @@ def ingest_command(
                     dsm=dsm,
                     chunk=timedelta(days=chunk_days),
                     progress=progress,
+                    lock_timeout_s=lock_timeout_s,
                 )
         except QualityBelowThreshold as e:
             progress.close()
@@ -487,6 +501,9 @@ def ingest_command(
                 line = _quality_line(e.result.report, min_completeness, str(catalog_path))
                 line += " (chunks before it are in the catalog; a re-run resumes there)"
             click.echo(_one_line(line), err=True)
+            partial = getattr(e, "ingest_report", None)
+            if partial is not None and partial.invalid:
+                click.echo(_invalid_line(partial), err=True)
             return EXIT_QUALITY
         finally:
             progress.close()
@@ -494,9 +511,21 @@ def ingest_command(
             click.echo(json.dumps(report.to_dict(), indent=2))
         else:
             click.echo(report.summary())
+        if report.invalid:
+            click.echo(_invalid_line(report), err=True)
         return EXIT_OK
 
     _run(main)
+
+
+def _invalid_line(report: Any) -> str:
+    """The stderr line naming the klines an ingest skipped because they cannot be bars."""
+    shown = ", ".join(f"{b.open_time:%Y-%m-%dT%H:%M:%SZ} ({b.reason})" for b in report.invalid[:5])
+    more = f" and {len(report.invalid) - 5} more" if len(report.invalid) > 5 else ""
+    return (
+        f"warning: skipped {len(report.invalid)} kline(s) that cannot be bars: {shown}{more}; "
+        "the other bars are written"
+    )
 
 
 def _catalog_for(catalog_path: str) -> Any:

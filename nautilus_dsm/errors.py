@@ -77,3 +77,16 @@ class CacheUnwritable(DSMError, OSError):
     The fetch that met it still returns the bars it downloaded (from memory, with a warning in
     the report); only the cache entry is missing, so a later fetch downloads that period again.
     """
+
+
+class SeriesLocked(DSMError):
+    """Another writer holds a series' lock (catalog bar type, cache series) past the wait.
+
+    ``holder`` is what the lock file says about its owner (host, pid, owner id, since when),
+    ``path`` the lock file, so the message can name both and the fix.
+    """
+
+    def __init__(self, message: str, path: str = "", holder: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.holder = holder

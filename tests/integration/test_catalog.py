@@ -59,6 +59,13 @@ def _day_file(day: int) -> str:
     return f"{start}T00-00-00-000000001Z_{end}T00-00-00-000000000Z.parquet"
 
 
+def _span_file(first_day: int, end_day: int) -> str:
+    # One file per fixed grid cell (a UTC month for 1m), or the part of it ingested.
+    start = (START + first_day * DAY).strftime("%Y-%m-%d")
+    end = (START + end_day * DAY).strftime("%Y-%m-%d")
+    return f"{start}T00-00-00-000000001Z_{end}T00-00-00-000000000Z.parquet"
+
+
 def _ts_init(catalog: ParquetDataCatalog) -> list[int]:
     return [b.ts_init for b in catalog.bars([BAR_TYPE])]
 
@@ -82,7 +89,8 @@ def test_ingest_writes_every_bar_and_a_backtest_sees_them_at_the_instrument_prec
         (START + i * DAY, START + (i + 1) * DAY, 1440) for i in range(3)
     ]
     assert [c.report.completeness for c in report.chunks] == [1.0, 1.0, 1.0]
-    assert _files(catalog) == [_day_file(0), _day_file(1), _day_file(2)]
+    # Files follow the fixed grid (UTC months for 1m), not the chunk: one file for the 3 days.
+    assert _files(catalog) == [_span_file(0, 3)]
     bars = catalog.bars([BAR_TYPE])
     expected = imitation.expected(MarketType.FUTURES_USDT, "BTCUSDT", "1m", D0, D0 + 3 * DAY_MS)
     assert [b.ts_init for b in bars] == [(D0 + (i + 1) * 60_000) * NS for i in range(4320)]
@@ -114,7 +122,7 @@ def test_rerun_and_overlapping_range_neither_duplicate_nor_overlap(
     assert again.skipped == [SkippedRange(BAR_TYPE, START, START + 3 * DAY)]
     assert overlap.bars_written == {BAR_TYPE: 2880}
     assert overlap.skipped == [SkippedRange(BAR_TYPE, START + DAY / 2, START + 3 * DAY)]
-    assert _files(catalog) == [_day_file(i) for i in range(5)]
+    assert _files(catalog) == [_span_file(0, 5)]
     ts = _ts_init(catalog)
     assert ts == [(D0 + (i + 1) * 60_000) * NS for i in range(7200)]
     assert _disjoint(catalog.get_intervals(Bar, BAR_TYPE))
@@ -164,7 +172,7 @@ def test_interrupted_run_resumes_to_a_complete_catalog(
     assert after_interrupt == [_day_file(0)]
     assert resumed.skipped == [SkippedRange(BAR_TYPE, START, START + DAY)]
     assert resumed.bars_written == {BAR_TYPE: 2880}
-    assert _files(catalog) == [_day_file(0), _day_file(1), _day_file(2)]
+    assert _files(catalog) == [_span_file(0, 3)]
     assert _ts_init(catalog) == [(D0 + (i + 1) * 60_000) * NS for i in range(4320)]
 
 
@@ -209,7 +217,7 @@ def test_memory_catalog(dsm: DataSourceManager) -> None:
 
     assert report.bars_written == {BAR_TYPE: 2880}
     assert again.bars_written == {BAR_TYPE: 0}
-    assert [Path(f).name for f in sorted(files)] == [_day_file(0), _day_file(1)]
+    assert [Path(f).name for f in sorted(files)] == [_span_file(0, 2)]
     assert [b.ts_init for b in bars] == [(D0 + (i + 1) * 60_000) * NS for i in range(2880)]
     assert [i.id.value for i in instruments] == [INSTRUMENT]
 
@@ -472,4 +480,5 @@ def test_a_listed_symbol_without_nautilus_instrument_names_the_reason(
         "Nautilus instrument: unsupported contract type 'TRADIFI_OPTION'"
     )
     assert [r.path for r in imitation.requests] == ["/fapi/v1/exchangeInfo"]
-    assert catalog.fs.glob(f"{catalog.path}/data/*/*") == []
+    # Only the bar type's advisory lock file (empty once released) was created.
+    assert [p for p in catalog.fs.glob(f"{catalog.path}/data/*/*") if not p.endswith(".lock")] == []

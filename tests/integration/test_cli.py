@@ -364,7 +364,8 @@ def test_ingest_writes_the_catalog_and_a_rerun_adds_nothing(
     catalog = ParquetDataCatalog(str(catalog_dir))
     assert len(catalog.bars(["BTCUSDT-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL"])) == 2880
     assert len(catalog.bars(["BTCUSDT-PERP.BINANCE-1-HOUR-LAST-EXTERNAL"])) == 48
-    assert len(catalog.get_intervals(Bar, "BTCUSDT-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL")) == 2
+    # One file per fixed grid cell (a UTC month for 1m), not per --chunk-days chunk.
+    assert len(catalog.get_intervals(Bar, "BTCUSDT-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL")) == 1
 
 
 def test_ingest_below_threshold_exits_3_keeping_earlier_chunks(

@@ -324,7 +324,10 @@ def test_ingest_killed_midway_then_rerun_gives_every_bar_exactly_once(
     assert resumed.bars_written == {BAR_TYPE: (days - done) * 1440}
     assert resumed.instruments_written == []  # the killed run had written it
     assert again.bars_written == {BAR_TYPE: 0}
-    assert sorted(p.name for p in bar_dir.iterdir()) == [_day_file(d) for d in range(days)]
+    # The chunk files of both runs are consolidated into the fixed grid's file (one UTC month).
+    assert sorted(p.name for p in bar_dir.iterdir()) == [
+        f"{START:%Y-%m-%d}T00-00-00-000000001Z_{START + days * DAY:%Y-%m-%d}T00-00-00-000000000Z.parquet"
+    ]
     catalog = ParquetDataCatalog(str(catalog_dir))
     bars = catalog.bars([BAR_TYPE])
     assert [b.ts_init for b in bars] == [(D0 + (i + 1) * 60_000) * NS for i in range(days * 1440)]
