@@ -90,3 +90,12 @@ class SeriesLocked(DSMError):
         super().__init__(message)
         self.path = path
         self.holder = holder
+
+
+class InvalidData(DataUnavailable, InvalidResponse):
+    """A fetch whose every failed period was answered only with payloads failing validation.
+
+    Both a :class:`DataUnavailable` (no source could provide the periods) and an
+    :class:`InvalidResponse` (``open_times_ms`` names the bad bars, so a live stream can skip
+    exactly those and go on).
+    """

@@ -42,8 +42,9 @@ import numpy as np
 import platformdirs
 import polars as pl
 
+from nautilus_dsm.dsm.locks import SeriesLock, series_lock
 from nautilus_dsm.dsm.schema import COLUMNS, FRAME_SCHEMA
-from nautilus_dsm.errors import CacheUnwritable, InvalidInput
+from nautilus_dsm.errors import CacheUnwritable, InvalidInput, SeriesLocked
 from nautilus_dsm.markets import Interval, MarketType, check_binance_symbol, from_ms, to_ms
 
 try:  # advisory locks mark a temp file as being written (POSIX); elsewhere clear() ages them
@@ -60,6 +61,10 @@ _SUFFIX = ".parquet"
 # first bar ever (its listing). Beside, not inside, so a series folder holds only periods.
 FIRST_BAR_SUFFIX = ".first_bar.json"
 PROVISIONAL_SUFFIX = ".provisional.parquet"
+# Beside a series folder ("1m" -> "1m.lock"): the advisory lock its writers take (flock).
+LOCK_SUFFIX = ".lock"
+# A writer of one period holds the lock for milliseconds; waiting longer means a stuck peer.
+LOCK_TIMEOUT_S = 30.0
 # Parquet key-value metadata key holding a period's state (JSON, see PeriodState).
 META_KEY = "nautilus_dsm"
 QUARANTINE_DIR = "quarantine"
@@ -143,8 +148,11 @@ class KlineCache:
 
     """
 
-    def __init__(self, root: Path | str | None = None) -> None:
+    def __init__(
+        self, root: Path | str | None = None, *, lock_timeout_s: float = LOCK_TIMEOUT_S
+    ) -> None:
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+        self.lock_timeout_s = lock_timeout_s
         self.corrupt = 0  # files found unreadable / invalid and discarded
         self.quarantined = 0  # period files among them moved to {root}/quarantine/
 
@@ -348,16 +356,27 @@ class KlineCache:
         else:
             target = self.provisional_path(market, symbol, interval, key)
         metadata = {META_KEY: state.to_json()} if state is not None else None
+        final_path = self.path(market, symbol, interval, key)
         try:
-            _write_atomic(
-                target,
-                lambda handle: frame.select(COLUMNS).write_parquet(
-                    handle, compression="zstd", statistics=True, metadata=metadata
-                ),
-            )
-            if final:
-                with contextlib.suppress(FileNotFoundError):
-                    target.with_name(key + PROVISIONAL_SUFFIX).unlink()
+            # One writer per series at a time (another process may be settling the same
+            # period): the final/provisional decision and the files it touches stay consistent.
+            with self._series_lock(market, symbol, interval):
+                if not final and final_path.exists():
+                    return final_path  # another writer completed the period: final wins
+                _write_atomic(
+                    target,
+                    lambda handle: frame.select(COLUMNS).write_parquet(
+                        handle, compression="zstd", statistics=True, metadata=metadata
+                    ),
+                )
+                if final:
+                    with contextlib.suppress(FileNotFoundError):
+                        target.with_name(key + PROVISIONAL_SUFFIX).unlink()
+        except SeriesLocked as exc:
+            raise CacheUnwritable(
+                f"could not write the cache file {target}: {exc}; the bars are served from "
+                "memory but not cached"
+            ) from exc
         except (OSError, pl.exceptions.PolarsError) as exc:
             raise CacheUnwritable(
                 f"could not write the cache file {target} ({_describe(exc)}); the bars are "
@@ -365,6 +384,21 @@ class KlineCache:
                 "writable, or pass another cache_dir (or use_cache=False)"
             ) from exc
         return target
+
+    def lock_path(self, market: MarketType, symbol: str, interval: Interval) -> Path:
+        """The series' advisory lock file: ``{SYMBOL}/{interval}.lock`` beside its folder."""
+        directory = self.directory(market, symbol, interval)
+        return directory.with_name(directory.name + LOCK_SUFFIX)
+
+    def _series_lock(self, market: MarketType, symbol: str, interval: Interval) -> SeriesLock:
+        path = self.lock_path(market, symbol, interval)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return series_lock(
+            None,
+            str(path),
+            timeout_s=self.lock_timeout_s,
+            what=f"cache series {MarketType.parse(market).value} {symbol} {interval.value}",
+        )
 
     # -- first bar (listing) ---------------------------------------------------------------
 
@@ -515,6 +549,15 @@ class KlineCache:
                     and (interval_name is None or _sidecar_interval(entry.name) == interval_name)
                     and (not entry.name.endswith(".tmp") or _unlink_unless_busy(Path(entry.path)))
                 ):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                elif (
+                    entry.name.endswith(LOCK_SUFFIX)
+                    and (interval_name is None or entry.name == interval_name + LOCK_SUFFIX)
+                    and _unlink_unless_busy(Path(entry.path))
+                ):
+                    # An idle series lock goes with its series (a held one stays: its writer
+                    # is running); the next writer creates it again.
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
             with contextlib.suppress(OSError):

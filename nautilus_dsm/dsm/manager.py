@@ -58,6 +58,7 @@ from nautilus_dsm.errors import (
     CacheUnwritable,
     DataUnavailable,
     DSMError,
+    InvalidData,
     InvalidInput,
     InvalidResponse,
     QualityBelowThreshold,
@@ -600,7 +601,7 @@ class DataSourceManager:
             # Every failure was a payload that failed validation: say which bars, so a live
             # stream can skip exactly those (retrying an outage is another matter).
             opens = sorted({t for exc in run.invalid for t in exc.open_times_ms})
-            raise InvalidResponse(
+            raise InvalidData(
                 f"{instrument.instrument_id} {interval.value}: {len(run.failures)} period(s) "
                 f"were answered with payloads that fail validation: {'; '.join(run.failures)}",
                 open_times_ms=tuple(opens),

@@ -317,7 +317,11 @@ def test_info_ignores_and_clear_removes_first_bar_sidecars(cache_dir: Path) -> N
         ("BTCUSDT", "1m", 1)
     ]
     assert cache.clear(interval="1h") == 0
-    assert sorted(p.name for p in symbol_dir.iterdir()) == ["1m", "1m.first_bar.json"]
+    assert sorted(p.name for p in symbol_dir.iterdir()) == [
+        "1m",
+        "1m.first_bar.json",
+        "1m.lock",
+    ]  # the series lock
     assert cache.clear(symbol="ETHUSDT") == 0
     assert not (cache_dir / "binance" / "futures_usdt" / "ETHUSDT").exists()
     assert cache.clear() == 1

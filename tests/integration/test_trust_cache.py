@@ -527,3 +527,62 @@ async def test_without_a_cache_gaps_are_still_asked_of_the_next_source(
     assert (result.report.provisional_periods, result.report.warnings) == (0, [])
     assert klines(imitation) == [(0, -1), (lo, hi - 1)]
     assert list(cache_dir.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer per series (point 5, the cache side)
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_a_cache_series_locked_by_another_writer_serves_the_bars_and_caches_later(
+    imitation: Any, cache_dir: Path
+) -> None:
+    from nautilus_dsm.dsm.locks import series_lock
+
+    expected = imitation.expected(UM, "BTCUSDT", M1, T0, T0 + DAY)
+    lock = KlineCache(cache_dir).lock_path(UM, "BTCUSDT", M1)
+    lock.parent.mkdir(parents=True)
+
+    async with dsm_for(imitation, cache_dir) as dsm:
+        dsm.cache.lock_timeout_s = 0.2
+        # Another writer (its own open file description: flock conflicts in-process too).
+        with series_lock(None, str(lock), timeout_s=1, owner="other-writer"):
+            held = await dsm.fetch(PERP, "1m", at(1), at(2))
+        held_files = files(cache_dir)
+        imitation.clear_requests()
+        free = await dsm.fetch(PERP, "1m", at(1), at(2))
+        free_vision = vision(imitation)
+
+    assert held.frame.equals(expected)
+    assert held.report.sources == src(vision=1440)
+    [warning] = held.report.warnings
+    assert warning.startswith("1 period(s) could not be cached (2024-01-01): ")
+    assert "other-writer" in warning  # the holder is named
+    assert held_files == []
+    assert free.frame.equals(expected)
+    assert free.report.sources == src(vision=1440)
+    assert free_vision == daily("2024-01-01")
+    assert files(cache_dir) == ["2024-01-01.parquet"]
+
+
+def test_a_provisional_write_never_shadows_a_final_written_meanwhile(cache_dir: Path) -> None:
+    from nautilus_dsm.testing import BinanceImitation
+
+    cache = KlineCache(cache_dir)
+
+    with BinanceImitation() as srv:
+        whole = srv.expected(UM, "BTCUSDT", M1, T0, T0 + DAY)
+    short = whole.filter(pl.col("open_time").dt.epoch("ms") >= T0 + 30 * MIN)
+    final = cache.write(UM, "BTCUSDT", M1, "2024-01-01", whole, state=PeriodState(final=True))
+    later = cache.write(
+        UM,
+        "BTCUSDT",
+        M1,
+        "2024-01-01",
+        short,
+        state=PeriodState(final=False, gaps=(PeriodGap(T0, T0 + 30 * MIN, ("rest",)),)),
+    )
+
+    assert later == final
+    assert files(cache_dir) == ["2024-01-01.parquet"]
+    assert cache.read(UM, "BTCUSDT", M1, "2024-01-01").equals(whole)
