@@ -69,3 +69,12 @@ class CircuitOpen(SourceError):
     Requests to it fail fast, without I/O, until its cooldown has passed; then one probe request
     is let through and a success closes the circuit again. The period goes to the next source.
     """
+
+
+class FundingSettlementError(InvalidInput):
+    """The funding module cannot settle funding as configured.
+
+    Raised when the catalog holds no (or inconsistent) funding rows for an instrument, when no
+    price exists at a funding boundary, or when the account has no balance in the currency a
+    payment is settled in. The message names the instrument, the catalog and the fix.
+    """
