@@ -439,3 +439,15 @@ def test_off_boundary_funding_row_fails_at_add_venue(tmp_path: Path) -> None:
         match=re.escape("at 2024-01-01T08:00:00.007Z in the catalog at"),
     ):
         make_engine(syn, [module(syn)])
+
+
+def test_node_surfaces_the_error_of_a_catalog_without_funding(tmp_path: Path) -> None:
+    # SYNTHETIC catalog with bars and instruments but no funding rows at all.
+    syn = write_synthetic_perp_catalog(tmp_path, days=1, funding_for=())
+    node = BacktestNode(configs=[node_run_config(syn, with_funding=True)])
+    with pytest.raises(
+        FundingSettlementError,
+        match=re.escape("holds no FundingRateUpdate rows for BTCUSD-PERP.BINANCE"),
+    ):
+        node.run()
+    node.dispose()
