@@ -54,7 +54,7 @@ from nautilus_trader.model.data import Bar, BarType, FundingRateUpdate, TradeTic
 from nautilus_trader.model.enums import PositionSide, PriceType
 from nautilus_trader.model.identifiers import InstrumentId, Venue
 from nautilus_trader.model.instruments import CryptoPerpetual
-from nautilus_trader.model.objects import FIXED_PRECISION, Money
+from nautilus_trader.model.objects import FIXED_PRECISION, Money, Price
 from nautilus_trader.persistence.catalog import ParquetDataCatalog
 
 from nautilus_dsm.errors import FundingSettlementError
@@ -433,7 +433,7 @@ class _State:
     mark_bar_type: BarType
     index: int = 0
     seen_ts: int = -1  # ts_init of the last datum of the instrument processed
-    last_price: Decimal | None = None
+    last_price: Price | None = None  # of the last LAST bar / trade tick processed
     source_logged: bool = False
     totals: FundingTotals = field(init=False)
 
@@ -577,17 +577,20 @@ class FundingRateModule(SimulationModule):
         if 0 <= self._next_due < ts:
             self._settle(ts, strictly_before=True)
         if isinstance(data, Bar):
-            instrument_id = data.bar_type.instrument_id
-        else:
-            instrument_id = getattr(data, "instrument_id", None)
+            bar_type = data.bar_type
+            state = self._states.get(bar_type.instrument_id)
+            if state is not None:
+                state.seen_ts = max(state.seen_ts, ts)
+                if bar_type.spec.price_type == PriceType.LAST:
+                    state.last_price = data.close  # a Price; as a Decimal only when used
+            return
+        instrument_id = getattr(data, "instrument_id", None)
         state = self._states.get(instrument_id) if instrument_id is not None else None
         if state is None:
             return
         state.seen_ts = max(state.seen_ts, ts)
-        if isinstance(data, Bar) and data.bar_type.spec.price_type == PriceType.LAST:
-            state.last_price = data.close.as_decimal()
-        elif isinstance(data, TradeTick):
-            state.last_price = data.price.as_decimal()
+        if isinstance(data, TradeTick):
+            state.last_price = data.price
 
     def process(self, ts_now: int) -> None:
         """Settle the events due at ``ts_now`` (after the orders of ``ts_now`` have filled)."""
@@ -692,7 +695,7 @@ class FundingRateModule(SimulationModule):
         elif not state.source_logged:
             self.log.info(f"Funding {state.instrument_id}: mark price = last traded price ({why})")
             state.source_logged = True
-        return state.last_price, "last"
+        return state.last_price.as_decimal(), "last"
 
     def _check_balance(self, instrument_id: InstrumentId, currency: Any) -> None:
         if self.exchange.is_frozen_account:
