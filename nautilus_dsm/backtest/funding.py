@@ -27,7 +27,11 @@ An event at boundary ``B`` of instrument ``X`` settles at the first of:
 - ``process(ts_now)`` with ``ts_now == B`` once data of ``X`` stamped ``B`` has been processed
   (fills at ``B`` have then happened: a position opened at ``B`` pays at ``B``);
 - ``pre_process(data)`` / ``process(ts_now)`` with a time after ``B`` (data of ``X`` at ``B`` is
-  missing): the positions are then still those of the last timestamp before the new datum.
+  missing).
+
+Either way the positions charged are those *held at* ``B``: open at ``B`` or closed after it,
+each with its signed quantity rebuilt from its fills stamped at or before ``B`` (a strategy timer
+or a latency model can trade between ``B`` and a late settlement; those fills don't count).
 
 The mark price is the close of the MARK bar stamped ``B`` (the bar whose close is the boundary)
 when the catalog holds that bar type, otherwise (policy ``"last"``) the last traded price: the
@@ -51,7 +55,7 @@ from nautilus_trader.cache.cache import Cache
 from nautilus_trader.config import ImportableActorConfig
 from nautilus_trader.core.data import Data
 from nautilus_trader.model.data import Bar, BarType, FundingRateUpdate, TradeTick
-from nautilus_trader.model.enums import PositionSide, PriceType
+from nautilus_trader.model.enums import OrderSide, PositionSide, PriceType
 from nautilus_trader.model.identifiers import InstrumentId, Venue
 from nautilus_trader.model.instruments import CryptoPerpetual
 from nautilus_trader.model.objects import FIXED_PRECISION, Money, Price
@@ -210,6 +214,17 @@ def funding_events(
 
 def _iso(ts_ns: int) -> str:
     return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _signed_quantity_at(position: Any, ts: int) -> Decimal:
+    """The position's signed quantity after its fills stamped at or before ``ts``."""
+    signed = Decimal(0)
+    for fill in position.events:
+        if fill.ts_event > ts:
+            break
+        quantity = fill.last_qty.as_decimal()
+        signed += quantity if fill.order_side == OrderSide.BUY else -quantity
+    return signed
 
 
 def mark_bar_type(instrument_id: str, mark_bar_spec: str = DEFAULT_MARK_BAR_SPEC) -> BarType:
@@ -615,7 +630,7 @@ class FundingRateModule(SimulationModule):
         instrument_id = state.instrument_id
         totals = state.totals
         totals.events += 1
-        positions = exchange.cache.positions_open(venue=self._venue, instrument_id=instrument_id)
+        positions = self._held_at(instrument_id, event.ts_event)
         if not positions:
             totals.events_without_position += 1
             return
@@ -630,9 +645,7 @@ class FundingRateModule(SimulationModule):
             totals.mark_price_events += 1
         else:
             totals.last_price_events += 1
-        for position in positions:
-            quantity = position.quantity.as_decimal()
-            signed = quantity if position.side == PositionSide.LONG else -quantity
+        for position, signed in positions:
             amount = funding_payment(
                 signed,
                 mark,
@@ -660,6 +673,28 @@ class FundingRateModule(SimulationModule):
             if amount:
                 raw = int(amount.scaleb(FIXED_PRECISION))
                 exchange.adjust_account(Money.from_raw(raw, currency))
+
+    def _held_at(self, instrument_id: InstrumentId, boundary: int) -> list[tuple[Any, Decimal]]:
+        # The positions held *at the boundary* and their signed quantities then, rebuilt from
+        # their fills: an event is settled at the boundary in the normal case, but after it
+        # when the instrument has no datum there, and by then a timer or a latency model may
+        # have opened, changed or closed positions. Fills stamped after the boundary don't count.
+        cache = self.exchange.cache
+        candidates = cache.positions_open(venue=self._venue, instrument_id=instrument_id)
+        closed = cache.positions_closed(venue=self._venue, instrument_id=instrument_id)
+        candidates += [p for p in closed if p.ts_closed > boundary]
+        held = []
+        for position in candidates:
+            if position.ts_opened > boundary:
+                continue
+            if position.is_open and position.ts_last <= boundary:
+                quantity = position.quantity.as_decimal()
+                signed = quantity if position.side == PositionSide.LONG else -quantity
+            else:
+                signed = _signed_quantity_at(position, boundary)
+            if signed:
+                held.append((position, signed))
+        return held
 
     def _mark(self, state: _State, event: FundingEvent) -> tuple[Decimal, str]:
         boundary = _iso(event.ts_event)

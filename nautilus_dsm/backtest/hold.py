@@ -26,14 +26,21 @@ class HoldPositionsConfig(StrategyConfig, frozen=True):
         The bar types to subscribe to; the first bar of each instrument opens its position.
     quantities : dict[str, str]
         Signed quantity (contracts) per instrument id: ``"0.500"`` buys, ``"-1000"`` sells.
+    open_at_ns : int, optional
+        Open at this time (a clock alert, possibly between two bars) instead of the first bar.
+    close_at_ns : int, optional
+        Close every position at this time (a clock alert); hold to the end when unset.
     """
 
     bar_types: list[str]
     quantities: dict[str, str]
+    open_at_ns: int | None = None
+    close_at_ns: int | None = None
 
 
 class HoldPositions(Strategy):
-    """Open each configured position with a market order at the instrument's first bar; hold."""
+    """Open each configured position with a market order at the instrument's first bar (or at
+    ``open_at_ns``); hold it to the end (or to ``close_at_ns``)."""
 
     def __init__(self, config: HoldPositionsConfig) -> None:
         super().__init__(config)
@@ -45,9 +52,24 @@ class HoldPositions(Strategy):
     def on_start(self) -> None:
         for text in self.config.bar_types:
             self.subscribe_bars(BarType.from_str(text))
+        if self.config.open_at_ns is not None:
+            self.clock.set_time_alert_ns("hold-open", self.config.open_at_ns, self._open_all)
+        if self.config.close_at_ns is not None:
+            self.clock.set_time_alert_ns("hold-close", self.config.close_at_ns, self._close_all)
 
     def on_bar(self, bar: Bar) -> None:
-        instrument_id = bar.bar_type.instrument_id
+        if self.config.open_at_ns is None:
+            self._open(bar.bar_type.instrument_id)
+
+    def _open_all(self, event: object) -> None:
+        for instrument_id in self._quantities:
+            self._open(instrument_id)
+
+    def _close_all(self, event: object) -> None:
+        for instrument_id in self._quantities:
+            self.close_all_positions(instrument_id)
+
+    def _open(self, instrument_id: InstrumentId) -> None:
         signed = self._quantities.get(instrument_id)
         if signed is None or not signed or instrument_id in self._opened:
             return

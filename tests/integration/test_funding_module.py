@@ -131,6 +131,7 @@ def run_engine(
     modules: list[FundingRateModule],
     held: dict[str, str],
     drop_bars_at: dict[str, int] | None = None,
+    **strategy: int,
 ) -> BacktestEngine:
     engine = make_engine(syn, modules)
     catalog = ParquetDataCatalog(syn.path)
@@ -141,7 +142,8 @@ def run_engine(
         dropped = (drop_bars_at or {}).get(instrument_id)
         engine.add_data([b for b in bars if b.ts_event != dropped])
     bar_types = list(syn.last_bar_types.values())
-    engine.add_strategy(HoldPositions(HoldPositionsConfig(bar_types=bar_types, quantities=held)))
+    config = HoldPositionsConfig(bar_types=bar_types, quantities=held, **strategy)
+    engine.add_strategy(HoldPositions(config))
     engine.run()
     return engine
 
@@ -309,6 +311,52 @@ def test_boundary_without_bar_settles_at_next_datum_on_last_price_before_it(
         ctx.prec = 60
         expected = -(Decimal(-1000) * 100 / paid.mark * paid.rate)
     assert paid.amount == expected.quantize(EIGHT_DP, rounding=ROUND_HALF_EVEN)
+
+
+def test_position_opened_in_a_data_gap_after_the_boundary_does_not_pay(
+    synthetic: SyntheticPerpCatalog,
+) -> None:
+    # No BTCUSDT-PERP bar at 08:00, so its 08:00 event settles after 08:00; a strategy timer
+    # opens the positions at 08:00:30, before that. Held at 08:00: nothing.
+    boundary = synthetic.start_ns + 8 * HOUR_NS
+    funding = module(synthetic)
+    run_engine(
+        synthetic,
+        [funding],
+        HELD,
+        drop_bars_at={LINEAR_ID: boundary},
+        open_at_ns=boundary + 30_000_000_000,
+    )
+
+    paid = [p for p in funding.payments if p.instrument_id == LINEAR_ID]
+    assert paid[0].ts_event == boundary + 8 * HOUR_NS
+    assert len(paid) == 8
+    assert funding.totals()[LINEAR_ID].events_without_position == 2
+
+
+def test_position_closed_in_a_data_gap_after_the_boundary_still_pays(
+    synthetic: SyntheticPerpCatalog,
+) -> None:
+    # Held through 08:00, closed by a timer at 08:00:30 before the delayed settlement: it pays
+    # the 08:00 event on the quantity it held then, and nothing after.
+    boundary = synthetic.start_ns + 8 * HOUR_NS
+    funding = module(synthetic)
+    run_engine(
+        synthetic,
+        [funding],
+        HELD,
+        drop_bars_at={LINEAR_ID: boundary},
+        close_at_ns=boundary + 30_000_000_000,
+    )
+
+    (paid,) = [p for p in funding.payments if p.instrument_id == LINEAR_ID]
+    assert (paid.ts_event, paid.ts_settled) == (boundary, boundary + 30_000_000_000)
+    assert paid.signed_quantity == Decimal("0.500")
+    opened = synthetic.start_ns + MIN_NS
+    by_hand = hand_computed(synthetic, LINEAR_ID, HELD[LINEAR_ID], opened)
+    assert (paid.ts_event, paid.mark, paid.amount) == by_hand[0]  # the 08:00 row
+    (inverse,) = [p for p in funding.payments if p.instrument_id == INVERSE_ID]
+    assert (inverse.ts_event, inverse.ts_settled) == (boundary, boundary)
 
 
 # -- MARK bar fallback ------------------------------------------------------------------------
