@@ -99,3 +99,12 @@ class InvalidData(DataUnavailable, InvalidResponse):
     :class:`InvalidResponse` (``open_times_ms`` names the bad bars, so a live stream can skip
     exactly those and go on).
     """
+
+
+class FundingSettlementError(InvalidInput):
+    """The funding module cannot settle funding as configured.
+
+    Raised when the catalog holds no (or inconsistent) funding rows for an instrument, when no
+    price exists at a funding boundary, or when the account has no balance in the currency a
+    payment is settled in. The message names the instrument, the catalog and the fix.
+    """

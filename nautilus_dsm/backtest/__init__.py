@@ -1,0 +1,40 @@
+"""Backtest extensions for NautilusTrader 1.231: funding settlement of perpetuals."""
+
+from __future__ import annotations
+
+from nautilus_dsm.backtest.funding import (
+    CACHE_KEY_PREFIX,
+    DEFAULT_MARK_BAR_SPEC,
+    MARK_FALLBACKS,
+    FundingEvent,
+    FundingPayment,
+    FundingRateModule,
+    FundingRateModuleConfig,
+    FundingReport,
+    FundingTotals,
+    funding_events,
+    funding_module_config,
+    funding_payment,
+    funding_report,
+    mark_bar_type,
+)
+from nautilus_dsm.backtest.hold import HoldPositions, HoldPositionsConfig
+
+__all__ = [
+    "CACHE_KEY_PREFIX",
+    "DEFAULT_MARK_BAR_SPEC",
+    "MARK_FALLBACKS",
+    "FundingEvent",
+    "FundingPayment",
+    "FundingRateModule",
+    "FundingRateModuleConfig",
+    "FundingReport",
+    "FundingTotals",
+    "HoldPositions",
+    "HoldPositionsConfig",
+    "funding_events",
+    "funding_module_config",
+    "funding_payment",
+    "funding_report",
+    "mark_bar_type",
+]
