@@ -69,3 +69,15 @@ class CircuitOpen(SourceError):
     Requests to it fail fast, without I/O, until its cooldown has passed; then one probe request
     is let through and a success closes the circuit again. The period goes to the next source.
     """
+
+
+class StreamError(SourceError):
+    """A websocket kline stream failed (refused, rejected, closed)."""
+
+
+class StreamSubscriptionRejected(StreamError, InvalidInput):
+    """Binance answered a ``SUBSCRIBE``/``UNSUBSCRIBE`` with an error (the stream is named)."""
+
+
+class StreamClosed(StreamError):
+    """The stream manager was closed, or the stream unsubscribed, while it was awaited."""
