@@ -484,7 +484,10 @@ class KlineStreams:
                     StreamClosed(f"{name} was unsubscribed before it was acknowledged")
                 )
         if conn.live is not None:
-            await self._control(conn, conn.live, "UNSUBSCRIBE", [name])
+            # A lost connection unsubscribes too: the next one is never subscribed to it.
+            with contextlib.suppress(ConnectionClosed, StreamClosed, TimeoutError):
+                async with asyncio.timeout(self._ack_timeout_s):
+                    await self._control(conn, conn.live, "UNSUBSCRIBE", [name], wait=True)
         if not conn.wanted and conn.task is not None:
             conn.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -650,7 +653,7 @@ class KlineStreams:
             async with asyncio.timeout(self._ack_timeout_s * max(1, len(names) // 100 + 1)):
                 for chunk in _chunks(names, 100):
                     await self._control(conn, ws, "SUBSCRIBE", chunk, wait=True)
-        except (TimeoutError, ConnectionClosed, StreamSubscriptionRejected) as exc:
+        except (TimeoutError, ConnectionClosed, StreamClosed, StreamSubscriptionRejected) as exc:
             if isinstance(exc, StreamSubscriptionRejected):
                 log.error("%s", exc)
             conn.live = previous if rotation else None
@@ -731,7 +734,8 @@ class KlineStreams:
                 del self._pending[ident]
                 answer = self._answers.pop(ident)
                 if not answer.done():
-                    answer.cancel()
+                    answer.set_exception(StreamClosed("the connection was lost before it answered"))
+                    answer.exception()  # retrieved: nobody may be awaiting it
 
     def _answered(self, env: _Envelope) -> None:
         ident = env.id
@@ -784,6 +788,7 @@ class KlineStreams:
                     continue
                 if not event.k.x:
                     self.stats.forming += 1
+                    await self._notify()
                     continue
                 await self._deliver(conn.market, event, received_ns)
         except ConnectionClosed as exc:

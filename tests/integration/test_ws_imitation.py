@@ -71,7 +71,9 @@ def _as_rest(k: dict[str, Any]) -> list[Any]:
     return [k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["T"], k["q"], k["n"], k["V"], k["Q"]]
 
 
-async def test_closed_and_forming_messages_equal_rest(srv: BinanceImitation, clock: ManualClock) -> None:
+async def test_closed_and_forming_messages_equal_rest(
+    srv: BinanceImitation, clock: ManualClock
+) -> None:
     async with connect(srv.ws_base_url("futures_usdt")) as ws:
         answer = await _send(ws, {"method": "SUBSCRIBE", "params": ["btcusdt@kline_1m"], "id": 1})
         assert answer == {"result": None, "id": 1}
@@ -106,7 +108,9 @@ async def test_spot_combined_stream_wraps_events(srv: BinanceImitation, clock: M
 async def test_methods_and_binance_error_answers(srv: BinanceImitation) -> None:
     async with connect(srv.ws_base_url("spot")) as ws:
         bad_json = await _send(ws, "{not json")
-        assert bad_json["error"]["code"] == 3 and bad_json["error"]["msg"].startswith("Invalid JSON")
+        assert bad_json["error"]["code"] == 3 and bad_json["error"]["msg"].startswith(
+            "Invalid JSON"
+        )
         assert bad_json["id"] is None
         assert await _send(ws, {"method": "SUBSCRIB", "params": [], "id": 2}) == {
             "error": {
@@ -116,7 +120,9 @@ async def test_methods_and_binance_error_answers(srv: BinanceImitation) -> None:
             },
             "id": 2,
         }
-        assert await _send(ws, {"method": "SUBSCRIBE", "params": ["btcusdt@kline_7m"], "id": 3}) == {
+        assert await _send(
+            ws, {"method": "SUBSCRIBE", "params": ["btcusdt@kline_7m"], "id": 3}
+        ) == {
             "error": {"code": 2, "msg": "Invalid request: invalid stream"},
             "id": 3,
         }
@@ -135,7 +141,9 @@ async def test_methods_and_binance_error_answers(srv: BinanceImitation) -> None:
             "result": None,
             "id": 6,
         }
-        assert await _send(ws, {"method": "UNSUBSCRIBE", "params": ["btcusdt@kline_1m"], "id": 7}) == {
+        assert await _send(
+            ws, {"method": "UNSUBSCRIBE", "params": ["btcusdt@kline_1m"], "id": 7}
+        ) == {
             "result": None,
             "id": 7,
         }
@@ -146,7 +154,9 @@ async def test_methods_and_binance_error_answers(srv: BinanceImitation) -> None:
 
 
 @pytest.mark.parametrize(("market", "limit"), [("spot", 5), ("futures_usdt", 10)])
-async def test_incoming_rate_limit_disconnects(srv: BinanceImitation, market: str, limit: int) -> None:
+async def test_incoming_rate_limit_disconnects(
+    srv: BinanceImitation, market: str, limit: int
+) -> None:
     async with connect(srv.ws_base_url(market)) as ws:
         for i in range(limit):
             assert (await _send(ws, {"method": "LIST_SUBSCRIPTIONS", "id": i}))["id"] == i

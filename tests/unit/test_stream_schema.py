@@ -114,7 +114,9 @@ def test_combined_envelope_and_method_answers_decode() -> None:
     assert stream == "ethusdt@kline_1s" and wrapped is not None and wrapped.k.l == "0.5"
     _, none, env = decode_message(b'{"result":null,"id":7}')
     assert none is None and env.id == 7 and env.result is None and env.error is None
-    _, none, env = decode_message(b'{"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":3}')
+    _, none, env = decode_message(
+        b'{"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":3}'
+    )
     assert none is None and env.error is not None
     assert (env.error.code, env.error.msg, env.id) == (2, "Invalid request: invalid stream", 3)
 
@@ -165,7 +167,9 @@ def test_imitation_events_have_binance_keys_and_rest_strings(realdata: Path) -> 
     real = json.loads((realdata / "ws_kline_futures_closed.json").read_text())
     srv = BinanceImitation()
     for market in MarketType:
-        spec = srv.symbols(market)["BTCUSDT" if market is not MarketType.FUTURES_COIN else "BTCUSD_PERP"]
+        spec = srv.symbols(market)[
+            "BTCUSDT" if market is not MarketType.FUTURES_COIN else "BTCUSD_PERP"
+        ]
         ks = klines.kline_spec(spec, market)
         interval = Interval.MINUTE_1
         opens = [1_704_067_200_000, 1_704_067_260_000]
