@@ -255,3 +255,15 @@ async def test_rotation_before_the_server_cut_off() -> None:
     opens = rec.opens("btcusdt@kline_1s")
     assert opens == list(range(opens[0], opens[0] + 1000 * len(opens), 1000))
     assert (stats.reconnects, stats.gaps) == (0, 0) and rec.resumes == []
+
+
+async def test_server_pings_are_answered() -> None:
+    # The server closes a connection whose pong does not come within ping_timeout_s.
+    rec = Recorder()
+    config = WsConfig(ping_interval_s=0.05, ping_timeout_s=0.5)
+    with BinanceImitation(ws=config) as srv:
+        async with rec.streams(srv) as streams:
+            await streams.subscribe("spot", "BTCUSDT", "1s")
+            await streams.wait_for(lambda: len(rec.klines) >= 2)
+            assert streams.stats.disconnects == 0
+        assert srv.ws.stats.pongs >= 5 and srv.ws.stats.connections == 1
