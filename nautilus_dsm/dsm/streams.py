@@ -369,6 +369,11 @@ class KlineStreams:
     open_timeout_s, ack_timeout_s
         Handshake timeout; how long a method answer may take before the connection is
         considered dead and replaced.
+    ping_interval_s
+        Our own keepalive pings (a pong must come within the same time, else reconnect);
+        None disables them.
+    rng
+        Source of the backoff jitter (tests pass a seeded one).
     """
 
     def __init__(
@@ -385,6 +390,7 @@ class KlineStreams:
         send_rates: Mapping[MarketType, int] | None = None,
         open_timeout_s: float = 10.0,
         ack_timeout_s: float = 10.0,
+        ping_interval_s: float | None = 20.0,
         rng: random.Random | None = None,
     ) -> None:
         if not 1 <= max_streams_per_connection <= 1024:
@@ -409,6 +415,7 @@ class KlineStreams:
         self._rates = {**SEND_RATES, **(send_rates or {})}
         self._open_timeout_s = open_timeout_s
         self._ack_timeout_s = ack_timeout_s
+        self._ping_interval_s = ping_interval_s
         self._rng = rng or random.Random()
         self.stats = StreamStats()
         self._conns: dict[MarketType, list[_Conn]] = {m: [] for m in MarketType}
@@ -567,11 +574,14 @@ class KlineStreams:
     # Connection life -----------------------------------------------------------------------
 
     async def _open(self, url: str) -> ClientConnection:
-        # The transport: swap here for another client. Pings are answered by the library.
+        # The transport: swap here for another client. Server pings are answered by the library.
         return await connect(
             url,
             open_timeout=self._open_timeout_s,
-            ping_interval=None,
+            # Our own pings find a connection that died silently (no FIN); one per interval
+            # counts toward Binance's message limit, which SEND_RATES leaves room for.
+            ping_interval=self._ping_interval_s,
+            ping_timeout=self._ping_interval_s,
             close_timeout=1.0,
             compression=None,
             max_queue=None,
@@ -596,6 +606,9 @@ class KlineStreams:
             self.stats.connects += 1
             try:
                 await self._serve(conn, ws, url)
+            except Exception as exc:  # a bug must not end the stream: log it and reconnect
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("websocket %s: unexpected failure; reconnecting", url)
             finally:
                 with contextlib.suppress(Exception):
                     await ws.close()
@@ -622,6 +635,8 @@ class KlineStreams:
                 fresh_reader = asyncio.create_task(self._read(conn, fresh))
                 if not await self._adopt(conn, fresh, fresh_reader, rotation=True):
                     fresh_reader.cancel()
+                    with contextlib.suppress(Exception):
+                        await fresh.close()
                     continue
                 self.stats.rotations += 1
                 old, ws, reader = ws, fresh, fresh_reader
@@ -710,6 +725,7 @@ class KlineStreams:
             self._next_id += 1
             ident = self._next_id
             answer: asyncio.Future[None] = loop.create_future()
+            answer.add_done_callback(_retrieve)  # an unawaited error answer is not "lost"
             self._pending[ident] = (conn, ws, params, method)
             self._answers[ident] = answer
             conn.sent.append(loop.time())
@@ -735,7 +751,6 @@ class KlineStreams:
                 answer = self._answers.pop(ident)
                 if not answer.done():
                     answer.set_exception(StreamClosed("the connection was lost before it answered"))
-                    answer.exception()  # retrieved: nobody may be awaiting it
 
     def _answered(self, env: _Envelope) -> None:
         ident = env.id
@@ -750,6 +765,9 @@ class KlineStreams:
                 "(stream names are <symbol lower case>@kline_<interval>)"
             )
             for name in params:
+                if method == "SUBSCRIBE":  # never asked again: reconnecting would not help
+                    conn.wanted.discard(name)
+                    self._intervals.pop((conn.market, name), None)
                 for future in self._waiters.pop((conn.market, name), []):
                     if not future.done():
                         future.set_exception(exc)
@@ -822,6 +840,11 @@ class KlineStreams:
         else:
             self._queue.put_nowait(kline)
         await self._notify()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

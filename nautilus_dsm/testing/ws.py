@@ -115,6 +115,8 @@ class WsFaults:
         Each connection is cut (TCP abort, no close frame) after sending this many events.
     silent
         Connections stay open but no event is pushed (answers to methods still are).
+    reject_streams
+        A SUBSCRIBE naming one of these is answered ``invalid stream`` (code 2).
     """
 
     drop_closed: set[tuple[str, int]] = field(default_factory=set)
@@ -123,6 +125,7 @@ class WsFaults:
     refuse: bool = False
     disconnect_after: int | None = None
     silent: bool = False
+    reject_streams: set[str] = field(default_factory=set)
 
     def reset(self) -> None:
         """Switch every fault off."""
@@ -434,7 +437,12 @@ class KlineStreamServer:
         if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
             if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
                 return _error(2, "Invalid request: invalid stream", ident)
-            if any(self._stream_key(conn.market, p) is None and not _valid(p) for p in params):
+            rejected = method == "SUBSCRIBE" and any(
+                p in self.faults.reject_streams for p in params
+            )
+            if rejected or any(
+                self._stream_key(conn.market, p) is None and not _valid(p) for p in params
+            ):
                 return _error(2, "Invalid request: invalid stream", ident)
             for name in params:
                 if method == "SUBSCRIBE":

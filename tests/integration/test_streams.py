@@ -15,6 +15,7 @@ from nautilus_dsm.dsm.streams import (
     StreamResume,
     klines_to_frame,
 )
+from nautilus_dsm.errors import StreamClosed, StreamSubscriptionRejected
 from nautilus_dsm.markets import MarketType
 from nautilus_dsm.testing import BinanceImitation
 from nautilus_dsm.testing.ws import WsConfig
@@ -267,3 +268,18 @@ async def test_server_pings_are_answered() -> None:
             await streams.wait_for(lambda: len(rec.klines) >= 2)
             assert streams.stats.disconnects == 0
         assert srv.ws.stats.pongs >= 5 and srv.ws.stats.connections == 1
+
+
+async def test_a_rejected_subscription_is_our_error_and_not_retried(srv: BinanceImitation) -> None:
+    rec = Recorder()
+    srv.ws_faults.reject_streams.add("ethusdt@kline_1m")
+    async with rec.streams(srv) as streams:
+        await streams.subscribe(FUT, "BTCUSDT", "1m")
+        with pytest.raises(
+            StreamSubscriptionRejected, match=r"error 2: 'Invalid request: invalid stream'"
+        ):
+            await streams.subscribe(FUT, "ETHUSDT", "1m")
+        assert streams.streams() == ["btcusdt@kline_1m"]
+        assert streams.stats.connects == 1
+    with pytest.raises(StreamClosed, match="was closed; create a new one"):
+        await streams.subscribe(FUT, "BTCUSDT", "1m")
