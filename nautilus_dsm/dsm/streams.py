@@ -14,19 +14,21 @@ async iterator. Reconnects and gaps are reported (``on_reconnect``, ``on_gap``) 
 client can backfill the missed range by REST.
 
 Client choice. Measured by ``benchmarks/ws_client.py`` against one local server (see
-benchmarks/README.md): ``picows`` received ~3x the messages per second of ``websockets``
-(~76 k vs ~24 k/s, decode included) and NautilusTrader's Rust ``WebSocketClient`` the fewest
-(~15 k/s: every message crosses from the tokio thread into Python under the GIL), with p50
-latency within 0.1 ms of each other. The load here is at most 4 messages per second per
-futures stream, 800/s on a full connection: ``websockets`` handles that at ~3 % of one core, so
-throughput does not decide. ``websockets`` is chosen because it is asyncio-native (no foreign
-thread calling into our loop, cancellation and timeouts behave as asyncio's), pure Python with
-no binary wheel to match, well maintained, answers pings itself, exposes the handshake status
-(refusals are clear errors), and the imitation already serves with it (one dependency, one
-implementation of the protocol in tests and production). The Rust client reconnects on its own
-to the URL it was created with, which hides the outage window we must report for REST backfill
-and makes make-before-break rotation impossible; its Python API also changed between releases.
-The transport is isolated in :meth:`KlineStreams._open` should ``picows`` be worth it later.
+benchmarks/README.md): on an idle machine ``picows`` received ~2.9x the messages per second of
+``websockets`` (~311 k vs ~107 k/s, decode included) and NautilusTrader's Rust
+``WebSocketClient`` the fewest (~28 k/s: every message crosses from the tokio thread into Python
+under the GIL), p50 latency 123 / 145 / 205 µs. The load here is at most 4 messages per second
+per futures stream, 800/s on a full connection: ``websockets`` handles that at < 1 % of one
+core, so throughput does not decide. ``websockets`` is chosen because it is asyncio-native (no
+foreign thread calling into our loop, cancellation and timeouts behave as asyncio's), pure
+Python with no binary wheel to match, well maintained, answers pings itself, exposes the
+handshake status (refusals are clear errors), and the imitation already serves with it (one
+dependency, one implementation of the protocol in tests and production). The Rust client
+reconnects on its own to the URL it was created with, and reports only that it came back (a
+``post_reconnection`` callback), not when it was lost, so the outage window we report for REST
+backfill would be a guess, and makes make-before-break rotation impossible; its Python API is a
+low-level binding of NautilusTrader's internals, not a stable interface. The transport is
+isolated in :meth:`KlineStreams._open` should ``picows`` be worth it later.
 """
 
 from __future__ import annotations
