@@ -283,3 +283,19 @@ async def test_a_rejected_subscription_is_our_error_and_not_retried(srv: Binance
         assert streams.stats.connects == 1
     with pytest.raises(StreamClosed, match="was closed; create a new one"):
         await streams.subscribe(FUT, "BTCUSDT", "1m")
+
+
+async def test_coin_margined_stream_equals_rest(srv: BinanceImitation, clock: ManualClock) -> None:
+    rec = Recorder()
+    coin = MarketType.FUTURES_COIN
+    async with rec.streams(srv) as streams:
+        assert await streams.subscribe(coin, "BTCUSD_PERP", "1m") == "btcusd_perp@kline_1m"
+        clock.now = T0 + 2 * MIN
+        await streams.wait_for(lambda: len(rec.klines) == 2)
+    assert [k.market for k in rec.klines] == [coin, coin]
+    truth = srv.expected(coin, "BTCUSD_PERP", "1m", T0 - 30_000, T0 + 90_000)
+    assert klines_to_frame(rec.klines).equals(truth)
+    assert srv.ws.stats.closed_sent == [
+        ("btcusd_perp@kline_1m", T0 - 30_000),
+        ("btcusd_perp@kline_1m", T0 + 30_000),
+    ]
