@@ -108,3 +108,15 @@ class FundingSettlementError(InvalidInput):
     price exists at a funding boundary, or when the account has no balance in the currency a
     payment is settled in. The message names the instrument, the catalog and the fix.
     """
+
+
+class StreamError(SourceError):
+    """A websocket kline stream failed (refused, rejected, closed)."""
+
+
+class StreamSubscriptionRejected(StreamError, InvalidInput):
+    """Binance answered a ``SUBSCRIBE``/``UNSUBSCRIBE`` with an error (the stream is named)."""
+
+
+class StreamClosed(StreamError):
+    """The stream manager was closed, or the stream unsubscribed, while it was awaited."""

@@ -6,6 +6,9 @@ Shipped with the package so users test their own pipelines without the network::
 
     with BinanceImitation() as srv:
         srv.url  # base_url_http and base_url_vision
+
+    with BinanceImitation(ws=True) as srv:
+        srv.ws_base_url("spot")  # kline websocket streams (nautilus_dsm.testing.ws)
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from nautilus_dsm.testing.faults import Faults
 from nautilus_dsm.testing.server import BinanceImitation, RequestRecord
 from nautilus_dsm.testing.symbols import DEFAULT_LISTED_MS, SymbolSpec, default_symbols
+from nautilus_dsm.testing.ws import WsConfig, WsFaults
 
 __all__ = [
     "DEFAULT_LISTED_MS",
@@ -20,5 +24,7 @@ __all__ = [
     "Faults",
     "RequestRecord",
     "SymbolSpec",
+    "WsConfig",
+    "WsFaults",
     "default_symbols",
 ]

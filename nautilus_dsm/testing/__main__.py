@@ -16,9 +16,14 @@ def main(argv: list[str] | None = None) -> None:
         description="Serve a local imitation of Binance REST and Binance Vision.",
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: any free port)")
+    parser.add_argument(
+        "--ws", action="store_true", help="also serve the kline websocket streams (2nd line)"
+    )
     args = parser.parse_args(argv)
-    with BinanceImitation(port=args.port) as srv:
+    with BinanceImitation(port=args.port, ws=args.ws) as srv:
         print(srv.url, flush=True)
+        if args.ws:
+            print(srv.ws_url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
 

@@ -41,6 +41,7 @@ from nautilus_dsm.testing.symbols import (
     default_symbols,
     exchange_info,
 )
+from nautilus_dsm.testing.ws import KlineStreamServer, WsConfig, WsFaults
 
 REST_PREFIXES: dict[str, MarketType] = {
     "/api/v3": MarketType.SPOT,
@@ -142,6 +143,10 @@ class BinanceImitation:
         Returns epoch seconds for the request-weight minute windows, ``Retry-After`` and bans.
         Defaults to the wall clock, so a client's real waits are what lift a limit even when
         ``clock`` is frozen in the past.
+    ws
+        Also serve the kline websocket streams (:mod:`nautilus_dsm.testing.ws`) on a port of
+        their own (``srv.ws_url``, ``srv.ws_base_url(market)``, faults ``srv.ws_faults``); a
+        :class:`~nautilus_dsm.testing.ws.WsConfig` sets its ping and lifetime knobs.
 
     Examples
     --------
@@ -155,6 +160,7 @@ class BinanceImitation:
         *,
         port: int = 0,
         rate_clock: Callable[[], float] | None = None,
+        ws: bool | WsConfig = False,
     ) -> None:
         self._clock = clock or _wall_ms
         self._rate_clock = rate_clock or time.time
@@ -170,6 +176,7 @@ class BinanceImitation:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
+        self._ws = _ws_server(self, ws)
 
     # ----------------------------------------------------------------------------------------
     # Lifecycle
@@ -191,6 +198,8 @@ class BinanceImitation:
             daemon=True,
         )
         self._thread.start()
+        if self._ws is not None:
+            self._ws.start()
         return self
 
     def stop(self) -> None:
@@ -198,6 +207,8 @@ class BinanceImitation:
         server, self._server = self._server, None
         if server is None:
             return
+        if self._ws is not None:
+            self._ws.stop()
         server.shutdown()
         with self._lock:
             connections = list(self._connections)
@@ -230,6 +241,29 @@ class BinanceImitation:
     @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
+
+    # -- websocket streams (ws=True) --
+
+    @property
+    def ws(self) -> KlineStreamServer:
+        """The kline stream server (``stats``, ``disconnect_all()``); needs ``ws=True``."""
+        if self._ws is None:
+            raise RuntimeError("construct BinanceImitation(ws=True) to serve websocket streams")
+        return self._ws
+
+    @property
+    def ws_faults(self) -> WsFaults:
+        """Fault switches of the kline streams."""
+        return self.ws.faults
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://127.0.0.1:PORT`` of the kline streams."""
+        return self.ws.url
+
+    def ws_base_url(self, market: MarketType | str) -> str:
+        """The raw ``/ws`` endpoint of ``market``'s kline streams."""
+        return self.ws.base_url(market)
 
     # ----------------------------------------------------------------------------------------
     # Test API
@@ -645,6 +679,12 @@ def _without(raw: pl.DataFrame, gaps: tuple[tuple[int, int], ...]) -> pl.DataFra
     for lo, hi in gaps:
         keep &= (opens < lo) | (opens >= hi)
     return raw[np.flatnonzero(keep)] if not keep.all() else raw
+
+
+def _ws_server(imitation: BinanceImitation, ws: bool | WsConfig) -> KlineStreamServer | None:
+    if ws is False:
+        return None
+    return KlineStreamServer(imitation, ws if isinstance(ws, WsConfig) else None)
 
 
 def _limit_message(limit: int) -> str:
