@@ -14,6 +14,12 @@ time cannot be read, the last offset (0 before the first success) is used, with 
 clock somewhere between sending and receiving, so at local time ``t`` the exchange's clock
 reads at least ``server_ms + (t - received_ms)``. Deciding "closed" against a lower bound
 means a bar can be taken as closed a few milliseconds late, never early.
+
+The offset holds only while the local clock runs on: a *step* (NTP stepping it, a VM resumed
+from suspend) makes it wrong at once, by the size of the step. Steps are detected by comparing
+how far the local clock moved since the last measurement with how far ``time.monotonic()``
+(which never steps) moved; beyond :data:`STEP_TOLERANCE_MS` either way, the next use measures
+again before anything is decided as closed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -34,6 +41,8 @@ DEFAULT_SAMPLES = 3
 WARN_OFFSET_MS = 100
 # After a failed sync, wait this long (or the resync interval, if shorter) before asking again.
 RETRY_FAILED_SYNC_S = 60.0
+# Local-clock movement beyond monotonic movement (either way) taken as a clock step.
+STEP_TOLERANCE_MS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,10 @@ class ExchangeClock:
         ``GET /time`` requests per measurement; the smallest round trip wins.
     warn_ms : int, default 100
         Offsets larger than this (in absolute value) are logged at warning.
+    monotonic : Callable[[], float], default time.monotonic
+        A clock that never steps (seconds), against which steps of ``local`` are detected.
+    step_tolerance_ms : int, default 1000
+        Disagreement between the two clocks since the last measurement taken as a step.
 
     """
 
@@ -102,6 +115,8 @@ class ExchangeClock:
         resync_s: float = DEFAULT_RESYNC_S,
         samples: int = DEFAULT_SAMPLES,
         warn_ms: int = WARN_OFFSET_MS,
+        monotonic: Callable[[], float] = time.monotonic,
+        step_tolerance_ms: int = STEP_TOLERANCE_MS,
     ) -> None:
         if not resync_s > 0:  # also refuses NaN
             raise ValueError(f"resync_s must be > 0 seconds, was {resync_s!r}")
@@ -113,6 +128,10 @@ class ExchangeClock:
         self.resync_ms = resync_s * 1000
         self.samples = samples
         self.warn_ms = warn_ms
+        self._monotonic = monotonic
+        self.step_tolerance_ms = step_tolerance_ms
+        # (local ms, monotonic s) at the end of the last attempt: the base of step detection.
+        self._base: tuple[int, float] | None = None
         self._sample: TimeSample | None = None  # the measurement in use
         self._attempted_ms: int | None = None  # local time of the last attempt
         self._failed = False
@@ -150,6 +169,17 @@ class ExchangeClock:
         # The server read its clock no later than we received the answer.
         return sample.server_ms + (local - sample.received_ms)
 
+    def step_ms(self) -> int:
+        """How far the local clock stepped since the last measurement (ms, + = ahead); 0 when
+        within the tolerance, not measuring, or never measured."""
+        base = self._base
+        if self._server_time is None or base is None:
+            return 0
+        local_moved = self._local() - base[0]
+        real_moved = (self._monotonic() - base[1]) * 1000
+        step = round(local_moved - real_moved)
+        return step if abs(step) > self.step_tolerance_ms else 0
+
     def due(self) -> bool:
         """True when the next use should measure (never measured, or the measurement is old)."""
         if self._server_time is None:
@@ -164,11 +194,22 @@ class ExchangeClock:
     # -- measuring --------------------------------------------------------------------------
 
     async def ensure(self) -> int:
-        """Measure if due (concurrent callers share one measurement); return :meth:`now_ms`."""
-        if self.due():
+        """Measure if due or the local clock stepped (concurrent callers share one measurement);
+        return :meth:`now_ms`."""
+        # A stepped local clock makes the offset wrong by the step: measure before deciding.
+        step = self.step_ms()
+        if step or self.due():
             loop = asyncio.get_running_loop()
             task = self._inflight
             if task is None or task.done() or task.get_loop() is not loop:
+                if step:
+                    log.warning(
+                        "Binance %s: the local clock stepped %+d ms since the exchange time was "
+                        "last measured (NTP step, VM resume?); measuring the offset again before "
+                        "deciding closed bars",
+                        self.name,
+                        step,
+                    )
                 task = self._inflight = loop.create_task(self.sync())
             # Shielded: a cancelled caller must not cancel the measurement others await.
             await asyncio.shield(task)
@@ -189,6 +230,7 @@ class ExchangeClock:
                 error = exc  # a failing host fails every sample: do not ask it again now
                 break
             taken.append(TimeSample(sent, self._local(), int(server)))
+        self._base = (self._local(), self._monotonic())
         best = best_sample(taken)
         if best is None:
             self._failed = True

@@ -430,7 +430,9 @@ class DataSourceManager:
     async def _now_for(self, market: MarketType, interval: Interval, end_ms: int) -> int:
         """Exchange "now" for a fetch; no ``GET /time`` when no decision depends on it."""
         clock = self.exchange_clock(market)
-        if decided_without_now(interval, end_ms, self._clock()):
+        # A local clock stepped ahead may make a range look long closed: decide without it.
+        local = self._clock() - max(0, clock.step_ms())
+        if decided_without_now(interval, end_ms, local):
             return clock.now_ms()
         return await clock.ensure()
 

@@ -36,6 +36,11 @@ from nautilus_dsm.dsm.validate import Expect, iso
 from nautilus_dsm.errors import InvalidInput, InvalidResponse, SourceError, UnknownSymbol
 from nautilus_dsm.markets import ENDPOINTS, Interval, MarketType, rest_base_url
 
+# GET /time: tries and total deadline per try (a measurement that fails falls back, see
+# ExchangeClock, so it must cost a fetch little).
+TIME_MAX_TRIES = 2
+TIME_DEADLINE_S = 5.0
+
 log = logging.getLogger("nautilus_dsm.dsm")
 
 # REQUEST_WEIGHT per minute (exchangeInfo rateLimits): spot 6000, futures 2400.
@@ -173,6 +178,19 @@ class BinanceRestClient:
             verify_tls=verify_tls,
             weight_gate=self._weight,
         )
+        # GET /time has its own transport: its own circuit (a hung /time must not open the
+        # klines' circuit of the same host), a short deadline and few tries, since a failed
+        # measurement only falls back to the last offset. Counters are shared (stats).
+        self._time_transport = HttpTransport(
+            name=f"Binance {self.market_type.name} REST",
+            policy=RetryPolicy(min(max_retries, TIME_MAX_TRIES), backoff_base_s, 1.0, 0.0),
+            timeout_s=min(timeout_s, TIME_DEADLINE_S),
+            deadline_s=min(deadline_s, TIME_DEADLINE_S),
+            concurrency=1,
+            verify_tls=verify_tls,
+            weight_gate=self._weight,
+        )
+        self._time_transport.counters = self._transport.counters
 
     @property
     def stats(self) -> RestStats:
@@ -189,6 +207,7 @@ class BinanceRestClient:
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         await self._transport.aclose()
+        await self._time_transport.aclose()
 
     # -- klines --------------------------------------------------------------------------
     async def klines(
@@ -352,7 +371,10 @@ class BinanceRestClient:
         """
         from nautilus_dsm.errors import InvalidResponse  # (kept local: a one-hunk addition)
 
-        reply = await self._transport.get(f"{self.base_url}/time", None, _decode_json)
+        held, why = self._transport._gate_delay()
+        if held > 0:  # a 429/418 hold covers /time too; waiting for it would stall the fetch
+            raise SourceError(f"Binance {self.market_type.name} REST /time held: {why}")
+        reply = await self._time_transport.get(f"{self.base_url}/time", None, _decode_json)
         self._raise_for_error(reply, None, None)
         value = reply.value.get("serverTime") if isinstance(reply.value, dict) else None
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

@@ -90,7 +90,9 @@ async def test_forming_2359_bar_is_not_cached_with_the_local_clock_10s_ahead_aft
     assert day is not None and day.height == 1440
     assert day.tail(1).equals(late_truth.tail(1))
     assert offset == -10_000
-    assert requests == ["/fapi/v1/time"] * 3  # one measurement serves both fetches
+    # The injected clock moved 60 s while monotonic time did not: a clock step, so the second
+    # fetch measures again before deciding (3 + 3).
+    assert requests == ["/fapi/v1/time"] * 6
 
 
 @pytest.mark.parametrize(
@@ -174,17 +176,20 @@ async def test_clock_offset_is_measured_again_after_the_interval(cache_dir: Path
     skew = [2_000]
     with BinanceImitation(clock=lambda: local[0] + skew[0]) as srv:
         async with make_dsm(srv, cache_dir, local, time_sync_interval_s=60) as dsm:
+            # The injected clock runs here (no step): monotonic time follows it.
+            dsm.exchange_clock(SPOT)._monotonic = lambda: local[0] / 1000
             first = await dsm.exchange_now_ms(SPOT)
-            skew[0] = -3_000  # the local clock was stepped by NTP
+            skew[0] = -3_000  # the local clock drifted 5 s (slewed, not stepped)
             local[0] += 59_999
             memo = dsm.exchange_clock(SPOT).offset_ms
-            await dsm.exchange_now_ms(SPOT)
+            held = await dsm.exchange_now_ms(SPOT)
             local[0] += 1
             fresh = await dsm.exchange_now_ms(SPOT)
         requests = time_requests(srv)
 
     assert first == T0 + 2 * DAY + 12 * 60 * MIN + 2_000
     assert memo == 2_000
+    assert held == local[0] - 1 + 2_000  # not measured again before the interval
     assert fresh == local[0] - 3_000
     assert requests == ["/api/v3/time"] * 6
 

@@ -68,6 +68,8 @@ class FakeExchange:
 def make_clock(skew_ms: int, rtts: list[int], **kwargs) -> tuple[ExchangeClock, FakeExchange, list]:
     local = [T0]
     exchange = FakeExchange(local, skew_ms, rtts)
+    # The fake local clock runs (it never steps) unless a test says so: monotonic follows it.
+    kwargs.setdefault("monotonic", lambda: local[0] / 1000)
     clock = ExchangeClock("SPOT", exchange.server_time, local=lambda: local[0], **kwargs)
     return clock, exchange, local
 
@@ -183,3 +185,56 @@ def test_a_range_that_ended_a_day_ago_is_decided_without_the_exchange_clock() ->
     assert decided_without_now(Interval.MINUTE_1, T0 + 8 * DAY, now - DAY) is True  # day 7
     # 1d: periods are UTC years, so anything in the current year needs the exchange clock.
     assert decided_without_now(Interval.DAY_1, T0 + DAY, T0 + 10 * DAY) is False
+
+
+# -- local clock steps (NTP step, VM resume) ------------------------------------------------
+
+
+@pytest.mark.parametrize("step_ms", [125_000, -125_000, 1_001, -1_001])
+async def test_a_local_clock_step_either_way_is_measured_again_before_the_interval(
+    caplog: pytest.LogCaptureFixture, step_ms: int
+) -> None:
+    mono = [100.0]
+    clock, exchange, local = make_clock(0, [0], resync_s=300, monotonic=lambda: mono[0])
+    await clock.ensure()
+    mono[0] += 2.0  # two seconds pass; the local clock steps besides, the exchange's does not
+    local[0] += 2_000 + step_ms
+    exchange.skew_ms = -step_ms
+
+    with caplog.at_level(logging.WARNING, logger="nautilus_dsm.dsm"):
+        assert clock.step_ms() == step_ms
+        now = await clock.ensure()
+
+    assert exchange.calls == 6
+    assert clock.offset_ms == -step_ms
+    assert now == T0 + 2_000  # exchange time, unmoved by the step
+    assert clock.step_ms() == 0  # measured against the new base
+    assert caplog.records[0].getMessage() == (
+        f"Binance SPOT: the local clock stepped {step_ms:+d} ms since the exchange time was last "
+        "measured (NTP step, VM resume?); measuring the offset again before deciding closed bars"
+    )
+
+
+async def test_clock_drift_within_a_second_of_monotonic_time_is_no_step() -> None:
+    mono = [100.0]
+    clock, exchange, local = make_clock(0, [0], resync_s=300, monotonic=lambda: mono[0])
+    await clock.ensure()
+    mono[0] += 200.0
+    local[0] += 200_000 + 1_000
+
+    assert clock.step_ms() == 0
+    await clock.ensure()
+    assert exchange.calls == 3
+
+
+async def test_a_step_after_a_failed_sync_is_tried_once_not_on_every_use() -> None:
+    mono = [100.0]
+    clock, exchange, local = make_clock(0, [0], resync_s=300, monotonic=lambda: mono[0])
+    exchange.fail = True
+    await clock.ensure()
+    local[0] += 30_000  # stepped; the retry-after-failure minute has not passed
+    await clock.ensure()  # the step is measured for (and fails again)
+    await clock.ensure()  # no new step: waits for the retry minute
+
+    assert exchange.calls == 2
+    assert clock.step_ms() == 0
