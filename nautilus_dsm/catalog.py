@@ -601,6 +601,26 @@ def _quarantine_unreadable(cat: ParquetDataCatalog, key: str, directory: str) ->
             _quarantine_file(cat, key, path, exc)
 
 
+def _quarantine_unreadable_in_cells(
+    cat: ParquetDataCatalog, key: str, interval: Interval, directory: str, plans: list[ChunkPlan]
+) -> bool:
+    """Read whole every file in a grid cell this run writes into (the merge after the write
+    reads them anyway); quarantine those whose pages do not read. True when any was: the
+    series must be planned again, so their bars are ingested in this run, not lost until the
+    next one. Call under the series lock."""
+    cells = {grid_cell(interval, plan.open_start_ms) for plan in plans}
+    found = False
+    for lo, hi, path in _parquet_files(cat, directory):
+        if not any(lo <= b * _NS_PER_MS and hi > a * _NS_PER_MS for a, b in cells):
+            continue
+        try:
+            pq.read_table(path, filesystem=cat.fs)
+        except (pa.ArrowException, OSError) as exc:
+            _quarantine_file(cat, key, path, exc)
+            found = True
+    return found
+
+
 def _quarantine_file(cat: ParquetDataCatalog, key: str, path: str, exc: BaseException) -> None:
     # <catalog>/quarantine/ lies outside data/, so the catalog never reads the file again; the
     # file is kept (not deleted) as evidence of what went wrong.
@@ -1204,6 +1224,13 @@ async def ingest_async(
                     # checked against the files present then, so a concurrent run is safe.
                     existing, rechecks = [], []
                 plans, skipped = plan_chunks(iv, start_ms, end_ms, existing, chunk_ms, now_ms)
+                if plans and existing:
+                    async with lock:
+                        if _quarantine_unreadable_in_cells(cat, key, iv, directory, plans):
+                            existing = [(a, b) for a, b, _ in _parquet_files(cat, directory)]
+                            plans, skipped = plan_chunks(
+                                iv, start_ms, end_ms, existing, chunk_ms, now_ms
+                            )
                 report.bars_written.setdefault(key, 0)
                 report.skipped.extend(SkippedRange(key, from_ms(a), from_ms(b)) for a, b in skipped)
                 series.append((r.instrument_id, bar_type, iv, lock, plans, rechecks))

@@ -596,7 +596,11 @@ def _entries(folder: Path) -> list[os.DirEntry[str]]:
 
 def _dirs(folder: Path) -> list[os.DirEntry[str]]:
     # Real directories only: a symlinked market / symbol / interval folder is never followed.
-    return [e for e in _entries(folder) if e.is_dir(follow_symlinks=False)]
+    entries = _entries(folder)
+    for entry in entries:
+        if entry.is_symlink():
+            log.warning("cache: %s is a symbolic link; not followed", entry.path)
+    return [e for e in entries if e.is_dir(follow_symlinks=False)]
 
 
 def _is_link(path: Path) -> bool:

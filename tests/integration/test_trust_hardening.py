@@ -266,8 +266,15 @@ def test_cli_ingest_catalog_or_cache_at_a_file_exits_2_before_any_io(
 # -- 5. a corrupt catalog file -----------------------------------------------------------------
 
 
-def test_a_truncated_catalog_file_is_quarantined_and_its_range_ingested_again(
-    imitation: Any, cache_dir: Path, tmp_path: Path, caplog: Any
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        ("truncated", "Parquet magic bytes not found in footer"),  # a killed copy
+        ("pages", "Corrupt snappy compressed data"),  # a disk fault: the footer still reads
+    ],
+)
+def test_a_corrupt_catalog_file_is_quarantined_and_its_range_ingested_again(
+    imitation: Any, cache_dir: Path, tmp_path: Path, caplog: Any, damage: str, why: str
 ) -> None:
     catalog = ParquetDataCatalog(str(tmp_path / "cat"))
     bars = Path(catalog.path) / "data" / "bar" / BAR_TYPE
@@ -275,7 +282,11 @@ def test_a_truncated_catalog_file_is_quarantined_and_its_range_ingested_again(
            dsm=_dsm(imitation, cache_dir), chunk=DAY)  # fmt: skip
     [broken] = sorted(bars.glob("*.parquet"))
     data = broken.read_bytes()
-    broken.write_bytes(data[: len(data) // 2])  # a killed copy / a disk fault
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data = data[:100] + b"\xab" * (len(data) // 2 - 100) + data[len(data) // 2 :]
+    broken.write_bytes(data)
     imitation.clear_requests()
 
     with caplog.at_level(logging.WARNING, logger="nautilus_dsm.catalog"):
@@ -287,12 +298,12 @@ def test_a_truncated_catalog_file_is_quarantined_and_its_range_ingested_again(
     assert ts == [(d0 + (i + 1) * MIN_MS) * NS for i in range(4 * 1440)]  # every bar once
     assert report.total_bars == 4 * 1440
     moved = Path(catalog.path) / "quarantine" / "bar" / BAR_TYPE / broken.name
-    assert moved.read_bytes() == data[: len(data) // 2]
+    assert moved.read_bytes() == data
     assert [p.name for p in sorted(bars.glob("*.parquet"))] == [
         "2024-01-01T00-00-00-000000001Z_2024-01-05T00-00-00-000000000Z.parquet"
     ]
     [warning] = [r.getMessage() for r in caplog.records if "quarantined" in r.getMessage()]
-    assert str(broken) in warning and str(moved) in warning
+    assert str(broken) in warning and str(moved) in warning and why in warning
     # The quarantined days came back from the cache; only the two new days were downloaded.
     assert {r.path.split("BTCUSDT-1m-")[1][:10] for r in imitation.requests
             if r.path.startswith("/data/")} == {"2024-01-03", "2024-01-04"}  # fmt: skip
@@ -316,3 +327,25 @@ def test_a_pandas_frame_with_duplicate_columns_is_invalid_input(fn: Any) -> None
     with pytest.raises(InvalidInput) as info:
         fn(frame, bar_type, instrument)
     assert "duplicate column name(s) ['open']" in str(info.value)
+
+
+def test_symlinked_market_and_symbol_folders_are_logged_and_skipped(
+    tmp_path: Path, caplog: Any
+) -> None:
+    outside, root = tmp_path / "outside", tmp_path / "root"
+    (outside / "BTCUSDT/1m").mkdir(parents=True)
+    (outside / "BTCUSDT/1m/2024-01-01.parquet").write_text("precious")
+    (root / "binance/futures_usdt").mkdir(parents=True)
+    os.symlink(outside, root / "binance/spot")  # a market folder pointing outside
+    os.symlink(outside / "BTCUSDT", root / "binance/futures_usdt/BTCUSDT")  # a symbol folder
+
+    with caplog.at_level(logging.WARNING, logger="nautilus_dsm.dsm.cache"):
+        assert KlineCache(root).info()["files"] == 0
+        assert KlineCache(root).clear() == 0
+
+    assert _outside_files(outside) == ["BTCUSDT/1m/2024-01-01.parquet"]
+    linked = {r.getMessage() for r in caplog.records}
+    assert f"cache: {root / 'binance/spot'} is a symbolic link; not followed" in linked
+    assert f"cache: {root / 'binance/futures_usdt/BTCUSDT'} is a symbolic link; not followed" in (
+        linked
+    )
