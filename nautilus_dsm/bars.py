@@ -219,6 +219,13 @@ def _to_polars(frame: Any) -> pl.DataFrame:
             )
         if "open_time" not in frame.columns and frame.index.name == "open_time":
             frame = frame.reset_index()
+        duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+        if duplicated:
+            # polars refuses them with a raw error; which "open" is the price would be a guess
+            raise InvalidInput(
+                f"kline frame has duplicate column name(s) {duplicated}; keep one column per "
+                "name (e.g. frame.loc[:, ~frame.columns.duplicated()]) or rename the others"
+            )
         df = pl.from_pandas(frame)
     missing = [c for c in _REQUIRED_COLUMNS if c not in df.columns]
     if missing:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.identifiers import InstrumentId
@@ -589,6 +590,58 @@ def _parquet_files(cat: ParquetDataCatalog, directory: str) -> list[tuple[int, i
     return out
 
 
+def _quarantine_unreadable(cat: ParquetDataCatalog, key: str, directory: str) -> None:
+    """Move aside every bar file whose Parquet footer cannot be read (a killed copy, a disk
+    fault), with its gap record: its range is then missing and ingested again, and neither
+    this run nor NautilusTrader fails reading it. Call under the series lock."""
+    for _, _, path in _parquet_files(cat, directory):
+        try:
+            pq.read_metadata(path, filesystem=cat.fs)
+        except (pa.ArrowException, OSError) as exc:
+            _quarantine_file(cat, key, path, exc)
+
+
+def _quarantine_unreadable_in_cells(
+    cat: ParquetDataCatalog, key: str, interval: Interval, directory: str, plans: list[ChunkPlan]
+) -> bool:
+    """Read whole every file in a grid cell this run writes into (the merge after the write
+    reads them anyway); quarantine those whose pages do not read. True when any was: the
+    series must be planned again, so their bars are ingested in this run, not lost until the
+    next one. Call under the series lock."""
+    cells = {grid_cell(interval, plan.open_start_ms) for plan in plans}
+    found = False
+    for lo, hi, path in _parquet_files(cat, directory):
+        if not any(lo <= b * _NS_PER_MS and hi > a * _NS_PER_MS for a, b in cells):
+            continue
+        try:
+            pq.read_table(path, filesystem=cat.fs)
+        except (pa.ArrowException, OSError) as exc:
+            _quarantine_file(cat, key, path, exc)
+            found = True
+    return found
+
+
+def _quarantine_file(cat: ParquetDataCatalog, key: str, path: str, exc: BaseException) -> None:
+    # <catalog>/quarantine/ lies outside data/, so the catalog never reads the file again; the
+    # file is kept (not deleted) as evidence of what went wrong.
+    name = path.rsplit("/", 1)[-1]
+    target = f"{str(cat.path).rstrip('/')}/quarantine/bar/{key}/{name}"
+    if cat.fs.exists(target):  # an earlier casualty of the same name stays as well
+        target = f"{target}.{uuid.uuid4().hex[:8]}"
+    cat.fs.mkdirs(target.rsplit("/", 1)[0], exist_ok=True)
+    cat.fs.mv(path, target)
+    sidecar = f"{path}{_SIDECAR_SUFFIX}"
+    if cat.fs.exists(sidecar):
+        cat.fs.mv(sidecar, f"{target}{_SIDECAR_SUFFIX}")
+    _log.warning(
+        "%s: catalog file %s is unreadable (%s); quarantined to %s, its bars are ingested again",
+        key,
+        path,
+        " ".join(str(exc).split())[:200],
+        target,
+    )
+
+
 def _read_sidecar(cat: ParquetDataCatalog, parquet_path: str) -> dict[str, Any] | None:
     try:
         raw = cat.fs.cat_file(f"{parquet_path}{_SIDECAR_SUFFIX}")
@@ -761,7 +814,13 @@ def _normalize(
                 del tables[stale]  # only the files of the current cell stay in memory
             for _, _, path in touching:
                 if path not in tables:
-                    tables[path] = pq.read_table(path, filesystem=cat.fs)
+                    try:
+                        tables[path] = pq.read_table(path, filesystem=cat.fs)
+                    except (pa.ArrowException, OSError) as exc:
+                        # A footer that reads but pages that do not: set it aside, start over
+                        # (files written so far are merged again; nothing is lost).
+                        _quarantine_file(cat, key, path, exc)
+                        return repaired + _normalize(cat, key, interval, directory)
             precisions = {
                 (tables[p].schema.metadata or {}).get(b"price_precision") for _, _, p in touching
             }
@@ -1153,6 +1212,7 @@ async def ingest_async(
                 if cat.fs.exists(directory):
                     async with lock:
                         _remove_stale_temporaries(cat, directory)
+                        _quarantine_unreadable(cat, key, directory)
                         report.repaired.extend(_normalize(cat, key, iv, directory))
                         existing = [(a, b) for a, b, _ in _parquet_files(cat, directory)]
                         rechecks = _rechecks_for(
@@ -1164,6 +1224,13 @@ async def ingest_async(
                     # checked against the files present then, so a concurrent run is safe.
                     existing, rechecks = [], []
                 plans, skipped = plan_chunks(iv, start_ms, end_ms, existing, chunk_ms, now_ms)
+                if plans and existing:
+                    async with lock:
+                        if _quarantine_unreadable_in_cells(cat, key, iv, directory, plans):
+                            existing = [(a, b) for a, b, _ in _parquet_files(cat, directory)]
+                            plans, skipped = plan_chunks(
+                                iv, start_ms, end_ms, existing, chunk_ms, now_ms
+                            )
                 report.bars_written.setdefault(key, 0)
                 report.skipped.extend(SkippedRange(key, from_ms(a), from_ms(b)) for a, b in skipped)
                 series.append((r.instrument_id, bar_type, iv, lock, plans, rechecks))

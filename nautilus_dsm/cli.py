@@ -130,10 +130,40 @@ def check_out_path(out: Path, option: str = "--out") -> Path:
             f"{option} {str(out)!r} has {suffix}; fetch writes Parquet, so name the file "
             f"*.parquet, e.g. {out.stem or 'bars'}.parquet"
         )
-    parent = next((p for p in (out.parent, *out.parent.parents) if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise InvalidInput(f"{option} {str(out)!r}: {str(parent)!r} is a file, not a directory")
+    _check_no_file_above(out, option)
     return out
+
+
+def _check_no_file_above(path: Path, option: str) -> None:
+    """Refuse a path whose nearest existing ancestor is a file: it could never be created."""
+    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InvalidInput(f"{option} {str(path)!r}: {str(parent)!r} is a file, not a directory")
+
+
+def check_dir_path(path: Path | None, option: str) -> Path | None:
+    """Refuse a directory option (``--cache-dir``, ``--catalog``) that is, or lies under, a
+    file, before any I/O (otherwise a raw OS error after the download)."""
+    if path is None:
+        return None
+    path = path.expanduser()
+    if path.exists() and not path.is_dir():
+        raise InvalidInput(f"{option} {str(path)!r} is a file, not a directory; name a directory")
+    _check_no_file_above(path, option)
+    return path
+
+
+def check_report_path(report: Path | None, out: Path) -> None:
+    """Refuse a ``--report`` that cannot be written, or that is the ``--out`` file itself
+    (the report would silently replace the bars), before any I/O."""
+    if report is None:
+        return
+    if report.expanduser().resolve() == out.expanduser().resolve():
+        raise InvalidInput(
+            f"--report {str(report)!r} is the --out file; the report would replace the bars, "
+            "so name another file, e.g. report.json"
+        )
+    _check_no_file_above(report, "--report")
 
 
 def _resolve(
@@ -249,6 +279,7 @@ async def _dsm(
     """A data-source manager for one command, closed when the command is done with it."""
     from nautilus_dsm.dsm.manager import DataSourceManager
 
+    check_dir_path(cache_dir, "--cache-dir")
     ctx = click.get_current_context(silent=True)
     bounds = dict(ctx.meta.get(_BOUNDS_META, {})) if ctx is not None else {}
     dsm = DataSourceManager.create(
@@ -379,6 +410,7 @@ def fetch(
         resolved, iv = _resolve(instrument_id, market_type, interval)
         start_dt, end_dt = _parse_range(start, end)
         check_out_path(out)
+        check_report_path(report_path, out)
         async with _dsm(
             market_type, base_url_http, base_url_vision, cache_dir, min_completeness
         ) as dsm:
@@ -477,6 +509,7 @@ def ingest_command(
                 resolved, _ = _resolve(instrument_id, market_type, interval)
             ids.append(resolved.instrument_id)
         start_dt, end_dt = _parse_range(start, end)
+        check_dir_path(cache_dir, "--cache-dir")
         catalog = _catalog_for(catalog_path)
         progress = ProgressBar(not no_progress, "ingest", "chunk")
         try:
@@ -532,6 +565,7 @@ def _catalog_for(catalog_path: str) -> Any:
     from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
     if "://" not in catalog_path:
+        check_dir_path(Path(catalog_path), "--catalog")
         Path(catalog_path).expanduser().mkdir(parents=True, exist_ok=True)
         catalog_path = str(Path(catalog_path).expanduser())
     return ParquetDataCatalog.from_uri(catalog_path)
@@ -724,6 +758,7 @@ def _kline_cache(
     from nautilus_dsm.dsm.cache import KlineCache
     from nautilus_dsm.dsm.manager import endpoint_cache_dir
 
+    check_dir_path(cache_dir, "--cache-dir")
     if cache_dir is None:
         cache_dir = endpoint_cache_dir(base_url_http, base_url_vision)
     return KlineCache(cache_dir)

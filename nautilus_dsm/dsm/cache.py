@@ -512,7 +512,7 @@ class KlineCache:
             "files": sum(e["files"] for e in entries),
             "provisional": sum(e["provisional"] for e in entries),
             "bytes": sum(e["bytes"] for e in entries),
-            "quarantined": sum(1 for _ in _walk_files(self.root / QUARANTINE_DIR)),
+            "quarantined": len(_walk_files(self.root / QUARANTINE_DIR, top=True)),
             "entries": entries,
         }
 
@@ -563,14 +563,14 @@ class KlineCache:
             with contextlib.suppress(OSError):
                 symbol_dir.rmdir()  # only when empty
         if market_name is None and symbol_name is None and interval_name is None:
-            for file in list(_walk_files(self.root / QUARANTINE_DIR)):
+            for file in _walk_files(self.root / QUARANTINE_DIR, top=True):
                 with contextlib.suppress(FileNotFoundError):
                     file.unlink()
         return removed
 
     def _symbol_dirs(self) -> list[tuple[Path, Path]]:
         base = self.root / PROVIDER_DIR
-        if not base.is_dir():
+        if _is_link(base) or not base.is_dir():
             return []
         return [
             (Path(market_dir.path), Path(symbol_dir.path))
@@ -596,11 +596,26 @@ def _entries(folder: Path) -> list[os.DirEntry[str]]:
 
 def _dirs(folder: Path) -> list[os.DirEntry[str]]:
     # Real directories only: a symlinked market / symbol / interval folder is never followed.
-    return [e for e in _entries(folder) if e.is_dir(follow_symlinks=False)]
+    entries = _entries(folder)
+    for entry in entries:
+        if entry.is_symlink():
+            log.warning("cache: %s is a symbolic link; not followed", entry.path)
+    return [e for e in entries if e.is_dir(follow_symlinks=False)]
 
 
-def _walk_files(folder: Path) -> list[Path]:
+def _is_link(path: Path) -> bool:
+    """True (and logged) when a top-level cache folder is a symbolic link: clear/info never
+    follow it, so files outside the cache root are neither deleted nor counted."""
+    if path.is_symlink():
+        log.warning("cache: %s is a symbolic link; not followed (its target is left alone)", path)
+        return True
+    return False
+
+
+def _walk_files(folder: Path, *, top: bool = False) -> list[Path]:
     out: list[Path] = []
+    if top and _is_link(folder):
+        return out
     for entry in _entries(folder):
         if entry.is_dir(follow_symlinks=False):
             out.extend(_walk_files(Path(entry.path)))

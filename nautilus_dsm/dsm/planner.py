@@ -22,6 +22,7 @@ SETTLE_MS = 5_000
 # ended longer ago than this are closed on any clock (see decided_without_now).
 MAX_CLOCK_SKEW_MS = 86_400_000
 _DAY_MS = 86_400_000
+_FAR_END_MS = 2 * 366 * _DAY_MS  # past every period close the clock can decide
 _YEARLY = frozenset({Interval.DAY_1, Interval.DAY_3, Interval.WEEK_1, Interval.MONTH_1})
 
 
@@ -98,7 +99,9 @@ def period_of(interval: Interval, ts_ms: int) -> Period:
     dt = from_ms(ts_ms)
     if is_yearly(interval):
         start = to_ms(datetime(dt.year, 1, 1, tzinfo=UTC))
-        return Period(start, to_ms(datetime(dt.year + 1, 1, 1, tzinfo=UTC)), yearly=True)
+        # The end as Dec 31 + one day: year 9999 has an end although datetime has no year 10000.
+        end = to_ms(datetime(dt.year, 12, 31, tzinfo=UTC)) + _DAY_MS
+        return Period(start, end, yearly=True)
     start = ts_ms - ts_ms % _DAY_MS
     return Period(start, start + _DAY_MS, yearly=False)
 
@@ -110,10 +113,11 @@ def periods_for(interval: Interval, start_ms: int, end_ms: int) -> list[Period]:
     if first >= end_ms:
         return out
     period = period_of(interval, first)
-    while period.start_ms < end_ms:
+    while True:
         out.append(period)
+        if period.end_ms >= end_ms:
+            return out  # stop before asking for the period after year 9999's
         period = period_of(interval, period.end_ms)
-    return out
 
 
 def period_close_ms(interval: Interval, period: Period) -> int:
@@ -140,6 +144,9 @@ def decided_without_now(
     ``skew_ms`` before the local clock, any exchange clock within ``skew_ms`` of it decides
     the same, so a historical fetch needs no ``GET /time``.
     """
+    # An end beyond any close the clock could still reach (e.g. in year 9999) decides like an
+    # end two years after now: "not decided" either way, with no calendar past year 9999.
+    end_ms = min(end_ms, local_now_ms + _FAR_END_MS)
     last = period_of(interval, end_ms - 1)
     return period_close_ms(interval, last) + SETTLE_MS + skew_ms <= local_now_ms
 
