@@ -7,8 +7,10 @@ the daily zip, a short daily zip (or REST page) sends the missing open times to 
 run of bars knows which sources lacked it. A period is *final* (immutable in the cache) only
 when nothing the grid expects is missing, or every missing run was lacked by two independent
 sources (Vision and REST: a Vision monthly and daily zip come from one pipeline and count once).
-Anything else is *provisional*: cached with its gaps and re-checked by the next fetch against
-the sources that have not lacked them yet. Pure bookkeeping over frames and integers: no I/O.
+Anything else is *provisional*: cached with its gaps and re-checked by every later fetch
+against every enabled source, the ones that lacked a gap included (one source's short answer is
+no evidence: a page can be transiently short), each at most once per fetch. Pure bookkeeping
+over frames and integers: no I/O.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class Evidence:
     frame: pl.DataFrame | None = None
     answered: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     tried: set[str] = field(default_factory=set)
+    # Windows each tag was asked for in this fetch (answered or failed): a source is asked at
+    # most once per fetch for a missing run, even one it lacked before.
+    asked: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     changed: bool = False  # bars or answers were added since the evidence was created
 
     @classmethod
@@ -72,11 +77,16 @@ class Evidence:
     def add(self, frame: pl.DataFrame, tag: str, label: str, lo: int, hi: int) -> int:
         """Record that source ``tag`` answered for open times ``[lo, hi)`` with ``frame``
         (clean, inside the period); return how many new bars it contributed."""
-        self.answered.setdefault(tag, []).append((lo, hi))
-        self.changed = True
+        windows = self.answered.setdefault(tag, [])
+        # A source lacking again what it already lacked changes nothing (no cache rewrite).
+        if not _covered(windows, lo, hi):
+            self.changed = True
+        windows.append((lo, hi))
+        self.mark_asked(tag, lo, hi)
         tagged = frame.with_columns(pl.lit(label).alias(SOURCE_COL))
         if self.frame is None or self.frame.height == 0:
             self.frame = tagged
+            self.changed |= tagged.height > 0
             return tagged.height
         before = self.frame.height
         # Bars already held win (the first source that had a bar serves it).
@@ -85,7 +95,16 @@ class Evidence:
             .unique(subset="open_time", keep="first", maintain_order=True)
             .sort("open_time", maintain_order=True)
         )
+        self.changed |= self.frame.height > before
         return self.frame.height - before
+
+    def mark_asked(self, tag: str, lo: int, hi: int) -> None:
+        """Record that ``tag`` was asked for ``[lo, hi)`` in this fetch (even if it failed)."""
+        self.asked.setdefault(tag, []).append((lo, hi))
+
+    def was_asked(self, tag: str, gap: PeriodGap) -> bool:
+        """True when ``tag`` was already asked for all of ``gap`` in this fetch."""
+        return _covered(self.asked.get(tag, []), gap.start_ms, gap.end_ms)
 
     def gaps(self) -> list[PeriodGap]:
         """Runs of expected open times still missing, each with the tags that lacked all of it."""
@@ -100,7 +119,7 @@ class Evidence:
                 sorted(
                     tag
                     for tag, windows in self.answered.items()
-                    if any(w_lo <= start and end <= w_hi for w_lo, w_hi in windows)
+                    if _covered(windows, start, end)
                 )
             )
             out.append(PeriodGap(start, end, tags))
@@ -114,6 +133,15 @@ class Evidence:
     def bars(self) -> pl.DataFrame | None:
         """The bars held (with the source column), sorted and unique."""
         return self.frame
+
+
+def unconfirmed(state: PeriodState) -> list[PeriodGap]:
+    """The gaps fewer than two independent sources lacked: still worth asking again."""
+    return [g for g in state.gaps if len(kinds(g.missing_in)) < 2]
+
+
+def _covered(windows: list[tuple[int, int]], lo: int, hi: int) -> bool:
+    return any(w_lo <= lo and hi <= w_hi for w_lo, w_hi in windows)
 
 
 _NO_TIMES = open_times_ms(
