@@ -117,9 +117,7 @@ class Evidence:
             start, end = to_ms(gap.start), to_ms(gap.end)
             tags = tuple(
                 sorted(
-                    tag
-                    for tag, windows in self.answered.items()
-                    if _covered(windows, start, end)
+                    tag for tag, windows in self.answered.items() if _covered(windows, start, end)
                 )
             )
             out.append(PeriodGap(start, end, tags))
