@@ -56,6 +56,9 @@ class Evidence:
     # most once per fetch for a missing run, even one it lacked before.
     asked: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     changed: bool = False  # bars or answers were added since the evidence was created
+    # What the cache held (bar count, state) for evidence read from it: a re-check whose
+    # sources lacked again what they lacked before changes neither, so nothing is rewritten.
+    cached: tuple[int, PeriodState] | None = None
 
     @classmethod
     def from_cache(
@@ -69,6 +72,7 @@ class Evidence:
         """Evidence of a cached (provisional or unrecorded) period: its bars and recorded gaps."""
         ev = cls(interval, period, expect_from_ms)
         ev.frame = frame.with_columns(pl.lit("cache").alias(SOURCE_COL))
+        ev.cached = (frame.height, state)
         for gap in state.gaps:
             for tag in gap.missing_in:
                 ev.answered.setdefault(tag, []).append((gap.start_ms, gap.end_ms))
@@ -77,16 +81,12 @@ class Evidence:
     def add(self, frame: pl.DataFrame, tag: str, label: str, lo: int, hi: int) -> int:
         """Record that source ``tag`` answered for open times ``[lo, hi)`` with ``frame``
         (clean, inside the period); return how many new bars it contributed."""
-        windows = self.answered.setdefault(tag, [])
-        # A source lacking again what it already lacked changes nothing (no cache rewrite).
-        if not _covered(windows, lo, hi):
-            self.changed = True
-        windows.append((lo, hi))
+        self.answered.setdefault(tag, []).append((lo, hi))
         self.mark_asked(tag, lo, hi)
+        self.changed = True
         tagged = frame.with_columns(pl.lit(label).alias(SOURCE_COL))
         if self.frame is None or self.frame.height == 0:
             self.frame = tagged
-            self.changed |= tagged.height > 0
             return tagged.height
         before = self.frame.height
         # Bars already held win (the first source that had a bar serves it).
@@ -95,8 +95,14 @@ class Evidence:
             .unique(subset="open_time", keep="first", maintain_order=True)
             .sort("open_time", maintain_order=True)
         )
-        self.changed |= self.frame.height > before
         return self.frame.height - before
+
+    def needs_write(self, state: PeriodState) -> bool:
+        """True when the period's bars or ``state`` differ from what the cache holds."""
+        if not self.changed:
+            return False
+        height = self.frame.height if self.frame is not None else 0
+        return self.cached is None or self.cached != (height, state)
 
     def mark_asked(self, tag: str, lo: int, hi: int) -> None:
         """Record that ``tag`` was asked for ``[lo, hi)`` in this fetch (even if it failed)."""

@@ -1085,7 +1085,7 @@ class DataSourceManager:
 
     def _finish(self, run: _Run, period: Period, ev: Evidence, state: PeriodState) -> None:
         bars = ev.bars()
-        if self.use_cache and ev.changed:
+        if self.use_cache and ev.needs_write(state):
             stored = bars.select(COLUMNS) if bars is not None else empty_frame()
             self._cache_write(run, period, stored, state)
         run.gap_evidence.extend((g.start_ms, g.end_ms, kinds(g.missing_in)) for g in state.gaps)

@@ -210,3 +210,44 @@ def test_ingest_rerun_through_the_cache_gets_the_bars_a_short_rest_page_lacked(
     assert not Path(file + ".gaps.json").exists()
     assert final.rechecked == [] and final.total_bars == 0
     assert asked[2] == [] and bars[2] == closes
+
+
+async def test_a_gap_only_vision_lacked_asks_rest_first_and_the_zip_again_only_if_rest_fails(
+    imitation: Any, cache_dir: Path
+) -> None:
+    lo, hi = JAN2 + 6 * HOUR, JAN2 + 6 * HOUR + 30 * MIN
+    imitation.faults.vision_file_gaps.append(("BTCUSDT-1m-2024-01-02.zip", lo, hi))
+    refuse = [True]
+
+    def bad_gap_page(path: str, query: dict[str, str], rows: list[list[object]]) -> object:
+        if refuse[0] and query.get("startTime") == str(lo):
+            return [[*row[:2], "abc", *row[3:]] for row in rows]  # fails validation
+        return rows
+
+    imitation.faults.rest_rewrite = bad_gap_page
+    expected = imitation.expected(UM, "BTCUSDT", M1, JAN2, JAN2 + DAY)
+    start, end = from_ms(JAN2), from_ms(JAN2 + DAY)
+    gap_page = ("klines", lo, hi - 1)
+    results, asked = [], []
+
+    async with dsm_for(imitation, cache_dir, on_low_quality="warn", max_retries=1) as dsm:
+        for fix_rest_after in (False, True, False, False):
+            imitation.clear_requests()
+            results.append(await dsm.fetch(PERP, "1m", start, end))
+            asked.append(requests(imitation))
+            if fix_rest_after:
+                refuse[0] = False
+
+    cold, still, fixed, warm = results
+    assert asked[0] == [("klines", 0, -1), ZIP, ZIP + ".CHECKSUM", gap_page]
+    assert [(g.missing, g.confirmed_by) for g in cold.report.gaps] == [(30, ("vision",))]
+    # REST, which has not lacked the gap, is asked first; it fails again, so the zip that
+    # lacked it is asked once more in the same fetch.
+    assert still.frame.height == 1410
+    assert asked[1] == [gap_page, ZIP, ZIP + ".CHECKSUM"]
+    # REST answers: the zip is not downloaded again, the day becomes final.
+    assert fixed.frame.equals(expected)
+    assert asked[2] == [gap_page]
+    assert fixed.report.sources == {"cache": 1410, "vision": 0, "rest": 30, "synthetic": 0}
+    assert files(cache_dir, "1m") == ["2024-01-02.parquet"]
+    assert warm.frame.equals(expected) and asked[3] == []
