@@ -6,11 +6,12 @@ Binance Vision (a whole uncached month from its monthly zip) and falls back to R
 when a file is missing or cannot be trusted; a period a source answered short goes on to the
 next source for the missing bars only (see ``failover.py``). Closed periods are cached, final
 only when complete or their gaps are lacked by Vision and REST, else provisional (re-checked by
-the next fetch); the open period (the one containing now) is fetched from REST for the
-requested part only and never cached. The merged frame holds exactly the closed bars with open
-time in ``[start, end)``, sorted and unique; what was missing, repeated, reordered or odd is in
-the report (with the sources that confirmed each gap), never papered over. A cache that cannot
-be written costs a warning, never the downloaded bars.
+every later fetch against every enabled source, once per fetch); the open period (the one
+containing now) is fetched from REST for the requested part only and never cached. The merged
+frame holds exactly the closed bars with open time in ``[start, end)``, sorted and unique; what
+was missing, repeated, reordered or odd is in the report (with the sources that confirmed each
+gap), never papered over. A cache that cannot be written costs a warning, never the downloaded
+bars.
 """
 
 from __future__ import annotations
