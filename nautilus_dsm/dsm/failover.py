@@ -59,6 +59,7 @@ class Evidence:
     # What the cache held (bar count, state) for evidence read from it: a re-check whose
     # sources lacked again what they lacked before changes neither, so nothing is rewritten.
     cached: tuple[int, PeriodState] | None = None
+    _state: PeriodState | None = field(default=None, repr=False)  # memo, reset by add()
 
     @classmethod
     def from_cache(
@@ -84,6 +85,7 @@ class Evidence:
         self.answered.setdefault(tag, []).append((lo, hi))
         self.mark_asked(tag, lo, hi)
         self.changed = True
+        self._state = None
         tagged = frame.with_columns(pl.lit(label).alias(SOURCE_COL))
         if self.frame is None or self.frame.height == 0:
             self.frame = tagged
@@ -131,8 +133,11 @@ class Evidence:
 
     def state(self) -> PeriodState:
         """Final when complete or every gap is lacked by two independent sources."""
-        gaps = tuple(self.gaps())
-        return PeriodState(final=all(len(kinds(g.missing_in)) >= 2 for g in gaps), gaps=gaps)
+        if self._state is None:
+            gaps = tuple(self.gaps())
+            final = all(len(kinds(g.missing_in)) >= 2 for g in gaps)
+            self._state = PeriodState(final=final, gaps=gaps)
+        return self._state
 
     def bars(self) -> pl.DataFrame | None:
         """The bars held (with the source column), sorted and unique."""
