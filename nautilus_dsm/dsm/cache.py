@@ -6,8 +6,8 @@ closed periods are written. A *final* file (``{key}.parquet``) is immutable: it 
 the grid expects, or its missing bars were confirmed missing by two sources; its parquet
 key-value metadata (``nautilus_dsm``) records those gaps and the sources that confirmed them.
 Anything else is *provisional* (``{key}.provisional.parquet``, same metadata, status
-``provisional``): served, and re-checked by the next fetch against the sources that did not
-confirm its gaps. Files written before states were recorded (no metadata) read as final with an
+``provisional``): served, and re-checked by every later fetch against every enabled source
+(lacking ones too). Files written before states were recorded (no metadata) read as final with an
 unrecorded state; the manager re-checks such a file when it is short. Writes are atomic (temp
 file in the same directory, locked while written, fsync, ``os.replace``): a killed process never
 leaves half a file, two processes writing the same period both succeed with identical content,

@@ -7,8 +7,10 @@ the daily zip, a short daily zip (or REST page) sends the missing open times to 
 run of bars knows which sources lacked it. A period is *final* (immutable in the cache) only
 when nothing the grid expects is missing, or every missing run was lacked by two independent
 sources (Vision and REST: a Vision monthly and daily zip come from one pipeline and count once).
-Anything else is *provisional*: cached with its gaps and re-checked by the next fetch against
-the sources that have not lacked them yet. Pure bookkeeping over frames and integers: no I/O.
+Anything else is *provisional*: cached with its gaps and re-checked by every later fetch
+against every enabled source, the ones that lacked a gap included (one source's short answer is
+no evidence: a page can be transiently short), each at most once per fetch. Pure bookkeeping
+over frames and integers: no I/O.
 """
 
 from __future__ import annotations
@@ -50,7 +52,14 @@ class Evidence:
     frame: pl.DataFrame | None = None
     answered: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     tried: set[str] = field(default_factory=set)
+    # Windows each tag was asked for in this fetch (answered or failed): a source is asked at
+    # most once per fetch for a missing run, even one it lacked before.
+    asked: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     changed: bool = False  # bars or answers were added since the evidence was created
+    # What the cache held (bar count, state) for evidence read from it: a re-check whose
+    # sources lacked again what they lacked before changes neither, so nothing is rewritten.
+    cached: tuple[int, PeriodState] | None = None
+    _state: PeriodState | None = field(default=None, repr=False)  # memo, reset by add()
 
     @classmethod
     def from_cache(
@@ -64,6 +73,7 @@ class Evidence:
         """Evidence of a cached (provisional or unrecorded) period: its bars and recorded gaps."""
         ev = cls(interval, period, expect_from_ms)
         ev.frame = frame.with_columns(pl.lit("cache").alias(SOURCE_COL))
+        ev.cached = (frame.height, state)
         for gap in state.gaps:
             for tag in gap.missing_in:
                 ev.answered.setdefault(tag, []).append((gap.start_ms, gap.end_ms))
@@ -73,7 +83,9 @@ class Evidence:
         """Record that source ``tag`` answered for open times ``[lo, hi)`` with ``frame``
         (clean, inside the period); return how many new bars it contributed."""
         self.answered.setdefault(tag, []).append((lo, hi))
+        self.mark_asked(tag, lo, hi)
         self.changed = True
+        self._state = None
         tagged = frame.with_columns(pl.lit(label).alias(SOURCE_COL))
         if self.frame is None or self.frame.height == 0:
             self.frame = tagged
@@ -87,6 +99,21 @@ class Evidence:
         )
         return self.frame.height - before
 
+    def needs_write(self, state: PeriodState) -> bool:
+        """True when the period's bars or ``state`` differ from what the cache holds."""
+        if not self.changed:
+            return False
+        height = self.frame.height if self.frame is not None else 0
+        return self.cached is None or self.cached != (height, state)
+
+    def mark_asked(self, tag: str, lo: int, hi: int) -> None:
+        """Record that ``tag`` was asked for ``[lo, hi)`` in this fetch (even if it failed)."""
+        self.asked.setdefault(tag, []).append((lo, hi))
+
+    def was_asked(self, tag: str, gap: PeriodGap) -> bool:
+        """True when ``tag`` was already asked for all of ``gap`` in this fetch."""
+        return _covered(self.asked.get(tag, []), gap.start_ms, gap.end_ms)
+
     def gaps(self) -> list[PeriodGap]:
         """Runs of expected open times still missing, each with the tags that lacked all of it."""
         lo, hi = self.expect_from_ms, self.period.end_ms
@@ -98,9 +125,7 @@ class Evidence:
             start, end = to_ms(gap.start), to_ms(gap.end)
             tags = tuple(
                 sorted(
-                    tag
-                    for tag, windows in self.answered.items()
-                    if any(w_lo <= start and end <= w_hi for w_lo, w_hi in windows)
+                    tag for tag, windows in self.answered.items() if _covered(windows, start, end)
                 )
             )
             out.append(PeriodGap(start, end, tags))
@@ -108,12 +133,24 @@ class Evidence:
 
     def state(self) -> PeriodState:
         """Final when complete or every gap is lacked by two independent sources."""
-        gaps = tuple(self.gaps())
-        return PeriodState(final=all(len(kinds(g.missing_in)) >= 2 for g in gaps), gaps=gaps)
+        if self._state is None:
+            gaps = tuple(self.gaps())
+            final = all(len(kinds(g.missing_in)) >= 2 for g in gaps)
+            self._state = PeriodState(final=final, gaps=gaps)
+        return self._state
 
     def bars(self) -> pl.DataFrame | None:
         """The bars held (with the source column), sorted and unique."""
         return self.frame
+
+
+def unconfirmed(state: PeriodState) -> list[PeriodGap]:
+    """The gaps fewer than two independent sources lacked: still worth asking again."""
+    return [g for g in state.gaps if len(kinds(g.missing_in)) < 2]
+
+
+def _covered(windows: list[tuple[int, int]], lo: int, hi: int) -> bool:
+    return any(w_lo <= lo and hi <= w_hi for w_lo, w_hi in windows)
 
 
 _NO_TIMES = open_times_ms(

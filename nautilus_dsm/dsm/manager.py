@@ -6,11 +6,12 @@ Binance Vision (a whole uncached month from its monthly zip) and falls back to R
 when a file is missing or cannot be trusted; a period a source answered short goes on to the
 next source for the missing bars only (see ``failover.py``). Closed periods are cached, final
 only when complete or their gaps are lacked by Vision and REST, else provisional (re-checked by
-the next fetch); the open period (the one containing now) is fetched from REST for the
-requested part only and never cached. The merged frame holds exactly the closed bars with open
-time in ``[start, end)``, sorted and unique; what was missing, repeated, reordered or odd is in
-the report (with the sources that confirmed each gap), never papered over. A cache that cannot
-be written costs a warning, never the downloaded bars.
+every later fetch against every enabled source, once per fetch); the open period (the one
+containing now) is fetched from REST for the requested part only and never cached. The merged
+frame holds exactly the closed bars with open time in ``[start, end)``, sorted and unique; what
+was missing, repeated, reordered or odd is in the report (with the sources that confirmed each
+gap), never papered over. A cache that cannot be written costs a warning, never the downloaded
+bars.
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ import polars as pl
 from nautilus_dsm.dsm.bounds import check_knobs
 from nautilus_dsm.dsm.cache import KlineCache, PeriodState, default_cache_dir
 from nautilus_dsm.dsm.exchange_clock import DEFAULT_RESYNC_S, ExchangeClock
-from nautilus_dsm.dsm.failover import REST, SOURCE_COL, VISION, VISION_MONTHLY, Evidence, kinds
+from nautilus_dsm.dsm.failover import (
+    REST,
+    SOURCE_COL,
+    VISION,
+    VISION_MONTHLY,
+    Evidence,
+    kinds,
+    unconfirmed,
+)
 from nautilus_dsm.dsm.http import gather_or_cancel, wall_clock_ms
 from nautilus_dsm.dsm.planner import (
     MonthGroup,
@@ -133,7 +142,7 @@ class _Run:
     first_bar_ms: int | None = None
     gap_evidence: list[tuple[int, int, tuple[str, ...]]] = field(default_factory=list)
     provisional_left: list[str] = field(default_factory=list)
-    provisional_stuck: list[str] = field(default_factory=list)  # no source left to ask
+    provisional_stuck: list[str] = field(default_factory=list)  # no second source can confirm
     uncached: list[str] = field(default_factory=list)
     uncached_why: str = ""
     timings: dict[str, float] = field(
@@ -1001,37 +1010,59 @@ class DataSourceManager:
         return Evidence(run.interval, period, self._expect_from(run, period))
 
     async def _complete(self, run: _Run, period: Period, ev: Evidence) -> None:
-        """Ask the sources not yet asked for what the period still lacks, then cache it once:
-        final when complete or every gap is lacked by Vision and REST, else provisional."""
-        inst = run.instrument
-        state = ev.state()
-        open_gaps = [g for g in state.gaps if len(kinds(g.missing_in)) < 2]
+        """Ask the sources for what the period still lacks, then cache it once: final when
+        complete or every gap is lacked by Vision and REST, else provisional.
+
+        An unconfirmed gap is asked of every enabled source, each at most once per fetch: first
+        the sources that have not lacked it (the daily zip, then REST for the missing open times
+        only), then, for what is still missing, the ones that lacked it before. One source's
+        lack is no evidence (a transiently short page), so a gap only one source lacked is
+        re-asked by every later fetch; a gap two sources lacked is confirmed and never asked.
+        """
+        for again in (False, True):
+            await self._ask_vision(run, period, ev, again=again)
+            await self._ask_rest(run, period, ev, again=again)
+        self._finish(run, period, ev, ev.state())
+
+    async def _ask_vision(self, run: _Run, period: Period, ev: Evidence, *, again: bool) -> None:
+        """The daily zip for the period's unconfirmed gaps, once per fetch; on the first pass
+        only when one of them is a gap Vision has not lacked yet."""
+        open_gaps = unconfirmed(ev.state())
         if (
-            open_gaps
-            and self.use_vision
-            and not period.yearly
-            and VISION not in ev.tried
-            and any(VISION not in g.missing_in for g in open_gaps)
+            not open_gaps
+            or not self.use_vision
+            or period.yearly
+            or VISION in ev.tried
+            or not (again or any(VISION not in g.missing_in for g in open_gaps))
         ):
-            ev.tried.add(VISION)
-            frame, reason = await self._daily_file(run, period)
+            return
+        ev.tried.add(VISION)
+        frame, reason = await self._daily_file(run, period)
+        if frame is not None:
+            ev.add(frame, VISION, "vision", period.start_ms, period.end_ms)
+        else:
+            log.info("%s %s: %s for its missing bars", run.instrument.symbol, period.key, reason)
+
+    async def _ask_rest(self, run: _Run, period: Period, ev: Evidence, *, again: bool) -> None:
+        """REST for the missing open times of the unconfirmed gaps not yet asked of it in this
+        fetch; on the first pass only the gaps REST has not lacked yet."""
+        if not self.use_rest:
+            return
+        ask = [
+            g
+            for g in unconfirmed(ev.state())
+            if not ev.was_asked(REST, g) and (again or REST not in g.missing_in)
+        ]
+        if not ask:
+            return
+        for gap in ask:
+            ev.mark_asked(REST, gap.start_ms, gap.end_ms)
+        answers = await gather_or_cancel(
+            [self._rest_range(run, period, g.start_ms, g.end_ms) for g in ask]
+        )
+        for gap, frame in zip(ask, answers, strict=True):
             if frame is not None:
-                ev.add(frame, VISION, "vision", period.start_ms, period.end_ms)
-            else:
-                log.info("%s %s: %s for its missing bars", inst.symbol, period.key, reason)
-            state = ev.state()
-            open_gaps = [g for g in state.gaps if len(kinds(g.missing_in)) < 2]
-        ask_rest = [g for g in open_gaps if REST not in g.missing_in]
-        if ask_rest and self.use_rest and REST not in ev.tried:
-            ev.tried.add(REST)
-            answers = await gather_or_cancel(
-                [self._rest_range(run, period, g.start_ms, g.end_ms) for g in ask_rest]
-            )
-            for gap, frame in zip(ask_rest, answers, strict=True):
-                if frame is not None:
-                    ev.add(frame, REST, "rest", gap.start_ms, gap.end_ms)
-            state = ev.state()
-        self._finish(run, period, ev, state)
+                ev.add(frame, REST, "rest", gap.start_ms, gap.end_ms)
 
     async def _rest_range(self, run: _Run, period: Period, lo: int, hi: int) -> pl.DataFrame | None:
         """REST for the missing open times ``[lo, hi)`` of a closed period (clean), or None
@@ -1057,13 +1088,13 @@ class DataSourceManager:
 
     def _finish(self, run: _Run, period: Period, ev: Evidence, state: PeriodState) -> None:
         bars = ev.bars()
-        if self.use_cache and ev.changed:
+        if self.use_cache and ev.needs_write(state):
             stored = bars.select(COLUMNS) if bars is not None else empty_frame()
             self._cache_write(run, period, stored, state)
         run.gap_evidence.extend((g.start_ms, g.end_ms, kinds(g.missing_in)) for g in state.gaps)
         if not state.final and self.use_cache:  # without a cache there is nothing to re-check
             run.provisional_left.append(period.key)
-            if not self._can_recheck(period, state):
+            if not self._can_confirm(period):
                 run.provisional_stuck.append(period.key)
         if bars is not None and bars.height:
             run.frames.append(bars)
@@ -1086,14 +1117,10 @@ class DataSourceManager:
         finally:
             run.timings["cache"] += time.perf_counter() - t0
 
-    def _can_recheck(self, period: Period, state: PeriodState) -> bool:
-        """True when an enabled source has not yet lacked one of the period's open gaps."""
-        open_gaps = [g for g in state.gaps if len(kinds(g.missing_in)) < 2]
-        vision = self.use_vision and not period.yearly
-        return any(
-            (vision and VISION not in g.missing_in) or (self.use_rest and REST not in g.missing_in)
-            for g in open_gaps
-        )
+    def _can_confirm(self, period: Period) -> bool:
+        """True when two independent sources (Vision and REST) are enabled for the period, so
+        its gaps can be confirmed; otherwise they are only ever asked again."""
+        return self.use_vision and self.use_rest and not period.yearly
 
     @staticmethod
     def _note_trust(run: _Run) -> None:
@@ -1103,19 +1130,18 @@ class DataSourceManager:
             stuck = set(run.provisional_stuck)
             text = (
                 f"{len(keys)} period(s) cached as provisional ({_listed(keys)}): their missing "
-                "bars are not confirmed missing by both Vision and REST; "
+                "bars are not confirmed missing by both Vision and REST; every later fetch asks "
+                "the enabled sources again for them"
             )
-            if not stuck:
-                text += "the next fetch asks the sources that have not answered for them"
-            elif stuck == set(keys):
+            if stuck == set(keys):
                 text += (
-                    "no other enabled source can confirm them (a REST-only period, or a source "
-                    "is disabled)"
+                    " (no second enabled source can confirm them: a REST-only period, or a "
+                    "source is disabled)"
                 )
-            else:
+            elif stuck:
                 text += (
-                    "the next fetch asks the sources that have not answered for them, except for "
-                    f"{_listed(sorted(stuck))} (no other enabled source can confirm those)"
+                    f" (no second enabled source can confirm {_listed(sorted(stuck))}: a "
+                    "REST-only period, or a source is disabled)"
                 )
             run.warnings.append(text)
         if run.uncached:

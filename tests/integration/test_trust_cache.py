@@ -222,12 +222,12 @@ async def test_short_rest_page_is_provisional_and_upgraded_once_vision_has_the_d
     assert (info["files"], info["provisional"]) == (2, 1)
     assert info["entries"][0]["last"] == "2024-01-02"
 
-    # Still unpublished: the provisional bars are served, Vision is asked again, REST is not
-    # (it already answered for these bars).
+    # Still unpublished: the provisional bars are served, Vision is asked again, and so is REST
+    # for the 30 missing bars only (one source's lack is no evidence), once in this fetch.
     assert again.frame.equals(short)
     assert again.report.sources == src(cache=2850)
     assert again.report.provisional_periods == 1
-    assert again_requests == ([], [daily("2024-01-02")[0]])
+    assert again_requests == ([(lo, hi - 1)], [daily("2024-01-02")[0]])
 
     # Published: the daily zip fills the 30 bars and the day becomes final.
     assert fixed.frame.equals(expected)
@@ -283,7 +283,7 @@ async def test_short_legacy_cache_file_is_rechecked_and_a_whole_one_kept(
     assert state(cache_dir, "2024-01-02.parquet") == PeriodState(final=True)
 
 
-async def test_rest_only_yearly_gap_stays_provisional_without_asking_again(
+async def test_rest_only_yearly_gap_stays_provisional_and_is_asked_again_once_per_fetch(
     imitation: Any, cache_dir: Path
 ) -> None:
     lo, hi = to_ms(datetime(2023, 3, 1, tzinfo=UTC)), to_ms(datetime(2023, 3, 3, tzinfo=UTC))
@@ -304,11 +304,14 @@ async def test_rest_only_yearly_gap_stays_provisional_without_asking_again(
         assert result.report.provisional_periods == 1
         assert result.report.warnings == [
             "1 period(s) cached as provisional (2023): their missing bars are not confirmed "
-            "missing by both Vision and REST; no other enabled source can confirm them (a "
-            "REST-only period, or a source is disabled)"
+            "missing by both Vision and REST; every later fetch asks the enabled sources again "
+            "for them (no second enabled source can confirm them: a REST-only period, or a "
+            "source is disabled)"
         ]
     assert (cold.report.sources, warm.report.sources) == (src(rest=728), src(cache=728))
-    assert imitation.requests == []  # REST already lacked them: not asked again
+    # REST lacked them, but it is the only source: asked again for the 2 missing days only.
+    assert klines(imitation) == [(lo, hi - 1)]
+    assert len(imitation.requests) == 1
     assert files(cache_dir, "1d") == ["2022.parquet", "2023.provisional.parquet"]
 
 
