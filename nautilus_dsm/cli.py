@@ -222,7 +222,9 @@ def _store_bound(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     try:
         checked = check_knobs(**{name: value})
     except InvalidInput as e:
-        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+        # One stderr line like every other bad input (not click's usage block), exit 2.
+        flag = f"--{str(param.name).replace('_', '-')}"
+        _fail(EXIT_INVALID, f"error: invalid value for {flag}: {e}")
     ctx.meta.setdefault(_BOUNDS_META, {}).update(checked)
     return value
 

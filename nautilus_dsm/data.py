@@ -19,6 +19,7 @@ price and size precision, and are plain ``Bar`` objects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
@@ -85,6 +86,7 @@ DEFAULT_CLIENT_ID = "DSM"
 # A request with neither start nor limit gets Binance's own default page: the last 500 bars.
 DEFAULT_REQUEST_LIMIT = 500
 # Live polling retry schedule (seconds): short enough for 1s bars, bounded for long outages.
+_DAY_NS = 86_400_000_000_000
 _RETRY_BASE_S = 0.1
 _RETRY_MAX_S = 5.0
 # How often to re-poll when a bar is due but Binance has not closed it yet.
@@ -385,6 +387,17 @@ class DSMDataClient(LiveMarketDataClient):
             return local
         return self._dsm.exchange_clock(market_type).now_ms(local)
 
+    async def _request_now_ns(self, market_type: MarketType, end_ns: int | None) -> int:
+        """Exchange "now" for planning a request: what is closed and where a limit counts back
+        from. Measured first (when due) if the request reaches within a day of now; a request
+        wholly in the past needs no measurement (its plan cannot depend on the clock)."""
+        local_ns = self._now_ns()
+        if end_ns is None or end_ns > local_ns - _DAY_NS:
+            with contextlib.suppress(DSMError):  # never fails a request: the offset stays
+                await self._dsm.exchange_now_ms(market_type)
+        local_ms = local_ns // 1_000_000
+        return self._now_ms(market_type, local_ms) * 1_000_000 + (local_ns - local_ms * 1_000_000)
+
     def create_task(
         self,
         coro: Coroutine,
@@ -604,7 +617,7 @@ class DSMDataClient(LiveMarketDataClient):
             _timestamp_ns(request.start),
             _timestamp_ns(request.end),
             request.limit,
-            self._now_ns(),
+            await self._request_now_ns(resolved.market_type, _timestamp_ns(request.end)),
         )
         for note in plan.notes:
             self._logger.info(f"{bar_type}: {note}", LogColor.BLUE)

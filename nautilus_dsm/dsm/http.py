@@ -402,6 +402,7 @@ class HttpTransport:
         # Monotonic deadline before which no request may be sent, and why (for errors).
         self._blocked_until = 0.0
         self._blocked_reason = ""
+        self._logged_hold = ""  # the last hold logged (see _wait_gate)
         self._rand: Callable[[], float] = random.random
         self._breaker_threshold = breaker_threshold
         self._breaker_cooldown_s = breaker_cooldown_s
@@ -475,6 +476,10 @@ class HttpTransport:
                     f"max_wait_s={self.policy.max_wait_s:g}s (already waited {waited:.1f}s); "
                     "retry after that time, lower the concurrency, or raise max_wait_s"
                 )
+            if reason != self._logged_hold:
+                # Once per hold (not per waiting request): a node's log shows why bars pause.
+                self._logged_hold = reason
+                log.warning("%s: requests are held for %.1f s: %s", self.name, delay, reason)
             slept_from = time.monotonic()
             await asyncio.sleep(delay)
             slept = time.monotonic() - slept_from

@@ -412,8 +412,9 @@ def test_cli_refuses_bad_knobs_with_exit_2_before_any_io(
     args = [command, PERP, "--interval", "1m", "--start", "2024-01-01", "--end", "2024-01-02"]
     result = CliRunner().invoke(cli, [*args, *sources, *where, option, value, "--no-progress"])
     assert result.exit_code == 2, result.output
-    assert f"Invalid value for '{option}'" in result.output
-    assert match in result.output
+    [line] = result.output.splitlines()  # one line, like every other bad input
+    assert line.startswith(f"error: invalid value for {option}: ")
+    assert match in line
     assert not (tmp_path / "cache").exists()
 
 
@@ -430,3 +431,22 @@ def test_cli_knobs_bound_the_requests(imitation: Any, tmp_path: Path) -> None:
     assert "within the total deadline deadline_s=0.3s" in result.output
     # The listing probe and the day: one try each (--max-retries 1), then the error.
     assert _klines_statuses(imitation) == [200, 200]
+
+
+async def test_every_rate_limit_hold_is_logged_once_with_its_end(
+    imitation: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    imitation.faults.rest_429 = 1
+    imitation.faults.retry_after_raw = "1"
+    client = _rest(imitation)
+
+    with caplog.at_level(logging.WARNING, logger="nautilus_dsm.dsm"):
+        frame = await client.klines("BTCUSDT", "1m", T0, T0 + 10 * MIN)
+    await client.aclose()
+
+    assert frame.height == 10
+    holds = [r.getMessage() for r in caplog.records if "requests are held" in r.getMessage()]
+    assert len(holds) == 1
+    assert holds[0].startswith("Binance FUTURES_USDT REST: requests are held for ")
+    assert "Binance rate-limited the client (HTTP 429) until " in holds[0]
+    assert "(Retry-After '1')" in holds[0]

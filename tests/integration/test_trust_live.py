@@ -286,3 +286,27 @@ async def test_bad_kline_named_by_the_source_is_skipped_alone_after_an_outage_ba
         "with a bad payload 3 times (InvalidResponse: kline open 'abc' (test)); the stream goes "
         f"on from {iso(b1 + 2 * SEC)}"
     ]
+
+
+@pytest.mark.parametrize(
+    "skew_ms", [-10_000, 10_000, 180_000], ids=["behind-10s", "ahead-10s", "ahead-3min"]
+)
+async def test_request_bars_with_a_limit_ends_at_the_exchanges_last_closed_bar(
+    live: Callable[..., Harness], skew_ms: int
+) -> None:
+    h = live(skew_ms)
+
+    response = await h.request_bars(SPOT_1S, None, None, limit=5)
+    exchange_now = _wall_ms() + skew_ms
+
+    opens = [bar.ts_event // NS - SEC for bar in response.data]
+    assert len(opens) == 5
+    assert opens == list(range(opens[0], opens[0] + 5 * SEC, SEC))
+    # The last bar is the exchange's last closed second when the answer was built (allow the
+    # seconds that passed since: the check runs after the answer).
+    last_closed = (exchange_now // SEC) * SEC - SEC
+    assert 0 <= (last_closed - opens[-1]) // SEC <= 2
+    assert bar_rows(response.data) == expected_rows(
+        h.srv, MarketType.SPOT, "BTCUSDT", Interval.SECOND_1, opens[0], opens[-1] + SEC
+    )
+    assert [m for level, m in h.logs.records if level == "error"] == []
