@@ -1378,6 +1378,12 @@ def backtest_data_config(
     ``data_cls`` is the ``Bar`` class, not a string: as a string NautilusTrader ignores
     ``bar_types`` and loads every bar type of the instrument. ``start``/``end`` are bar open
     times ``[start, end)``, translated to the ``ts_init`` (close) bounds ``(start, end]``.
+
+    JSON: NautilusTrader 1.231's ``BacktestRunConfig.parse(run.json())`` turns ``data_cls``
+    back into a string, and its one-shot loader then ignores ``bar_types`` (no field of
+    ``BacktestDataConfig`` survives that). Parse with
+    :func:`nautilus_dsm.run_config.parse_run_config`, or give the run a ``chunk_size`` (the
+    streaming loader honours ``bar_types`` after the round trip).
     """
     resolved = resolve_instrument(instrument_id)
     if isinstance(interval_or_bar_type, BarType):
