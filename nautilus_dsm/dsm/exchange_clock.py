@@ -4,7 +4,7 @@ A kline is closed only when its close is before *exchange* time. The local clock
 off by more than a poll delay (VM and laptop clocks drift; a local clock 400 ms ahead made every
 live 1s bar a still-forming one), so each market's offset to Binance's clock is measured with
 ``GET /api/v3/time`` (``/fapi/v1/time``, ``/dapi/v1/time``): weight 1, a few samples, the one
-with the smallest round trip kept, re-measured every few minutes and lazily on first use.
+with the smallest round trip kept, re-measured every minute and lazily on first use.
 
 The estimation is pure (:class:`TimeSample`, :func:`best_sample`); I/O is the ``server_time``
 callable handed to :class:`ExchangeClock`. The clock never fails a fetch: when the exchange's
@@ -20,6 +20,15 @@ from suspend) makes it wrong at once, by the size of the step. Steps are detecte
 how far the local clock moved since the last measurement with how far ``time.monotonic()``
 (which never steps) moved; beyond :data:`STEP_TOLERANCE_MS` either way, the next use measures
 again before anything is decided as closed.
+
+A *slewed* clock is not a step: NTP's gradual correction moves ``time.monotonic()`` too, so
+the offset goes stale without a trace. Two defences: the offset is re-measured every
+:data:`DEFAULT_RESYNC_S` (60 s, 3 requests of weight 1), and :meth:`ExchangeClock.now_ms`
+subtracts ``elapsed since the measurement x`` :data:`MAX_SLEW_PPM` (the kernel/ntpd slew limit,
+500 ppm = 0.5 ms/s), so a decision is never early by what such a clock can drift. chrony's
+``maxslewrate`` can be far higher (83 333 ppm by default); what that could make permanent, a
+just-closed period cached as final, is guarded by the manager forcing a fresh measurement
+(:meth:`ExchangeClock.proves_closed`) before it decides such a period closed.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from nautilus_dsm.errors import SourceError
 
 log = logging.getLogger("nautilus_dsm.dsm")
 
-DEFAULT_RESYNC_S = 300.0
+DEFAULT_RESYNC_S = 60.0
 DEFAULT_SAMPLES = 3
 # Offsets beyond this are logged at warning (the issue's threshold: more than a poll delay).
 WARN_OFFSET_MS = 100
@@ -43,6 +52,9 @@ WARN_OFFSET_MS = 100
 RETRY_FAILED_SYNC_S = 60.0
 # Local-clock movement beyond monotonic movement (either way) taken as a clock step.
 STEP_TOLERANCE_MS = 1_000
+# The most a slewed local clock drifts from the exchange's per second of elapsed time, in parts
+# per million: the kernel/ntpd slew limit (500 ppm = 0.5 ms/s). now_ms() widens by it.
+MAX_SLEW_PPM = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +105,7 @@ class ExchangeClock:
         None disables measuring: the offset stays 0 (exchange time is the local clock).
     local : Callable[[], int]
         The local clock, epoch ms.
-    resync_s : float, default 300
+    resync_s : float, default 60
         Age of the last measurement after which the next use measures again.
     samples : int, default 3
         ``GET /time`` requests per measurement; the smallest round trip wins.
@@ -103,6 +115,8 @@ class ExchangeClock:
         A clock that never steps (seconds), against which steps of ``local`` are detected.
     step_tolerance_ms : int, default 1000
         Disagreement between the two clocks since the last measurement taken as a step.
+    max_slew_ppm : int, default 500
+        Drift per elapsed time since the measurement that :meth:`now_ms` subtracts.
 
     """
 
@@ -117,6 +131,7 @@ class ExchangeClock:
         warn_ms: int = WARN_OFFSET_MS,
         monotonic: Callable[[], float] = time.monotonic,
         step_tolerance_ms: int = STEP_TOLERANCE_MS,
+        max_slew_ppm: int = MAX_SLEW_PPM,
     ) -> None:
         if not resync_s > 0:  # also refuses NaN
             raise ValueError(f"resync_s must be > 0 seconds, was {resync_s!r}")
@@ -130,6 +145,7 @@ class ExchangeClock:
         self.warn_ms = warn_ms
         self._monotonic = monotonic
         self.step_tolerance_ms = step_tolerance_ms
+        self.max_slew_ppm = max_slew_ppm
         # (local ms, monotonic s) at the end of the last attempt: the base of step detection.
         self._base: tuple[int, float] | None = None
         self._sample: TimeSample | None = None  # the measurement in use
@@ -161,13 +177,32 @@ class ExchangeClock:
         return self._sample is not None
 
     def now_ms(self, local_ms: int | None = None) -> int:
-        """Exchange time now (or at local time ``local_ms``): a lower bound, never ahead of it."""
+        """Exchange time now (or at local time ``local_ms``): a lower bound, never ahead of it.
+
+        The server's reading plus the local time elapsed since, less what a slewed local clock
+        can have drifted meanwhile (``elapsed x max_slew_ppm``; rounded down: under 1 ms, and
+        the reading itself is already up to a round trip old).
+        """
         local = self._local() if local_ms is None else local_ms
         sample = self._sample
         if sample is None:
             return local
         # The server read its clock no later than we received the answer.
-        return sample.server_ms + (local - sample.received_ms)
+        elapsed = local - sample.received_ms
+        margin = max(0, elapsed) * self.max_slew_ppm // 1_000_000
+        return sample.server_ms + elapsed - margin
+
+    def proves_closed(self, close_ms: int) -> bool:
+        """True when the exchange itself read a time at or after ``close_ms`` (a measurement
+        taken after it): closedness that no drift of the local clock can undo."""
+        return self._sample is not None and self._sample.server_ms >= close_ms
+
+    def can_force(self) -> bool:
+        """True when a measurement outside the schedule may be made now (measuring, and not
+        inside the wait after a failed one: a down ``/time`` is not asked on every fetch)."""
+        if self._server_time is None:
+            return False
+        return not self._failed or self.due()
 
     def step_ms(self) -> int:
         """How far the local clock stepped since the last measurement (ms, + = ahead); 0 when
@@ -199,21 +234,30 @@ class ExchangeClock:
         # A stepped local clock makes the offset wrong by the step: measure before deciding.
         step = self.step_ms()
         if step or self.due():
-            loop = asyncio.get_running_loop()
-            task = self._inflight
-            if task is None or task.done() or task.get_loop() is not loop:
-                if step:
-                    log.warning(
-                        "Binance %s: the local clock stepped %+d ms since the exchange time was "
-                        "last measured (NTP step, VM resume?); measuring the offset again before "
-                        "deciding closed bars",
-                        self.name,
-                        step,
-                    )
-                task = self._inflight = loop.create_task(self.sync())
-            # Shielded: a cancelled caller must not cancel the measurement others await.
-            await asyncio.shield(task)
+            await self._measure(step)
         return self.now_ms()
+
+    async def refresh(self) -> int:
+        """Measure now, whatever the age of the last measurement (sharing one in flight);
+        return :meth:`now_ms`."""
+        await self._measure(0)
+        return self.now_ms()
+
+    async def _measure(self, step: int) -> None:
+        loop = asyncio.get_running_loop()
+        task = self._inflight
+        if task is None or task.done() or task.get_loop() is not loop:
+            if step:
+                log.warning(
+                    "Binance %s: the local clock stepped %+d ms since the exchange time was "
+                    "last measured (NTP step, VM resume?); measuring the offset again before "
+                    "deciding closed bars",
+                    self.name,
+                    step,
+                )
+            task = self._inflight = loop.create_task(self.sync())
+        # Shielded: a cancelled caller must not cancel the measurement others await.
+        await asyncio.shield(task)
 
     async def sync(self) -> None:
         """Measure the offset now; on failure keep the last one (0 at first) and warn."""

@@ -44,12 +44,14 @@ from nautilus_dsm.dsm.failover import (
 )
 from nautilus_dsm.dsm.http import gather_or_cancel, wall_clock_ms
 from nautilus_dsm.dsm.planner import (
+    SETTLE_MS,
     MonthGroup,
     Period,
     closed_end_ms,
     decided_without_now,
     is_closed,
     is_yearly,
+    period_close_ms,
     periods_for,
     plan_fetch,
 )
@@ -99,6 +101,9 @@ ProgressCallback = Callable[[int, int], None]
 _POLICIES = ("raise", "warn")
 _SOURCE_COL = SOURCE_COL
 DEFAULT_EXCHANGE_INFO_TTL_S = 3600.0
+# A period that closed less than this before exchange-now is decided closed (and cached final)
+# only on a measurement of the exchange's clock taken after its close (see _prove_recent).
+RECENT_CLOSE_MS = 10 * 60_000
 
 
 class FetchInsideEventLoop(DSMError, RuntimeError):
@@ -216,7 +221,7 @@ class DataSourceManager:
         if not time_sync_interval_s > 0:  # also refuses NaN
             raise InvalidInput(
                 f"time_sync_interval_s must be > 0 seconds, was {time_sync_interval_s!r}; "
-                "e.g. 300 to measure Binance's clock offset every 5 minutes"
+                "e.g. 60 to measure Binance's clock offset every minute"
             )
         self.time_sync_interval_s = float(time_sync_interval_s)
         self._exchange_clocks: dict[MarketType, ExchangeClock] = {}
@@ -305,7 +310,7 @@ class DataSourceManager:
             samples every ``time_sync_interval_s``, only for fetches near now) so "closed" is
             decided by exchange time. None: on with the system clock, off with an injected
             ``clock`` (which is then taken as exchange time). Off with ``use_rest=False``.
-        time_sync_interval_s : float, default 300
+        time_sync_interval_s : float, default 60
             Age after which the offset is measured again.
         max_rows : int, default 50_000_000
             Most bars one fetch may return (one frame in memory, ~100 bytes a bar); a larger
@@ -445,6 +450,38 @@ class DataSourceManager:
             return clock.now_ms()
         return await clock.ensure()
 
+    async def _prove_recent(
+        self, market: MarketType, interval: Interval, start_ms: int, end_ms: int, now_ms: int
+    ) -> int:
+        """Exchange "now" re-measured when a period that closed in the last minutes would be
+        decided closed (and cached as final, for good) on an offset measured before its close.
+
+        A slewed local clock (NTP's gradual correction; ``time.monotonic()`` moves with it, so
+        no step shows) can make the offset stale by more than the slew margin between two
+        scheduled measurements. A fresh ``GET /time`` decides instead, once per period close:
+        after it, the exchange's own reading proves the close and nothing is asked again.
+        """
+        clock = self.exchange_clock(market)
+        if not clock.can_force():
+            return now_ms
+        stop_ms = max(start_ms, closed_end_ms(interval, end_ms, now_ms))
+        for period in periods_for(interval, start_ms, stop_ms):
+            close_ms = period_close_ms(interval, period)
+            if (
+                is_closed(interval, period, now_ms)
+                and close_ms > now_ms - RECENT_CLOSE_MS
+                and not clock.proves_closed(close_ms + SETTLE_MS)
+            ):
+                log.debug(
+                    "%s %s: %s closed %d ms ago by an offset measured before; measuring again",
+                    market.name,
+                    interval.value,
+                    period.key,
+                    now_ms - close_ms,
+                )
+                return await clock.refresh()
+        return now_ms
+
     async def exchange_info(self, market_type: MarketType | str) -> dict:
         """The market's decoded ``exchangeInfo``, fetched again once ``exchange_info_ttl_s`` old.
 
@@ -575,7 +612,9 @@ class DataSourceManager:
         cap = self.max_rows if max_rows is None else check_max_rows(max_rows)
 
         # Exchange time decides what is closed: the end cap, the cache and the REST filter.
-        now_ms = await self._now_for(instrument.market_type, interval, end_ms)
+        market = instrument.market_type
+        now_ms = await self._now_for(market, interval, end_ms)
+        now_ms = await self._prove_recent(market, interval, start_ms, end_ms, now_ms)
         check_not_future(start_ms, now_ms)
         stop_ms = max(start_ms, closed_end_ms(interval, end_ms, now_ms))
         check_row_cap(interval, start_ms, stop_ms, cap, instrument.instrument_id)
