@@ -230,41 +230,53 @@ class Harness:
                 return item
 
 
+def build_harness(
+    srv: Any,
+    cache_dir: Path,
+    dsm_wrapper: Callable[[Any], Any] | None = None,
+    **overrides: Any,
+) -> Harness:
+    """A client on a real LiveClock, MessageBus and Cache against ``srv``, capturing what it
+    publishes and answers (shared by every live-client test module)."""
+    loop = asyncio.get_running_loop()
+    clock = LiveClock()
+    msgbus = MessageBus(TraderId("TESTER-001"), clock)
+    cache = Cache()
+    settings: dict[str, Any] = {
+        "base_url_http": srv.url,
+        "base_url_vision": srv.url,
+        "cache_dir": str(cache_dir),
+        "poll_delay_ms": 20,
+    }
+    settings.update(overrides)
+    config = DSMDataClientConfig(**settings)
+    dsm = DataSourceManager.create(
+        "binance",
+        config.market_type,
+        base_url_http=config.base_url_http,
+        base_url_vision=config.base_url_vision,
+        cache_dir=config.cache_dir,
+        min_completeness=config.min_completeness,
+        on_low_quality=config.on_low_quality,
+    )
+    if dsm_wrapper is not None:
+        dsm = dsm_wrapper(dsm)
+    provider = DSMInstrumentProvider(dsm.exchange_info, config.instrument_provider, clock)
+    client = DSMDataClient(loop, dsm, msgbus, cache, clock, provider, config)
+    logs = RecordingLogger(client._logger)
+    client._logger = logs
+    harness = Harness(client, cache, clock, srv, logs)
+    msgbus.register("DataEngine.process", harness.published.put_nowait)
+    msgbus.register("DataEngine.response", harness.responses.put_nowait)
+    return harness
+
+
 @pytest.fixture
 async def make_harness(imitation: Any, cache_dir: Path) -> AsyncIterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
     def make(dsm_wrapper: Callable[[Any], Any] | None = None, **overrides: Any) -> Harness:
-        loop = asyncio.get_running_loop()
-        clock = LiveClock()
-        msgbus = MessageBus(TraderId("TESTER-001"), clock)
-        cache = Cache()
-        settings: dict[str, Any] = {
-            "base_url_http": imitation.url,
-            "base_url_vision": imitation.url,
-            "cache_dir": str(cache_dir),
-            "poll_delay_ms": 20,
-        }
-        settings.update(overrides)
-        config = DSMDataClientConfig(**settings)
-        dsm = DataSourceManager.create(
-            "binance",
-            config.market_type,
-            base_url_http=config.base_url_http,
-            base_url_vision=config.base_url_vision,
-            cache_dir=config.cache_dir,
-            min_completeness=config.min_completeness,
-            on_low_quality=config.on_low_quality,
-        )
-        if dsm_wrapper is not None:
-            dsm = dsm_wrapper(dsm)
-        provider = DSMInstrumentProvider(dsm.exchange_info, config.instrument_provider, clock)
-        client = DSMDataClient(loop, dsm, msgbus, cache, clock, provider, config)
-        logs = RecordingLogger(client._logger)
-        client._logger = logs
-        harness = Harness(client, cache, clock, imitation, logs)
-        msgbus.register("DataEngine.process", harness.published.put_nowait)
-        msgbus.register("DataEngine.response", harness.responses.put_nowait)
+        harness = build_harness(imitation, cache_dir, dsm_wrapper, **overrides)
         made.append(harness)
         return harness
 

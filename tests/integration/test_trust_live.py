@@ -15,24 +15,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from nautilus_trader.cache.cache import Cache
-from nautilus_trader.common.component import LiveClock, MessageBus
 from nautilus_trader.model.data import Bar
-from nautilus_trader.model.identifiers import TraderId
 
-from nautilus_dsm.config import DSMDataClientConfig
-from nautilus_dsm.data import DSMDataClient
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import DataUnavailable, InvalidResponse
 from nautilus_dsm.markets import Interval, MarketType, to_ms
-from nautilus_dsm.providers import DSMInstrumentProvider
 from nautilus_dsm.testing import BinanceImitation
 from tests.integration.test_data_client import (
     SPOT_1S,
     Harness,
-    RecordingLogger,
     _subscribe,
     bar_rows,
+    build_harness,
     expected_rows,
 )
 
@@ -57,28 +51,7 @@ async def live(cache_dir: Path) -> AsyncIterator[Callable[..., Harness]]:
     ) -> Harness:
         srv = BinanceImitation(clock=lambda: _wall_ms() + skew_ms).start()
         servers.append(srv)
-        loop = asyncio.get_running_loop()
-        clock = LiveClock()
-        msgbus = MessageBus(TraderId("TESTER-001"), clock)
-        cache = Cache()
-        config = DSMDataClientConfig(
-            base_url_http=srv.url,
-            base_url_vision=srv.url,
-            cache_dir=str(cache_dir),
-            poll_delay_ms=20,
-        )
-        dsm = DataSourceManager.create(
-            base_url_http=srv.url, base_url_vision=srv.url, cache_dir=cache_dir
-        )
-        if wrap is not None:
-            dsm = wrap(dsm)
-        provider = DSMInstrumentProvider(dsm.exchange_info, config.instrument_provider, clock)
-        client = DSMDataClient(loop, dsm, msgbus, cache, clock, provider, config)
-        logs = RecordingLogger(client._logger)
-        client._logger = logs
-        harness = Harness(client, cache, clock, srv, logs)
-        msgbus.register("DataEngine.process", harness.published.put_nowait)
-        msgbus.register("DataEngine.response", harness.responses.put_nowait)
+        harness = build_harness(srv, cache_dir, wrap)
         made.append(harness)
         return harness
 
