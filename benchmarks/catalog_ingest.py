@@ -43,8 +43,8 @@ from nautilus_trader.persistence.catalog.parquet import (
 
 from nautilus_dsm.bars import bar_type_for, frame_to_bars, frame_to_catalog_table
 from nautilus_dsm.catalog import _write_file_atomic
+from nautilus_dsm.common import MarketType, to_ms
 from nautilus_dsm.dsm.cache import KlineCache
-from nautilus_dsm.markets import MarketType, to_ms
 from nautilus_dsm.parsing import parse_instruments
 from nautilus_dsm.testing import BinanceImitation
 from nautilus_dsm.testing.symbols import exchange_info

@@ -31,8 +31,8 @@ import polars as pl
 from _common import imitation_process
 
 from nautilus_dsm.bars import bar_type_for, frame_to_bars
+from nautilus_dsm.common import MarketType, to_ms
 from nautilus_dsm.dsm.manager import DataSourceManager, FetchResult
-from nautilus_dsm.markets import MarketType, to_ms
 from nautilus_dsm.parsing import parse_instruments
 from nautilus_dsm.testing import BinanceImitation
 from nautilus_dsm.testing.symbols import exchange_info

@@ -36,10 +36,10 @@ from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.identifiers import ClientId, TraderId
 
 from nautilus_dsm.bars import frame_to_bars
+from nautilus_dsm.common import MarketType
 from nautilus_dsm.config import DSMDataClientConfig
 from nautilus_dsm.data import BINANCE_VENUE, DSMDataClient
 from nautilus_dsm.dsm.manager import DataSourceManager
-from nautilus_dsm.markets import MarketType
 from nautilus_dsm.providers import DSMInstrumentProvider
 from nautilus_dsm.testing import BinanceImitation
 

@@ -13,10 +13,10 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     # markets
-    "DataProvider": "nautilus_dsm.markets",
-    "MarketType": "nautilus_dsm.markets",
-    "Interval": "nautilus_dsm.markets",
-    "resolve_instrument": "nautilus_dsm.markets",
+    "DataProvider": "nautilus_dsm.common",
+    "MarketType": "nautilus_dsm.common",
+    "Interval": "nautilus_dsm.common",
+    "resolve_instrument": "nautilus_dsm.common",
     # errors
     "DSMError": "nautilus_dsm.errors",
     "InvalidInput": "nautilus_dsm.errors",
@@ -64,6 +64,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from nautilus_dsm.bars import bar_type_for, convert_frame, frame_to_bars, interval_for
     from nautilus_dsm.catalog import backtest_data_config, ingest
+    from nautilus_dsm.common import DataProvider, Interval, MarketType, resolve_instrument
     from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig
     from nautilus_dsm.data import DSMDataClient
     from nautilus_dsm.dsm.manager import DataSourceManager, FetchResult
@@ -80,5 +81,4 @@ if TYPE_CHECKING:
         UnknownSymbol,
     )
     from nautilus_dsm.factories import DSMLiveDataClientFactory
-    from nautilus_dsm.markets import DataProvider, Interval, MarketType, resolve_instrument
     from nautilus_dsm.providers import DSMInstrumentProvider

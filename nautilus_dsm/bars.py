@@ -45,8 +45,8 @@ from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.instruments import Instrument
 from nautilus_trader.model.objects import FIXED_PRECISION, PRICE_MAX, QUANTITY_MAX
 
+from nautilus_dsm.common import Interval
 from nautilus_dsm.errors import InvalidInput
-from nautilus_dsm.markets import Interval
 
 __all__ = [
     "BarConversion",

@@ -46,15 +46,7 @@ from nautilus_trader.persistence.catalog.parquet import (
     _timestamps_to_filename,
 )
 
-from nautilus_dsm.dsm.locks import SeriesLock, series_lock
-from nautilus_dsm.errors import (
-    DSMError,
-    InvalidInput,
-    QualityBelowThreshold,
-    SeriesLocked,
-    UnknownSymbol,
-)
-from nautilus_dsm.markets import (
+from nautilus_dsm.common import (
     DataProvider,
     Interval,
     MarketType,
@@ -62,6 +54,14 @@ from nautilus_dsm.markets import (
     from_ms,
     resolve_instrument,
     to_ms,
+)
+from nautilus_dsm.dsm.locks import SeriesLock, series_lock
+from nautilus_dsm.errors import (
+    DSMError,
+    InvalidInput,
+    QualityBelowThreshold,
+    SeriesLocked,
+    UnknownSymbol,
 )
 
 if TYPE_CHECKING:

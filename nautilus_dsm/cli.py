@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from nautilus_dsm.errors import DSMError, InvalidInput, QualityBelowThreshold
-from nautilus_dsm.markets import (
+from nautilus_dsm.common import (
     DataProvider,
     Interval,
     MarketType,
@@ -28,6 +27,7 @@ from nautilus_dsm.markets import (
     check_range,
     resolve_instrument,
 )
+from nautilus_dsm.errors import DSMError, InvalidInput, QualityBelowThreshold
 
 if TYPE_CHECKING:
     from nautilus_dsm.dsm.cache import KlineCache

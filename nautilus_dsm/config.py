@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
-from nautilus_trader.common.config import InstrumentProviderConfig
+from nautilus_trader.common.config import InstrumentProviderConfig, NautilusConfig
 from nautilus_trader.live.config import LiveDataClientConfig
 
 from nautilus_dsm.dsm.bounds import check_knobs
+from nautilus_dsm.dsm.settings import SourceSettings
+from nautilus_dsm.errors import InvalidInput
+
+# The DSMDataClientConfig keywords that are engine settings (the rest configure the client).
+_SOURCE_KEYWORDS = (
+    "market_type",
+    "base_url_http",
+    "base_url_vision",
+    "cache_dir",
+    "min_completeness",
+    "on_low_quality",
+    "max_concurrency",
+    "use_vision",
+    "verify_tls",
+    "max_retries",
+    "timeout_s",
+    "deadline_s",
+)
+
+
+class DSMSourceConfig(NautilusConfig, SourceSettings, frozen=True, kw_only=True):
+    """
+    The data-source manager's settings as a NautilusConfig (frozen, hashable, JSON-able).
+
+    The fields are :class:`~nautilus_dsm.dsm.settings.SourceSettings`' (one definition: the
+    engine, the CLI and this config share it): endpoints, cache dir, quality threshold and
+    policy, concurrency, retries, timeouts, TLS, and sources on/off. Use it as
+    ``DSMDataClientConfig(source=DSMSourceConfig(...))`` or
+    ``DataSourceManager.from_config(DSMSourceConfig(...))``; equal configs share one engine in a
+    node (it is the factory's cache key).
+    """
 
 
 class DSMInstrumentProviderConfig(InstrumentProviderConfig, frozen=True):
@@ -64,6 +95,10 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
         waits for this client before giving up on starting its trader.
     instrument_provider : DSMInstrumentProviderConfig
         The instrument provider configuration.
+    source : DSMSourceConfig, optional
+        Every engine setting in one object (also ``use_cache``, ``use_rest``, ``time_sync``,
+        ``exchange_info_ttl_s``, ``max_rows``); when given, the engine keywords above must keep
+        their defaults (one place per setting).
     max_retries : int, optional
         Tries per request (the first included, >= 1); None keeps each source's default
         (REST 5, Vision 3).
@@ -92,7 +127,27 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
     max_retries: int | None = None
     timeout_s: float | None = None
     deadline_s: float | None = None
+    source: DSMSourceConfig | None = None
 
     def __post_init__(self) -> None:
-        # A node refuses a bad bound when its config is built, not at the first request.
+        # A node refuses a bad setting when its config is built, not at the first request.
         check_knobs(self.max_retries, self.timeout_s, self.deadline_s, owner="DSMDataClientConfig.")
+        if self.source is not None:
+            fields = type(self).__struct_defaults__
+            names = type(self).__struct_fields__
+            defaults = dict(zip(names[len(names) - len(fields) :], fields, strict=True))
+            both = [k for k in _SOURCE_KEYWORDS if getattr(self, k) != defaults[k]]
+            if both:
+                raise InvalidInput(
+                    f"DSMDataClientConfig sets {', '.join(both)} both as keywords and in "
+                    "source=DSMSourceConfig(...); set each engine setting in one place, e.g. "
+                    f"source=DSMSourceConfig({both[0]}=...)"
+                )
+        else:
+            self.source_config()  # validates the engine keywords with the engine's rules
+
+    def source_config(self) -> DSMSourceConfig:
+        """The engine settings: ``source`` when given, else built from the keywords."""
+        if self.source is not None:
+            return self.source
+        return DSMSourceConfig(**{k: getattr(self, k) for k in _SOURCE_KEYWORDS})

@@ -50,6 +50,15 @@ from nautilus_trader.model.identifiers import ClientId, InstrumentId, Venue
 from nautilus_trader.model.instruments import Instrument
 
 from nautilus_dsm.bars import convert_frame, interval_for
+from nautilus_dsm.common import (
+    VENUE,
+    Interval,
+    MarketType,
+    ResolvedInstrument,
+    from_ms,
+    resolve_instrument,
+    to_ms,
+)
 from nautilus_dsm.config import DSMDataClientConfig
 from nautilus_dsm.errors import (
     DSMError,
@@ -60,15 +69,6 @@ from nautilus_dsm.errors import (
     UnknownSymbol,
 )
 from nautilus_dsm.factories import acquire_dsm, release_dsm
-from nautilus_dsm.markets import (
-    VENUE,
-    Interval,
-    MarketType,
-    ResolvedInstrument,
-    from_ms,
-    resolve_instrument,
-    to_ms,
-)
 from nautilus_dsm.parsing import TRADING
 from nautilus_dsm.synthetic import SYNTHETIC, fill_gaps, missing_open_times_ms
 

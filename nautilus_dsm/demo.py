@@ -36,8 +36,8 @@ from nautilus_trader.model.identifiers import Venue
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
 from nautilus_dsm.cli import ProgressBar
+from nautilus_dsm.common import ENDPOINTS, Interval, MarketType, from_ms, to_ms
 from nautilus_dsm.errors import InvalidInput
-from nautilus_dsm.markets import ENDPOINTS, Interval, MarketType, from_ms, to_ms
 
 DEMO_INSTRUMENT = "BTCUSDT-PERP.BINANCE"
 DEMO_INTERVAL = "1m"
@@ -295,8 +295,8 @@ def run_demo(
     import click
 
     from nautilus_dsm.catalog import ingest_async
+    from nautilus_dsm.common import DataProvider
     from nautilus_dsm.dsm.manager import DataSourceManager
-    from nautilus_dsm.markets import DataProvider
 
     out = echo or click.echo
     started = time.perf_counter()

@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.component import LiveClock, MessageBus
 from nautilus_trader.live.factories import LiveDataClientFactory
 
-from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig
-from nautilus_dsm.markets import DataProvider, MarketType
+from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig, DSMSourceConfig
 
 if TYPE_CHECKING:
     from nautilus_dsm.data import DSMDataClient
@@ -67,25 +65,14 @@ def dsm_holders(dsm: DataSourceManager) -> int:
 
 
 @lru_cache
-def get_cached_dsm(
-    market_type: str | None = None,
-    base_url_http: str | None = None,
-    base_url_vision: str | None = None,
-    cache_dir: str | None = None,
-    min_completeness: float = 0.95,
-    on_low_quality: str = "raise",
-    max_concurrency: int = 4,
-    use_vision: bool = True,
-    verify_tls: bool = True,
-    max_retries: int | None = None,
-    timeout_s: float | None = None,
-    deadline_s: float | None = None,
-) -> DataSourceManager:
+def get_cached_dsm(config: DSMSourceConfig) -> DataSourceManager:
     """
-    Cache and return the data-source manager for these (hashable) settings.
+    Cache and return the data-source manager for these settings.
 
-    Parameters are those of ``DSMDataClientConfig``; a second call with the same values returns
-    the same instance.
+    Parameters
+    ----------
+    config : DSMSourceConfig
+        The engine settings (frozen and hashable: equal settings share one engine).
 
     Returns
     -------
@@ -94,21 +81,7 @@ def get_cached_dsm(
     """
     from nautilus_dsm.dsm.manager import DataSourceManager
 
-    return DataSourceManager.create(
-        DataProvider.BINANCE,
-        MarketType.parse(market_type) if market_type else None,
-        base_url_http=base_url_http,
-        base_url_vision=base_url_vision,
-        cache_dir=Path(cache_dir) if cache_dir else None,
-        min_completeness=min_completeness,
-        on_low_quality=on_low_quality,
-        max_concurrency=max_concurrency,
-        use_vision=use_vision,
-        verify_tls=verify_tls,
-        max_retries=max_retries,
-        timeout_s=timeout_s,
-        deadline_s=deadline_s,
-    )
+    return DataSourceManager.from_config(config)
 
 
 @lru_cache
@@ -140,21 +113,8 @@ def get_cached_dsm_instrument_provider(
 
 
 def dsm_for_config(config: DSMDataClientConfig) -> DataSourceManager:
-    """The shared engine for a client configuration (its hashable parts are the cache key)."""
-    return get_cached_dsm(
-        market_type=config.market_type,
-        base_url_http=config.base_url_http,
-        base_url_vision=config.base_url_vision,
-        cache_dir=config.cache_dir,
-        min_completeness=config.min_completeness,
-        on_low_quality=config.on_low_quality,
-        max_concurrency=config.max_concurrency,
-        use_vision=config.use_vision,
-        verify_tls=config.verify_tls,
-        max_retries=config.max_retries,
-        timeout_s=config.timeout_s,
-        deadline_s=config.deadline_s,
-    )
+    """The shared engine for a client configuration (its engine settings are the cache key)."""
+    return get_cached_dsm(config.source_config())
 
 
 class DSMLiveDataClientFactory(LiveDataClientFactory):

@@ -45,8 +45,8 @@ from nautilus_trader.model.objects import (
     Quantity,
 )
 
+from nautilus_dsm.common import VENUE, MarketType, to_nautilus_symbol
 from nautilus_dsm.errors import InvalidInput, MarketTypeMismatch
-from nautilus_dsm.markets import VENUE, MarketType, to_nautilus_symbol
 
 TRADING = "TRADING"
 

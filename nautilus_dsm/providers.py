@@ -18,14 +18,14 @@ from nautilus_trader.config import resolve_path
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.instruments import Instrument
 
-from nautilus_dsm.config import DSMInstrumentProviderConfig
-from nautilus_dsm.errors import InvalidInput, UnknownSymbol
-from nautilus_dsm.markets import (
+from nautilus_dsm.common import (
     VENUE,
     MarketType,
     market_type_of,
     resolve_instrument,
 )
+from nautilus_dsm.config import DSMInstrumentProviderConfig
+from nautilus_dsm.errors import InvalidInput, UnknownSymbol
 from nautilus_dsm.parsing import ParsedExchangeInfo, SkippedSymbol, parse_exchange_info
 
 ExchangeInfoFn = Callable[[MarketType], Awaitable[Mapping[str, Any]]]

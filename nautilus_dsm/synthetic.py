@@ -20,8 +20,8 @@ from decimal import Decimal
 import numpy as np
 import polars as pl
 
+from nautilus_dsm.common import Interval
 from nautilus_dsm.dsm.schema import COLUMNS, DECIMAL, FRAME_SCHEMA, TIME
-from nautilus_dsm.markets import Interval
 
 SYNTHETIC = "synthetic"
 _VOLUME_COLUMNS = ("volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume")

@@ -24,7 +24,7 @@ from nautilus_trader.model.instruments import Instrument
 from nautilus_trader.model.objects import FIXED_PRECISION, Price, Quantity
 from nautilus_trader.persistence.catalog import ParquetDataCatalog
 
-from nautilus_dsm.markets import MarketType
+from nautilus_dsm.common import MarketType
 from nautilus_dsm.parsing import parse_instruments
 from nautilus_dsm.testing.symbols import default_symbols, exchange_info
 

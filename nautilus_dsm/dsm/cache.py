@@ -42,10 +42,10 @@ import numpy as np
 import platformdirs
 import polars as pl
 
+from nautilus_dsm.common import Interval, MarketType, check_binance_symbol, from_ms, to_ms
 from nautilus_dsm.dsm.locks import SeriesLock, series_lock
 from nautilus_dsm.dsm.schema import COLUMNS, FRAME_SCHEMA
 from nautilus_dsm.errors import CacheUnwritable, InvalidInput, SeriesLocked
-from nautilus_dsm.markets import Interval, MarketType, check_binance_symbol, from_ms, to_ms
 
 try:  # advisory locks mark a temp file as being written (POSIX); elsewhere clear() ages them
     import fcntl

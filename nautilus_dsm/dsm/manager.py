@@ -30,7 +30,21 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
-from nautilus_dsm.dsm.bounds import check_knobs
+from nautilus_dsm.common import (
+    DEFAULT_MAX_ROWS,
+    DEFAULT_VISION_URL,
+    ENDPOINTS,
+    DataProvider,
+    Interval,
+    MarketType,
+    ResolvedInstrument,
+    check_not_future,
+    check_range,
+    check_row_cap,
+    parse_instant,
+    resolve_instrument,
+    rest_base_url,
+)
 from nautilus_dsm.dsm.cache import KlineCache, PeriodState, default_cache_dir
 from nautilus_dsm.dsm.exchange_clock import DEFAULT_RESYNC_S, ExchangeClock
 from nautilus_dsm.dsm.failover import (
@@ -64,6 +78,7 @@ from nautilus_dsm.dsm.quality import (
 )
 from nautilus_dsm.dsm.rest import BinanceRestClient
 from nautilus_dsm.dsm.schema import COLUMNS, empty_frame
+from nautilus_dsm.dsm.settings import DEFAULT_EXCHANGE_INFO_TTL_S, SourceSettings
 from nautilus_dsm.dsm.vision import VisionClient
 from nautilus_dsm.errors import (
     CacheUnwritable,
@@ -76,31 +91,12 @@ from nautilus_dsm.errors import (
     RateLimited,
     SourceError,
 )
-from nautilus_dsm.markets import (
-    DEFAULT_MAX_ROWS,
-    DEFAULT_VISION_URL,
-    ENDPOINTS,
-    DataProvider,
-    Interval,
-    MarketType,
-    ResolvedInstrument,
-    check_base_url,
-    check_max_rows,
-    check_not_future,
-    check_range,
-    check_row_cap,
-    parse_instant,
-    resolve_instrument,
-    rest_base_url,
-)
 
 log = logging.getLogger("nautilus_dsm.dsm")
 
 Source = Literal["cache", "vision", "rest"]
 ProgressCallback = Callable[[int, int], None]
-_POLICIES = ("raise", "warn")
 _SOURCE_COL = SOURCE_COL
-DEFAULT_EXCHANGE_INFO_TTL_S = 3600.0
 # A period that closed less than this before exchange-now is decided closed (and cached final)
 # only on a measurement of the exchange's clock taken after its close (see _prove_recent).
 RECENT_CLOSE_MS = 10 * 60_000
@@ -170,60 +166,41 @@ class DataSourceManager:
 
     def __init__(
         self,
-        market_type: MarketType | None,
+        settings: SourceSettings | None = None,
         *,
-        base_url_http: str | None,
-        base_url_vision: str | None,
-        cache: KlineCache,
-        min_completeness: float,
-        on_low_quality: str,
-        max_concurrency: int,
-        use_cache: bool,
-        use_vision: bool,
-        use_rest: bool,
-        verify_tls: bool,
-        clock: Callable[[], int] | None,
-        exchange_info_ttl_s: float = DEFAULT_EXCHANGE_INFO_TTL_S,
-        max_retries: int | None = None,
-        timeout_s: float | None = None,
-        deadline_s: float | None = None,
-        time_sync: bool | None = None,
-        time_sync_interval_s: float = DEFAULT_RESYNC_S,
-        max_rows: int = DEFAULT_MAX_ROWS,
+        cache: KlineCache | None = None,
+        clock: Callable[[], int] | None = None,
     ) -> None:
-        # The time bounds every client gets (None keeps each source's default); refused
-        # before any I/O when out of range.
-        self._knobs = check_knobs(max_retries, timeout_s, deadline_s)
-        self.market_type = market_type
-        self.max_rows = check_max_rows(max_rows)
-        self.base_url_http = base_url_http
-        self.base_url_vision = base_url_vision
-        self.cache = cache
-        self.min_completeness = _check_threshold(min_completeness)
-        self.on_low_quality = _check_policy(on_low_quality)
-        if max_concurrency < 1:
-            raise InvalidInput(f"max_concurrency must be >= 1, was {max_concurrency}")
-        self.max_concurrency = max_concurrency
-        self.use_cache = use_cache
-        self.use_vision = use_vision
-        self.use_rest = use_rest
-        self.verify_tls = verify_tls
-        if not exchange_info_ttl_s >= 0:  # also refuses NaN
-            raise InvalidInput(
-                f"exchange_info_ttl_s must be >= 0 seconds, was {exchange_info_ttl_s!r}; "
-                "e.g. 3600 to refresh instrument metadata hourly"
+        settings = SourceSettings() if settings is None else settings
+        self.settings = settings
+        # The time bounds every client gets (None keeps each source's default).
+        self._knobs = settings.knobs
+        self.market_type = settings.market_type
+        self.max_rows = settings.max_rows
+        self.base_url_http = settings.base_url_http
+        self.base_url_vision = settings.base_url_vision
+        self.cache = (
+            cache
+            if cache is not None
+            else KlineCache(
+                settings.cache_dir
+                if settings.cache_dir is not None
+                else endpoint_cache_dir(settings.base_url_http, settings.base_url_vision)
             )
-        self.exchange_info_ttl_s = float(exchange_info_ttl_s)
+        )
+        self.min_completeness = settings.min_completeness
+        self.on_low_quality = settings.on_low_quality
+        self.max_concurrency = settings.max_concurrency
+        self.use_cache = settings.use_cache
+        self.use_vision = settings.use_vision
+        self.use_rest = settings.use_rest
+        self.verify_tls = settings.verify_tls
+        self.exchange_info_ttl_s = settings.exchange_info_ttl_s
         self._clock = clock or wall_clock_ms
         # Exchange time decides what is closed. An injected clock is the caller's "now" (tests,
         # replays): measured against it only when asked, since a real server would disagree.
-        self.time_sync = (clock is None) if time_sync is None else bool(time_sync)
-        if not time_sync_interval_s > 0:  # also refuses NaN
-            raise InvalidInput(
-                f"time_sync_interval_s must be > 0 seconds, was {time_sync_interval_s!r}; "
-                "e.g. 60 to measure Binance's clock offset every minute"
-            )
-        self.time_sync_interval_s = float(time_sync_interval_s)
+        self.time_sync = (clock is None) if settings.time_sync is None else settings.time_sync
+        self.time_sync_interval_s = settings.time_sync_interval_s
         self._exchange_clocks: dict[MarketType, ExchangeClock] = {}
         self._rest: dict[MarketType, BinanceRestClient] = {}
         self._vision: dict[MarketType, VisionClient] = {}
@@ -322,8 +299,6 @@ class DataSourceManager:
             For a bad provider, market type, knob, or a base URL that is not ``http(s)://host``.
 
         """
-        check_base_url(base_url_http, "base_url_http")
-        check_base_url(base_url_vision, "base_url_vision")
         if isinstance(provider, str):
             try:
                 provider = DataProvider(provider.strip().lower())
@@ -334,23 +309,18 @@ class DataSourceManager:
                 ) from None
         if provider is not DataProvider.BINANCE:
             raise InvalidInput(f"unsupported provider {provider!r}; use DataProvider.BINANCE")
-        return cls(
-            MarketType.parse(market_type) if market_type is not None else None,
+        settings = SourceSettings(
+            market_type=MarketType.parse(market_type) if market_type is not None else None,
             base_url_http=base_url_http,
             base_url_vision=base_url_vision,
-            cache=KlineCache(
-                cache_dir
-                if cache_dir is not None
-                else endpoint_cache_dir(base_url_http, base_url_vision)
-            ),
+            cache_dir=None if cache_dir is None else str(cache_dir),
             min_completeness=min_completeness,
-            on_low_quality=on_low_quality,
+            on_low_quality=on_low_quality,  # type: ignore[arg-type]
             max_concurrency=max_concurrency,
             use_cache=use_cache,
             use_vision=use_vision,
             use_rest=use_rest,
             verify_tls=verify_tls,
-            clock=clock,
             exchange_info_ttl_s=exchange_info_ttl_s,
             max_retries=max_retries,
             timeout_s=timeout_s,
@@ -359,6 +329,33 @@ class DataSourceManager:
             time_sync_interval_s=time_sync_interval_s,
             max_rows=max_rows,
         )
+        return cls.from_config(settings, clock=clock)
+
+    @classmethod
+    def from_config(
+        cls, settings: SourceSettings, *, clock: Callable[[], int] | None = None
+    ) -> DataSourceManager:
+        """
+        Create a manager from one settings object.
+
+        Parameters
+        ----------
+        settings : SourceSettings
+            The engine's settings (``DSMSourceConfig`` on the Nautilus side is one).
+        clock : Callable[[], int], optional
+            The local clock in epoch ms; the system clock when None.
+
+        Returns
+        -------
+        DataSourceManager
+
+        """
+        if not isinstance(settings, SourceSettings):
+            raise InvalidInput(
+                f"settings {settings!r} is not a SourceSettings; build one with "
+                "SourceSettings(...) or nautilus_dsm.DSMSourceConfig(...)"
+            )
+        return cls(settings, clock=clock)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -605,11 +602,18 @@ class DataSourceManager:
         instrument = resolve_instrument(instrument_id_or_symbol, self.market_type)
         interval.check_market(instrument.market_type)
         start_ms, end_ms = check_range(parse_instant(start, "start"), parse_instant(end, "end"))
-        threshold = _check_threshold(
-            self.min_completeness if min_completeness is None else min_completeness
-        )
-        policy = _check_policy(self.on_low_quality if on_low_quality is None else on_low_quality)
-        cap = self.max_rows if max_rows is None else check_max_rows(max_rows)
+        overrides = {
+            name: value
+            for name, value in (
+                ("min_completeness", min_completeness),
+                ("on_low_quality", on_low_quality),
+                ("max_rows", max_rows),
+            )
+            if value is not None
+        }
+        # Per-call overrides validate exactly like the settings they override.
+        call = self.settings.replace(**overrides) if overrides else self.settings
+        threshold, policy, cap = call.min_completeness, call.on_low_quality, call.max_rows
 
         # Exchange time decides what is closed: the end cap, the cache and the REST filter.
         market = instrument.market_type
@@ -1288,17 +1292,3 @@ def endpoint_cache_dir(base_url_http: str | None, base_url_vision: str | None) -
         if url is not None
     )
     return root / "endpoints" / f"{hosts[:60]}-{digest}"
-
-
-def _check_threshold(value: float) -> float:
-    if not 0.0 <= float(value) <= 1.0:
-        raise InvalidInput(
-            f"min_completeness {value!r} is not a fraction; pass a value in [0, 1], e.g. 0.95"
-        )
-    return float(value)
-
-
-def _check_policy(value: str) -> str:
-    if value not in _POLICIES:
-        raise InvalidInput(f"on_low_quality {value!r} is not 'raise' or 'warn'; use one of them")
-    return value

@@ -13,7 +13,7 @@ import calendar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from nautilus_dsm.markets import Interval, from_ms, to_ms
+from nautilus_dsm.common import Interval, from_ms, to_ms
 
 # A bar is final on Binance a moment after its close; a period is cached only once its last bar
 # closed at least this long ago.

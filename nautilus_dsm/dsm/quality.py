@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from nautilus_dsm.markets import Interval, MarketType, from_ms, to_ms
+from nautilus_dsm.common import Interval, MarketType, from_ms, to_ms
 
 _LISTED = 3  # how many offending rows a warning names
 

@@ -19,6 +19,7 @@ import httpx
 import msgspec
 import polars as pl
 
+from nautilus_dsm.common import ENDPOINTS, Interval, MarketType, rest_base_url
 from nautilus_dsm.dsm.bounds import REST_DEADLINE_S, REST_MAX_RETRIES, REST_TIMEOUT_S
 from nautilus_dsm.dsm.exchange_clock import ExchangeClock
 from nautilus_dsm.dsm.http import (
@@ -34,7 +35,6 @@ from nautilus_dsm.dsm.planner import closed_end_ms, decided_without_now
 from nautilus_dsm.dsm.schema import empty_frame, parse_rest_klines
 from nautilus_dsm.dsm.validate import Expect, iso
 from nautilus_dsm.errors import InvalidInput, InvalidResponse, SourceError, UnknownSymbol
-from nautilus_dsm.markets import ENDPOINTS, Interval, MarketType, rest_base_url
 
 # GET /time: tries and total deadline per try (a measurement that fails falls back, see
 # ExchangeClock, so it must cost a fetch little).

@@ -47,8 +47,8 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from nautilus_dsm.common import Interval, MarketType, check_binance_symbol
 from nautilus_dsm.errors import InvalidInput, StreamClosed, StreamSubscriptionRejected
-from nautilus_dsm.markets import Interval, MarketType, check_binance_symbol
 
 log = logging.getLogger(__name__)
 

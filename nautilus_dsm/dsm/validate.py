@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from nautilus_dsm.common import Interval, from_ms
 from nautilus_dsm.errors import InvalidResponse
-from nautilus_dsm.markets import Interval, from_ms
 
 # At most this many open times travel on one InvalidResponse (a refused month of 1s bars would
 # otherwise carry millions); the message states the total.

@@ -22,12 +22,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from nautilus_dsm.dsm.bounds import VISION_DEADLINE_S, VISION_MAX_RETRIES, VISION_TIMEOUT_S
-from nautilus_dsm.dsm.http import HttpTransport, Reply, RetryPolicy, backoff_delay
-from nautilus_dsm.dsm.schema import parse_vision_csv
-from nautilus_dsm.dsm.validate import Expect
-from nautilus_dsm.errors import ChecksumMismatch, InvalidInput, InvalidResponse, SourceError
-from nautilus_dsm.markets import (
+from nautilus_dsm.common import (
     DEFAULT_VISION_URL,
     ENDPOINTS,
     Interval,
@@ -35,6 +30,11 @@ from nautilus_dsm.markets import (
     check_binance_symbol,
     to_ms,
 )
+from nautilus_dsm.dsm.bounds import VISION_DEADLINE_S, VISION_MAX_RETRIES, VISION_TIMEOUT_S
+from nautilus_dsm.dsm.http import HttpTransport, Reply, RetryPolicy, backoff_delay
+from nautilus_dsm.dsm.schema import parse_vision_csv
+from nautilus_dsm.dsm.validate import Expect
+from nautilus_dsm.errors import ChecksumMismatch, InvalidInput, InvalidResponse, SourceError
 
 # Binance's symbol alphabet; the symbol becomes part of a URL path, so nothing else passes.
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")

@@ -20,9 +20,9 @@ from decimal import Decimal
 import numpy as np
 import polars as pl
 
+from nautilus_dsm.common import Interval, MarketType
 from nautilus_dsm.dsm.schema import COLUMNS, FRAME_SCHEMA
 from nautilus_dsm.errors import InvalidInput
-from nautilus_dsm.markets import Interval, MarketType
 from nautilus_dsm.testing.symbols import SymbolSpec
 
 UNIT = 100_000_000  # 1e-8: every price/volume is an integer count of these

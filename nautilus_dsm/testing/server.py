@@ -30,9 +30,9 @@ import msgspec
 import numpy as np
 import polars as pl
 
+from nautilus_dsm.common import Interval, MarketType, to_ms
 from nautilus_dsm.dsm.schema import empty_frame
 from nautilus_dsm.errors import InvalidInput, UnknownSymbol
-from nautilus_dsm.markets import Interval, MarketType, to_ms
 from nautilus_dsm.testing import klines
 from nautilus_dsm.testing.faults import Faults
 from nautilus_dsm.testing.symbols import (

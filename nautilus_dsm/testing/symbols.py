@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from nautilus_dsm.markets import MarketType, to_ms
+from nautilus_dsm.common import MarketType, to_ms
 
 DEFAULT_LISTED_MS = to_ms(datetime(2020, 1, 1, tzinfo=UTC))
 # Binance's "perpetual" delivery date (2100-12-25 08:00 UTC).

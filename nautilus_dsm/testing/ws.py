@@ -49,7 +49,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from nautilus_dsm.markets import Interval, MarketType
+from nautilus_dsm.common import Interval, MarketType
 from nautilus_dsm.testing import klines
 
 if TYPE_CHECKING:

@@ -12,9 +12,9 @@ from nautilus_trader.backtest.node import BacktestNode
 from nautilus_trader.model.data import Bar
 
 from nautilus_dsm.catalog import backtest_data_config, ingest
+from nautilus_dsm.common import DataProvider
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import InvalidInput
-from nautilus_dsm.markets import DataProvider
 from nautilus_dsm.run_config import parse_run_config
 
 INSTRUMENT = "BTCUSDT-PERP.BINANCE"

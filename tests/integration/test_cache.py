@@ -12,10 +12,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from nautilus_dsm.common import Interval, MarketType, rest_base_url, to_ms
 from nautilus_dsm.dsm.cache import KlineCache
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA
 from nautilus_dsm.errors import InvalidInput
-from nautilus_dsm.markets import Interval, MarketType, rest_base_url, to_ms
 
 UM = MarketType.FUTURES_USDT
 M1 = Interval.MINUTE_1

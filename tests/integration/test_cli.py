@@ -15,7 +15,7 @@ from nautilus_trader.model.data import Bar
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
 from nautilus_dsm.cli import cli
-from nautilus_dsm.markets import MarketType, to_ms
+from nautilus_dsm.common import MarketType, to_ms
 
 INSTRUMENT = "BTCUSDT-PERP.BINANCE"
 D0 = to_ms(datetime(2024, 1, 1, tzinfo=UTC))

@@ -19,8 +19,8 @@ from typing import Any
 
 import polars as pl
 
+from nautilus_dsm.common import Interval, MarketType, to_ms
 from nautilus_dsm.dsm.cache import KlineCache
-from nautilus_dsm.markets import Interval, MarketType, to_ms
 
 UM = MarketType.FUTURES_USDT
 T0 = to_ms(datetime(2024, 1, 1, tzinfo=UTC))

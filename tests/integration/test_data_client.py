@@ -32,6 +32,7 @@ from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.identifiers import ClientId, InstrumentId, TraderId
 from nautilus_trader.model.instruments import Instrument
 
+from nautilus_dsm.common import Interval, MarketType, to_ms
 from nautilus_dsm.config import DSMDataClientConfig
 from nautilus_dsm.data import (
     BINANCE_VENUE,
@@ -43,7 +44,6 @@ from nautilus_dsm.data import (
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import DataUnavailable, InvalidInput, SourceError
 from nautilus_dsm.factories import dsm_holders
-from nautilus_dsm.markets import Interval, MarketType, to_ms
 from nautilus_dsm.providers import DSMInstrumentProvider
 
 CLIENT_ID = ClientId("DSM")

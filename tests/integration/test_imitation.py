@@ -18,9 +18,9 @@ import pytest
 from nautilus_trader.adapters.binance.futures.schemas.market import BinanceFuturesExchangeInfo
 from nautilus_trader.adapters.binance.spot.schemas.market import BinanceSpotExchangeInfo
 
+from nautilus_dsm.common import MarketType
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA, parse_rest_klines, parse_vision_csv
 from nautilus_dsm.errors import UnknownSymbol
-from nautilus_dsm.markets import MarketType
 from nautilus_dsm.testing import BinanceImitation, RequestRecord, SymbolSpec
 
 MINUTE = 60_000

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from nautilus_dsm.common import DataProvider, Interval, MarketType, to_ms
 from nautilus_dsm.dsm.manager import DataSourceManager, FetchInsideEventLoop
 from nautilus_dsm.dsm.quality import Gap
 from nautilus_dsm.dsm.rest import BinanceRestClient
@@ -20,7 +21,6 @@ from nautilus_dsm.errors import (
     QualityBelowThreshold,
     UnknownSymbol,
 )
-from nautilus_dsm.markets import DataProvider, Interval, MarketType, to_ms
 from nautilus_dsm.testing import BinanceImitation
 
 UM = MarketType.FUTURES_USDT

@@ -14,9 +14,9 @@ from nautilus_trader.common.component import TestClock
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.instruments import CryptoPerpetual, CurrencyPair, Instrument
 
+from nautilus_dsm.common import MarketType, rest_base_url
 from nautilus_dsm.config import DSMInstrumentProviderConfig
 from nautilus_dsm.errors import InvalidInput, SourceError, UnknownSymbol
-from nautilus_dsm.markets import MarketType, rest_base_url
 from nautilus_dsm.parsing import SkippedSymbol
 from nautilus_dsm.providers import DSMInstrumentProvider
 from tests.unit.test_parsing import (

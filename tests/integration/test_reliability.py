@@ -29,6 +29,7 @@ import polars as pl
 import pytest
 from nautilus_trader.model.data import Bar
 
+from nautilus_dsm.common import DataProvider, Interval, MarketType, to_ms
 from nautilus_dsm.dsm.cache import KlineCache
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.dsm.quality import Gap
@@ -41,7 +42,6 @@ from nautilus_dsm.errors import (
     RateLimited,
     UnknownSymbol,
 )
-from nautilus_dsm.markets import DataProvider, Interval, MarketType, to_ms
 from nautilus_dsm.testing import BinanceImitation
 from nautilus_dsm.testing import server as imitation_server
 from tests.integration import test_data_client
@@ -599,7 +599,7 @@ _KILLED_AT_FSYNC = textwrap.dedent(
     import os, sys, time
     import polars as pl
     from nautilus_dsm.dsm.cache import KlineCache
-    from nautilus_dsm.markets import Interval, MarketType
+    from nautilus_dsm.common import Interval, MarketType
 
     root, frame_path = sys.argv[1:3]
     frame = pl.read_parquet(frame_path)
@@ -660,7 +660,7 @@ _WRITE_LOOP = textwrap.dedent(
     from datetime import date, timedelta
     import polars as pl
     from nautilus_dsm.dsm.cache import KlineCache
-    from nautilus_dsm.markets import Interval, MarketType
+    from nautilus_dsm.common import Interval, MarketType
 
     root, frame_path = sys.argv[1:3]
     frame = pl.read_parquet(frame_path)

@@ -26,8 +26,8 @@ from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
 from nautilus_dsm.catalog import SkippedRange, ingest
 from nautilus_dsm.cli import cli
+from nautilus_dsm.common import DataProvider, MarketType, to_ms
 from nautilus_dsm.dsm.manager import DataSourceManager
-from nautilus_dsm.markets import DataProvider, MarketType, to_ms
 
 PERP = "BTCUSDT-PERP.BINANCE"
 BAR_TYPE = "BTCUSDT-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL"

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from nautilus_dsm.common import Interval, MarketType, to_ms
 from nautilus_dsm.dsm.rest import BinanceRestClient
 from nautilus_dsm.errors import InvalidResponse, RateLimited, SourceError, UnknownSymbol
-from nautilus_dsm.markets import Interval, MarketType, to_ms
 from nautilus_dsm.testing import BinanceImitation
 
 MIN = 60_000

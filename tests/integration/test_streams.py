@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from nautilus_dsm.common import MarketType
 from nautilus_dsm.dsm.streams import (
     ClosedKline,
     KlineStreams,
@@ -16,7 +17,6 @@ from nautilus_dsm.dsm.streams import (
     klines_to_frame,
 )
 from nautilus_dsm.errors import StreamClosed, StreamSubscriptionRejected
-from nautilus_dsm.markets import MarketType
 from nautilus_dsm.testing import BinanceImitation
 from nautilus_dsm.testing.ws import WsConfig
 

@@ -25,10 +25,10 @@ from nautilus_trader.live.node import TradingNode
 from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.identifiers import ClientId, InstrumentId, TraderId
 
+from nautilus_dsm.common import Interval, MarketType, to_ms
 from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig
 from nautilus_dsm.data import DSMDataClient
 from nautilus_dsm.factories import DSMLiveDataClientFactory, dsm_for_config, dsm_holders
-from nautilus_dsm.markets import Interval, MarketType, to_ms
 
 CLIENT_ID = ClientId("DSM")
 LOAD_IDS = frozenset({"BTCUSDT.BINANCE", "BTCUSD-PERP.BINANCE"})

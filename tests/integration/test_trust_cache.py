@@ -21,11 +21,11 @@ from typing import Any
 import polars as pl
 import pytest
 
+from nautilus_dsm.common import Interval, MarketType, to_ms
 from nautilus_dsm.dsm import cache as cache_module
 from nautilus_dsm.dsm.cache import KlineCache, PeriodGap, PeriodState
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import QualityBelowThreshold
-from nautilus_dsm.markets import Interval, MarketType, to_ms
 
 UM = MarketType.FUTURES_USDT
 M1 = Interval.MINUTE_1

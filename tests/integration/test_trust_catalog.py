@@ -30,10 +30,10 @@ from nautilus_dsm.catalog import (
     ingest,
 )
 from nautilus_dsm.cli import cli
+from nautilus_dsm.common import DataProvider, MarketType, to_ms
 from nautilus_dsm.dsm.locks import series_lock
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import SeriesLocked
-from nautilus_dsm.markets import DataProvider, MarketType, to_ms
 from nautilus_dsm.parsing import parse_instruments
 from nautilus_dsm.testing.symbols import exchange_info
 

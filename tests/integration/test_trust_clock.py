@@ -17,11 +17,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from nautilus_dsm.common import Interval, MarketType, from_ms, to_ms
 from nautilus_dsm.dsm.cache import KlineCache
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.dsm.rest import BinanceRestClient
 from nautilus_dsm.errors import InvalidResponse
-from nautilus_dsm.markets import Interval, MarketType, from_ms, to_ms
 from nautilus_dsm.testing import BinanceImitation
 
 UM = MarketType.FUTURES_USDT

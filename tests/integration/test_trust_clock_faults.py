@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from nautilus_dsm.common import Interval, MarketType, from_ms, to_ms
 from nautilus_dsm.dsm.cache import KlineCache
 from nautilus_dsm.dsm.exchange_clock import ExchangeClock
 from nautilus_dsm.dsm.manager import DataSourceManager
-from nautilus_dsm.markets import Interval, MarketType, from_ms, to_ms
 from nautilus_dsm.testing import BinanceImitation
 
 UM = MarketType.FUTURES_USDT

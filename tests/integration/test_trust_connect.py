@@ -26,11 +26,11 @@ from nautilus_trader.live.node import TradingNode
 from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.identifiers import ClientId, InstrumentId
 
+from nautilus_dsm.common import Interval, MarketType
 from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig
 from nautilus_dsm.dsm.rest import BinanceRestClient
 from nautilus_dsm.errors import InvalidInput, SourceError
 from nautilus_dsm.factories import DSMLiveDataClientFactory, dsm_for_config
-from nautilus_dsm.markets import Interval, MarketType
 from tests.integration import test_data_client
 
 CLIENT_ID = ClientId("DSM")

@@ -25,11 +25,11 @@ from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 from nautilus_dsm.bars import bar_type_for, convert_frame, frame_to_bars
 from nautilus_dsm.catalog import ingest
 from nautilus_dsm.cli import cli
+from nautilus_dsm.common import DataProvider, Interval, MarketType, to_ms
 from nautilus_dsm.dsm.cache import KlineCache
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.dsm.planner import period_of, periods_for
 from nautilus_dsm.errors import InvalidInput
-from nautilus_dsm.markets import DataProvider, Interval, MarketType, to_ms
 
 pytestmark = pytest.mark.timeout(60)
 

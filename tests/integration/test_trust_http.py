@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from nautilus_dsm.cli import cli
+from nautilus_dsm.common import Interval, MarketType, to_ms
 from nautilus_dsm.config import DSMDataClientConfig
 from nautilus_dsm.dsm.http import RATE_LIMIT_FLOOR_S, HttpTransport, RetryPolicy
 from nautilus_dsm.dsm.manager import DataSourceManager
@@ -29,7 +30,6 @@ from nautilus_dsm.errors import (
     SourceError,
 )
 from nautilus_dsm.factories import dsm_for_config
-from nautilus_dsm.markets import Interval, MarketType, to_ms
 
 pytestmark = pytest.mark.timeout(30)
 

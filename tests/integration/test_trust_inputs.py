@@ -20,11 +20,11 @@ from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
 from nautilus_dsm.catalog import ingest
 from nautilus_dsm.cli import cli
+from nautilus_dsm.common import ACCEPTED_TIMES, DataProvider, Interval, MarketType, to_ms
 from nautilus_dsm.config import DSMDataClientConfig
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import InvalidInput
 from nautilus_dsm.factories import DSMLiveDataClientFactory
-from nautilus_dsm.markets import ACCEPTED_TIMES, DataProvider, Interval, MarketType, to_ms
 
 PERP = "BTCUSDT-PERP.BINANCE"
 UM = MarketType.FUTURES_USDT
@@ -142,7 +142,7 @@ async def test_a_start_in_the_future_is_refused_before_any_io(
         at_now = await dsm.fetch(PERP, "1m", JAN1 + timedelta(hours=10), JAN1 + timedelta(hours=12))
 
     assert str(info.value) == (
-        "start 2024-01-01T11:00:00Z is in the future (now is 2024-01-01T10:00:00.123000Z); only "
+        "start 2024-01-01T11:00:00Z is in the future (now is 2024-01-01T10:00:00.123Z); only "
         "closed bars exist, so pass a start before now"
     )
     assert at_now.frame.height == 0

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from nautilus_trader.model.data import Bar
 
+from nautilus_dsm.common import Interval, MarketType, to_ms
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import DataUnavailable, InvalidResponse
-from nautilus_dsm.markets import Interval, MarketType, to_ms
 from nautilus_dsm.testing import BinanceImitation
 from tests.integration.test_data_client import (
     SPOT_1S,

@@ -23,11 +23,11 @@ import httpx
 import polars as pl
 import pytest
 
+from nautilus_dsm.common import DataProvider, Interval, MarketType, to_ms
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.dsm.rest import BinanceRestClient
 from nautilus_dsm.dsm.vision import VisionClient
 from nautilus_dsm.errors import DataUnavailable, InvalidResponse
-from nautilus_dsm.markets import DataProvider, Interval, MarketType, to_ms
 
 pytestmark = pytest.mark.timeout(30)
 

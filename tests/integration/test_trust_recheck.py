@@ -23,9 +23,9 @@ import pytest
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
 from nautilus_dsm.catalog import RecheckedFile, ingest
+from nautilus_dsm.common import Interval, MarketType, from_ms, to_ms
 from nautilus_dsm.dsm.cache import PeriodGap, PeriodState
 from nautilus_dsm.dsm.manager import DataSourceManager
-from nautilus_dsm.markets import Interval, MarketType, from_ms, to_ms
 
 pytestmark = pytest.mark.timeout(60)
 

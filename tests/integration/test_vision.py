@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from nautilus_dsm.common import Interval, MarketType, to_ms
 from nautilus_dsm.dsm.vision import VisionClient
 from nautilus_dsm.errors import ChecksumMismatch, InvalidResponse, SourceError
-from nautilus_dsm.markets import Interval, MarketType, to_ms
 
 DAY_MS = 86_400_000
 UM = MarketType.FUTURES_USDT

@@ -38,9 +38,9 @@ from nautilus_dsm.bars import (
     frame_to_catalog_table,
     interval_for,
 )
+from nautilus_dsm.common import Interval
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA, parse_rest_klines
 from nautilus_dsm.errors import InvalidInput
-from nautilus_dsm.markets import Interval
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = 1704067200000  # 2024-01-01 00:00 UTC, a Monday

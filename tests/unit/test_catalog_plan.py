@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from nautilus_dsm.catalog import ChunkPlan, _diff_closed, plan_chunks
+from nautilus_dsm.common import to_ms
 from nautilus_dsm.errors import InvalidInput
-from nautilus_dsm.markets import to_ms
 
 NS = 1_000_000
 DAY = 86_400_000

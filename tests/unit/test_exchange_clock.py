@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from nautilus_dsm.common import Interval
 from nautilus_dsm.dsm.exchange_clock import (
     RETRY_FAILED_SYNC_S,
     ExchangeClock,
@@ -15,7 +16,6 @@ from nautilus_dsm.dsm.exchange_clock import (
 )
 from nautilus_dsm.dsm.planner import MAX_CLOCK_SKEW_MS, SETTLE_MS, decided_without_now
 from nautilus_dsm.errors import SourceError
-from nautilus_dsm.markets import Interval
 
 DAY = 86_400_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from nautilus_dsm.common import Interval, to_ms
 from nautilus_dsm.dsm.bounds import check_knobs
 from nautilus_dsm.dsm.http import (
     MAX_HONOURED_WAIT_S,
@@ -28,7 +29,6 @@ from nautilus_dsm.dsm.planner import closed_end_ms
 from nautilus_dsm.dsm.rest import Page, plan_pages
 from nautilus_dsm.dsm.vision import _CorruptZip, extract_csv, parse_checksum
 from nautilus_dsm.errors import InvalidInput, SourceError
-from nautilus_dsm.markets import Interval, to_ms
 
 MIN = 60_000
 T0 = to_ms(datetime(2024, 1, 1, tzinfo=UTC))  # 1_704_067_200_000

@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from nautilus_dsm.common import Interval, MarketType
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA, parse_rest_klines, parse_vision_csv
 from nautilus_dsm.errors import InvalidInput
-from nautilus_dsm.markets import Interval, MarketType
 from nautilus_dsm.testing import klines
 from nautilus_dsm.testing.server import _period, _select_opens
 from nautilus_dsm.testing.symbols import SymbolSpec, default_symbols

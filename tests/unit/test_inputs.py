@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 
 from nautilus_dsm.cli import check_out_path, parse_utc
-from nautilus_dsm.errors import InvalidInput
-from nautilus_dsm.markets import (
+from nautilus_dsm.common import (
     ACCEPTED_TIMES,
     DEFAULT_MAX_ROWS,
     Interval,
@@ -28,6 +27,7 @@ from nautilus_dsm.markets import (
     parse_instant,
     to_ms,
 )
+from nautilus_dsm.errors import InvalidInput
 
 JAN1 = datetime(2024, 1, 1, tzinfo=UTC)
 JAN1_MS = 1_704_067_200_000
@@ -127,7 +127,7 @@ def test_a_start_in_the_future_is_refused_and_now_itself_is_not() -> None:
         check_not_future(JAN1_MS + 1, JAN1_MS)
 
     assert str(info.value) == (
-        "start 2024-01-01T00:00:00.001000Z is in the future (now is 2024-01-01T00:00:00Z); "
+        "start 2024-01-01T00:00:00.001Z is in the future (now is 2024-01-01T00:00:00Z); "
         "only closed bars exist, so pass a start before now"
     )
 

@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from nautilus_dsm.errors import InvalidInput, MarketTypeMismatch
-from nautilus_dsm.markets import (
+from nautilus_dsm.common import (
     ENDPOINTS,
     Interval,
     MarketType,
@@ -17,6 +16,7 @@ from nautilus_dsm.markets import (
     rest_base_url,
     to_ms,
 )
+from nautilus_dsm.errors import InvalidInput, MarketTypeMismatch
 
 
 def ms(*args: int) -> int:

@@ -28,8 +28,8 @@ from nautilus_trader.model.instruments import (
 )
 from nautilus_trader.model.objects import Money, Price, Quantity
 
+from nautilus_dsm.common import MarketType
 from nautilus_dsm.errors import InvalidInput, MarketTypeMismatch
-from nautilus_dsm.markets import MarketType
 from nautilus_dsm.parsing import (
     DEFAULT_FEES,
     SkippedSymbol,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from nautilus_dsm.common import Interval, to_ms
 from nautilus_dsm.dsm.planner import (
     MonthGroup,
     Period,
@@ -15,7 +16,6 @@ from nautilus_dsm.dsm.planner import (
     periods_for,
     plan_fetch,
 )
-from nautilus_dsm.markets import Interval, to_ms
 
 DAY = 86_400_000
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from nautilus_dsm.common import Interval, MarketType, from_ms, to_ms
 from nautilus_dsm.dsm.cache import KlineCache, PeriodGap, PeriodState, frame_problem
 from nautilus_dsm.dsm.failover import REST, VISION, VISION_MONTHLY, Evidence, kinds
 from nautilus_dsm.dsm.planner import Period, periods_for, plan_fetch
 from nautilus_dsm.dsm.quality import Gap, assess, confirm_gap
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA
 from nautilus_dsm.errors import InvalidInput
-from nautilus_dsm.markets import Interval, MarketType, from_ms, to_ms
 
 M1 = Interval.MINUTE_1
 MIN = 60_000

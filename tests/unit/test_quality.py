@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from nautilus_dsm.common import Interval, MarketType, to_ms
 from nautilus_dsm.dsm.quality import (
     Gap,
     assess,
@@ -18,7 +19,6 @@ from nautilus_dsm.dsm.quality import (
     normalise,
 )
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA
-from nautilus_dsm.markets import Interval, MarketType, to_ms
 
 MIN = 60_000
 

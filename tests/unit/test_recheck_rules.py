@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from nautilus_dsm.common import Interval, to_ms
 from nautilus_dsm.dsm.cache import PeriodGap, PeriodState
 from nautilus_dsm.dsm.failover import REST, VISION, Evidence, unconfirmed
 from nautilus_dsm.dsm.planner import Period
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA
-from nautilus_dsm.markets import Interval, to_ms
 
 M1 = Interval.MINUTE_1
 MIN = 60_000

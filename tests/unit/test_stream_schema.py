@@ -10,6 +10,7 @@ import msgspec
 import polars as pl
 import pytest
 
+from nautilus_dsm.common import Interval, MarketType
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA
 from nautilus_dsm.dsm.streams import (
     KlineStreams,
@@ -21,7 +22,6 @@ from nautilus_dsm.dsm.streams import (
     ws_base_url,
 )
 from nautilus_dsm.errors import InvalidInput
-from nautilus_dsm.markets import Interval, MarketType
 from nautilus_dsm.testing import BinanceImitation, klines
 from nautilus_dsm.testing.ws import _fmt, kline_events
 

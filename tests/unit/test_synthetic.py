@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import polars as pl
 
+from nautilus_dsm.common import Interval
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA, empty_frame, parse_rest_klines
-from nautilus_dsm.markets import Interval
 from nautilus_dsm.synthetic import fill_gaps, grid_open_times_ms, missing_open_times_ms
 
 MIN = 60_000

@@ -9,11 +9,11 @@ import msgspec
 import polars as pl
 import pytest
 
+from nautilus_dsm.common import Interval, to_ms
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA, empty_frame, parse_rest_klines, parse_vision_csv
 from nautilus_dsm.dsm.validate import MAX_OPEN_TIMES, Expect, check_times, iso
 from nautilus_dsm.dsm.wire import KLINES_DECODER, BinanceKline, decode_klines, raw_frame
 from nautilus_dsm.errors import InvalidResponse, SourceError
-from nautilus_dsm.markets import Interval, to_ms
 
 MIN = 60_000
 HOUR = 60 * MIN
