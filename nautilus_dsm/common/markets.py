@@ -53,21 +53,45 @@ class MarketType(Enum):
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Binance paths of one market; hosts come from config so mirrors and tests can override."""
+    """Binance hosts and paths of one market; config overrides the hosts (mirrors, tests)."""
 
     rest_host: str
     rest_prefix: str
-    vision_prefix: str
-    kline_limit: int
+    vision_prefix: str  # "data/spot": Vision's path, also the imitation's market segment
+    kline_limit: int  # most klines one REST page returns
+    weight_per_minute: int  # REQUEST_WEIGHT per minute (exchangeInfo rateLimits)
+    ws_url: str  # the JSON market-stream endpoint (raw streams at /ws)
+
+    @property
+    def path_segment(self) -> str:
+        """``spot``, ``futures/um`` or ``futures/cm``: the market in Vision and imitation paths."""
+        return self.vision_prefix.removeprefix("data/")
 
 
 ENDPOINTS: dict[MarketType, Endpoints] = {
-    MarketType.SPOT: Endpoints("https://api.binance.com", "/api/v3", "data/spot", 1000),
+    MarketType.SPOT: Endpoints(
+        "https://api.binance.com",
+        "/api/v3",
+        "data/spot",
+        1000,
+        6000,
+        "wss://stream.binance.com:9443/ws",
+    ),
     MarketType.FUTURES_USDT: Endpoints(
-        "https://fapi.binance.com", "/fapi/v1", "data/futures/um", 1500
+        "https://fapi.binance.com",
+        "/fapi/v1",
+        "data/futures/um",
+        1500,
+        2400,
+        "wss://fstream.binance.com/market/ws",
     ),
     MarketType.FUTURES_COIN: Endpoints(
-        "https://dapi.binance.com", "/dapi/v1", "data/futures/cm", 1500
+        "https://dapi.binance.com",
+        "/dapi/v1",
+        "data/futures/cm",
+        1500,
+        2400,
+        "wss://dstream.binance.com/ws",
     ),
 }
 
