@@ -155,8 +155,10 @@ class DSMLiveDataClientFactory(LiveDataClientFactory):
 
         """
         from nautilus_dsm.data import DSMDataClient
+        from nautilus_dsm.logs import install_log_bridge
         from nautilus_dsm.providers import DSMInstrumentProvider
 
+        install_log_bridge()  # the engine's records into this node's log
         dsm = dsm_for_config(config)
         try:
             provider = get_cached_dsm_instrument_provider(dsm, config.instrument_provider, clock)
