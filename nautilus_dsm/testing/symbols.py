@@ -12,18 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from nautilus_dsm.common import MarketType, to_ms
+from nautilus_dsm.common import ENDPOINTS, MarketType, to_ms
 
 DEFAULT_LISTED_MS = to_ms(datetime(2020, 1, 1, tzinfo=UTC))
 # Binance's "perpetual" delivery date (2100-12-25 08:00 UTC).
 PERPETUAL_DELIVERY_MS = 4_133_404_800_000
-
-# Request-weight limits per minute (Binance's current values).
-WEIGHT_LIMITS: dict[MarketType, int] = {
-    MarketType.SPOT: 6000,
-    MarketType.FUTURES_USDT: 2400,
-    MarketType.FUTURES_COIN: 2400,
-}
 
 
 def decimals_of(text: str) -> int:
@@ -328,7 +321,7 @@ def exchange_info(
     weight_limit: int | None = None,
 ) -> dict[str, object]:
     """The ``exchangeInfo`` payload of ``market`` listing ``specs``, in Binance's format."""
-    weight = weight_limit if weight_limit is not None else WEIGHT_LIMITS[market]
+    weight = weight_limit if weight_limit is not None else ENDPOINTS[market].weight_per_minute
     if market is MarketType.SPOT:
         return {
             "timezone": "UTC",

@@ -323,8 +323,14 @@ class StartTimeIgnoringImitation(BinanceImitation):
 
     pinned_ms = T0 - 10 * MIN
 
-    def _klines(self, market: MarketType, query: dict[str, str]) -> object:
-        return super()._klines(market, {**query, "startTime": str(self.pinned_ms)})
+    def __init__(self) -> None:
+        super().__init__()
+        klines = self._rest._klines  # the imitation's REST handler (nautilus_dsm.testing.rest)
+
+        def pinned(market: MarketType, query: dict[str, str]) -> object:
+            return klines(market, {**query, "startTime": str(self.pinned_ms)})
+
+        self._rest._klines = pinned  # type: ignore[method-assign]
 
 
 async def test_answers_before_the_cursor_are_refused_not_trimmed() -> None:

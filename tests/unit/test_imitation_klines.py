@@ -10,8 +10,9 @@ from nautilus_dsm.common import Interval, MarketType
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA, parse_rest_klines, parse_vision_csv
 from nautilus_dsm.errors import InvalidInput
 from nautilus_dsm.testing import klines
-from nautilus_dsm.testing.server import _period, _select_opens
+from nautilus_dsm.testing.series import _select_opens
 from nautilus_dsm.testing.symbols import SymbolSpec, default_symbols
+from nautilus_dsm.testing.vision import _period
 
 JAN_1_2024 = 1_704_067_200_000
 MINUTE = 60_000
