@@ -23,7 +23,7 @@ from nautilus_trader.backtest.node import BacktestNode
 from nautilus_trader.model.identifiers import Venue
 
 from nautilus_dsm import DataProvider, DataSourceManager, backtest_data_config, ingest
-from nautilus_dsm.demo import ema_cross_run_config
+from nautilus_dsm.backtest.demo import ema_cross_run_config
 
 INSTRUMENT_ID = "BTCUSDT-PERP.BINANCE"
 INTERVAL = "1m"

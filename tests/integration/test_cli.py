@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import click
 import polars as pl
 import pytest
 from click.testing import CliRunner, Result
@@ -15,6 +16,7 @@ from nautilus_trader.model.data import Bar
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
 from nautilus_dsm.cli import cli
+from nautilus_dsm.cli.options import REQUEST_BOUNDS, SHARED_OPTIONS, SOURCE_OPTIONS
 from nautilus_dsm.common import MarketType, to_ms
 
 INSTRUMENT = "BTCUSDT-PERP.BINANCE"
@@ -258,6 +260,41 @@ def test_subprocess_quality_below_threshold_exits_3(
     assert pl.read_parquet(out).height == 2160
 
 
+_NAUTILUS_FREE = """
+import json, sys
+from click.testing import CliRunner
+from nautilus_dsm.cli import cli
+codes = [CliRunner().invoke(cli, args).exit_code for args in json.loads(sys.argv[1])]
+print(json.dumps({"codes": codes, "nautilus": sorted(m for m in sys.modules if m.startswith("nautilus_trader"))}))
+"""
+
+
+def test_fetch_and_cache_import_no_nautilus_trader(
+    imitation: object, cache_dir: Path, tmp_path: Path
+) -> None:
+    # A fresh interpreter: the CLI, --help and the Nautilus-free commands, then sys.modules.
+    runs = [
+        ["--help"],
+        ["fetch", "--help"],
+        _fetch_args(imitation, cache_dir, tmp_path / "btc.parquet"),
+        ["quality", "--help"],
+        ["cache", "info", "--cache-dir", str(cache_dir)],
+        ["cache", "clear", "--cache-dir", str(cache_dir), "--yes"],
+    ]
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _NAUTILUS_FREE, json.dumps(runs)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"codes": [0] * 6, "nautilus": []}
+    assert pl.read_parquet(tmp_path / "btc.parquet").height == 2880
+
+
 # -- instruments, cache ------------------------------------------------------------------------
 
 
@@ -448,12 +485,51 @@ def test_quality_below_threshold_exits_3(imitation: object, cache_dir: Path) -> 
     )
 
 
-@pytest.mark.parametrize("command", ["fetch", "ingest", "quality", "instruments", "demo"])
+@pytest.mark.parametrize("command", ["fetch", "ingest", "quality", "instruments", "cache", "demo"])
 def test_help_of_every_command(command: str) -> None:
     result = _invoke(command, "--help")
 
     assert result.exit_code == 0
     assert result.stdout.startswith(f"Usage: cli {command} [OPTIONS]")
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in sorted(group.commands.items()):
+        found.append((f"{prefix}{name}", command))
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{prefix}{name} ")
+    return found
+
+
+def test_every_option_has_help_text() -> None:
+    missing = [
+        f"{name} {param.opts[0]}"
+        for name, command in _commands(cli)
+        for param in command.params
+        if isinstance(param, click.Option) and not param.help
+    ]
+
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("command", "shared"),
+    [
+        ("fetch", SHARED_OPTIONS),
+        ("ingest", SHARED_OPTIONS),
+        ("quality", SHARED_OPTIONS),
+        ("instruments", (*SOURCE_OPTIONS, *REQUEST_BOUNDS)),
+        ("cache info", ("--base-url-http", "--base-url-vision", "--cache-dir")),
+        ("cache clear", SOURCE_OPTIONS),
+        ("demo", (*REQUEST_BOUNDS, "--no-progress")),
+    ],
+)
+def test_the_shared_options_of_each_command(command: str, shared: tuple[str, ...]) -> None:
+    params = dict(_commands(cli))[command].params
+    flags = [p.opts[0] for p in params if p.opts[0] in SHARED_OPTIONS]
+
+    assert flags == [f for f in SHARED_OPTIONS if f in shared]
 
 
 def test_overridden_endpoints_without_cache_dir_never_touch_binance_default_cache(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nautilus_dsm.cli import check_out_path, parse_utc
+from nautilus_dsm.cli.inputs import check_out_path, parse_utc
 from nautilus_dsm.common import (
     ACCEPTED_TIMES,
     DEFAULT_MAX_ROWS,

@@ -1,14 +1,16 @@
-"""``nautilus-dsm demo``: fetch a week of 1m bars, report quality, ingest, backtest an EMA cross.
+"""The demo: fetch a week of 1m bars, report quality, ingest, backtest an EMA cross.
 
 With internet access the bars come from Binance. Without it (a 2 s connect attempt to the REST
 host fails) or with ``offline=True`` the bundled Binance imitation is started on 127.0.0.1, and
 every section of the output says the prices are SYNTHETIC. Synthetic data is kept apart from
 real data: it goes to its own ``catalog-synthetic`` / ``cache-synthetic`` directories, never to
-the user's kline cache.
+the user's kline cache. ``nautilus-dsm demo`` (:mod:`nautilus_dsm.cli.demo`) runs
+:func:`run_demo` with a progress bar; nothing here imports click.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import tempfile
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nautilus_trader.backtest.config import (
     BacktestDataConfig,
@@ -27,17 +29,35 @@ from nautilus_trader.backtest.config import (
     BacktestVenueConfig,
 )
 from nautilus_trader.backtest.node import BacktestNode
-from nautilus_trader.common.actor import Actor
-from nautilus_trader.common.config import ActorConfig
 from nautilus_trader.config import ImportableActorConfig, ImportableStrategyConfig, LoggingConfig
 from nautilus_trader.model.currencies import Currency
-from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.identifiers import Venue
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
-from nautilus_dsm.cli import ProgressBar
-from nautilus_dsm.common import ENDPOINTS, Interval, MarketType, from_ms, to_ms
+from nautilus_dsm.backtest.counter import BAR_COUNTER_CONFIG_PATH, BAR_COUNTER_PATH, BarCounter
+from nautilus_dsm.common import ENDPOINTS, Interval, MarketType
+from nautilus_dsm.common.times import iso
+from nautilus_dsm.dsm.settings import SourceSettings
 from nautilus_dsm.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from nautilus_dsm.catalog import IngestReport
+    from nautilus_dsm.dsm.manager import FetchResult
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "DEMO_INSTRUMENT",
+    "DEMO_INTERVAL",
+    "OFFLINE_START",
+    "REAL_LABEL",
+    "SYNTHETIC_LABEL",
+    "BacktestSummary",
+    "demo_source",
+    "ema_cross_run_config",
+    "internet_reachable",
+    "run_backtest",
+    "run_demo",
+]
 
 DEMO_INSTRUMENT = "BTCUSDT-PERP.BINANCE"
 DEMO_INTERVAL = "1m"
@@ -48,51 +68,7 @@ REAL_LABEL = "real Binance data"
 CONNECT_TIMEOUT_S = 2.0
 
 Echo = Callable[[str], None]
-
-
-# --------------------------------------------------------------------------------------------
-# Actor: counts what the backtest really delivered
-# --------------------------------------------------------------------------------------------
-
-
-class BarCounterConfig(ActorConfig, frozen=True):
-    """Configuration of :class:`BarCounter`: the bar type to subscribe to."""
-
-    bar_type: str
-
-
-class BarCounter(Actor):
-    """Count the bars a backtest delivers, and those whose precision differs from the
-    instrument's (a catalog re-quantising or a wrong conversion shows up here)."""
-
-    def __init__(self, config: BarCounterConfig) -> None:
-        super().__init__(config)
-        self.bar_type = BarType.from_str(config.bar_type)
-        self.count = 0
-        self.wrong_precision = 0
-        self.first_ts_init: int | None = None
-        self.last_ts_init: int | None = None
-        self._price_precision: int | None = None
-        self._size_precision: int | None = None
-
-    def on_start(self) -> None:
-        instrument = self.cache.instrument(self.bar_type.instrument_id)
-        if instrument is not None:
-            self._price_precision = instrument.price_precision
-            self._size_precision = instrument.size_precision
-        self.subscribe_bars(self.bar_type)
-
-    def on_bar(self, bar: Bar) -> None:
-        self.count += 1
-        if self.first_ts_init is None:
-            self.first_ts_init = bar.ts_init
-        self.last_ts_init = bar.ts_init
-        if (
-            bar.open.precision != self._price_precision
-            or bar.close.precision != self._price_precision
-            or bar.volume.precision != self._size_precision
-        ):
-            self.wrong_precision += 1
+Progress = Callable[[int, int], None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,7 +107,7 @@ def ema_cross_run_config(
     venue is BINANCE, netting, with a margin account. ``dispose_on_completion=False`` keeps the
     engine so orders, positions and PnL can be read after the run (the default disposes it
     before the result is built). ``strategy=False`` leaves the EMA cross out; ``count_bars``
-    adds a :class:`BarCounter`.
+    adds a :class:`~nautilus_dsm.backtest.counter.BarCounter`.
     """
     if data.instrument_id is None or not data.bar_types or len(data.bar_types) != 1:
         raise InvalidInput(
@@ -140,29 +116,13 @@ def ema_cross_run_config(
             "backtest_data_config(catalog, 'BTCUSDT-PERP.BINANCE', '1m')"
         )
     bar_type = str(data.bar_types[0])
-    strategies = []
-    if strategy:
-        strategies.append(
-            ImportableStrategyConfig(
-                strategy_path="nautilus_trader.examples.strategies.ema_cross:EMACross",
-                config_path="nautilus_trader.examples.strategies.ema_cross:EMACrossConfig",
-                config={
-                    "instrument_id": str(data.instrument_id),
-                    "bar_type": bar_type,
-                    "trade_size": trade_size,
-                    "fast_ema_period": 10,
-                    "slow_ema_period": 30,
-                    "request_bars": False,
-                    "subscribe_trade_ticks": False,
-                },
-            )
-        )
+    strategies = [_ema_cross(str(data.instrument_id), bar_type, trade_size)] if strategy else []
     actors = []
     if count_bars:
         actors.append(
             ImportableActorConfig(
-                actor_path="nautilus_dsm.demo:BarCounter",
-                config_path="nautilus_dsm.demo:BarCounterConfig",
+                actor_path=BAR_COUNTER_PATH,
+                config_path=BAR_COUNTER_CONFIG_PATH,
                 config={"bar_type": bar_type},
             )
         )
@@ -182,6 +142,22 @@ def ema_cross_run_config(
         ],
         data=[data],
         dispose_on_completion=False,
+    )
+
+
+def _ema_cross(instrument_id: str, bar_type: str, trade_size: str) -> ImportableStrategyConfig:
+    return ImportableStrategyConfig(
+        strategy_path="nautilus_trader.examples.strategies.ema_cross:EMACross",
+        config_path="nautilus_trader.examples.strategies.ema_cross:EMACrossConfig",
+        config={
+            "instrument_id": instrument_id,
+            "bar_type": bar_type,
+            "trade_size": trade_size,
+            "fast_ema_period": 10,
+            "slow_ema_period": 30,
+            "request_bars": False,
+            "subscribe_trade_ticks": False,
+        },
     )
 
 
@@ -218,27 +194,30 @@ def run_backtest(
         results = node.run()
         engine = node.get_engine(run_config.id)
         assert engine is not None  # dispose_on_completion=False keeps it
-        counter = next(a for a in engine.trader.actors() if isinstance(a, BarCounter))
-        orders = engine.cache.orders()
-        result = results[0]
-        currency = starting_balance.split()[-1]
-        pnls = result.stats_pnls.get(currency, {})
-        account = engine.cache.account_for_venue(Venue("BINANCE"))
-        balance = account.balance_total(Currency.from_str(currency)) if account else None
-        return BacktestSummary(
-            bars=counter.count,
-            wrong_precision_bars=counter.wrong_precision,
-            first_ts_init=counter.first_ts_init,
-            last_ts_init=counter.last_ts_init,
-            orders=len(orders),
-            filled_orders=sum(1 for o in orders if o.is_closed and o.filled_qty > 0),
-            positions=result.total_positions,
-            pnl=float(pnls.get("PnL (total)", 0.0) or 0.0),
-            final_balance=str(balance) if balance is not None else "n/a",
-            seconds=time.perf_counter() - started,
-        )
+        return _summary(engine, results[0], starting_balance, started)
     finally:
         node.dispose()
+
+
+def _summary(engine: Any, result: Any, starting_balance: str, started: float) -> BacktestSummary:
+    counter = next(a for a in engine.trader.actors() if isinstance(a, BarCounter))
+    orders = engine.cache.orders()
+    currency = starting_balance.split()[-1]
+    pnls = result.stats_pnls.get(currency, {})
+    account = engine.cache.account_for_venue(Venue("BINANCE"))
+    balance = account.balance_total(Currency.from_str(currency)) if account else None
+    return BacktestSummary(
+        bars=counter.count,
+        wrong_precision_bars=counter.wrong_precision,
+        first_ts_init=counter.first_ts_init,
+        last_ts_init=counter.last_ts_init,
+        orders=len(orders),
+        filled_orders=sum(1 for o in orders if o.is_closed and o.filled_qty > 0),
+        positions=result.total_positions,
+        pnl=float(pnls.get("PnL (total)", 0.0) or 0.0),
+        final_balance=str(balance) if balance is not None else "n/a",
+        seconds=time.perf_counter() - started,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +226,7 @@ def run_backtest(
 
 
 def internet_reachable(timeout: float = CONNECT_TIMEOUT_S) -> bool:
-    """Whether Binance's USDT-M REST host accepts a TCP connection within ``timeout`` seconds.
+    """Return whether Binance's USDT-M REST host accepts a TCP connection within ``timeout`` s.
 
     The attempt runs in a daemon thread so a hanging DNS lookup (which ignores socket
     timeouts) cannot hold the demo up either.
@@ -266,7 +245,7 @@ def internet_reachable(timeout: float = CONNECT_TIMEOUT_S) -> bool:
 
 
 @contextlib.contextmanager
-def _source(offline: bool) -> Iterator[tuple[str | None, str]]:
+def demo_source(offline: bool) -> Iterator[tuple[str | None, str]]:
     """Yield ``(base_url, description)``: None for Binance itself, else the imitation's URL."""
     if not offline and internet_reachable():
         yield None, f"Binance ({ENDPOINTS[MarketType.FUTURES_USDT].rest_host})"
@@ -283,96 +262,68 @@ def run_demo(
     offline: bool = False,
     output: Path | None = None,
     days: int = 7,
-    progress: bool = True,
+    progress: Progress | None = None,
     echo: Echo | None = None,
+    settings: SourceSettings | None = None,
 ) -> BacktestSummary:
     """
     Fetch ``days`` of 1m ``BTCUSDT-PERP.BINANCE``, report quality, ingest into a catalog and run
     a ``BacktestNode`` with an EMA cross on it, printing each step.
 
-    Returns the backtest summary (also printed).
+    Parameters
+    ----------
+    offline : bool, default False
+        Use the bundled imitation (SYNTHETIC prices) even when Binance is reachable.
+    output : Path, optional
+        Directory for the catalog and the synthetic cache; a new temporary one when None.
+    days : int, default 7
+        Days of 1m bars.
+    progress : Callable[[int, int], None], optional
+        ``progress(done, total)`` over the fetch's periods; its ``close()``, if it has one, is
+        called when the fetch is done (a progress bar goes before the next section prints).
+    echo : Callable[[str], None], optional
+        Prints one line of the output; ``print`` when None.
+    settings : SourceSettings, optional
+        Request bounds and other engine settings; the base URLs and cache dir are the demo's
+        own (Binance and the user cache, or the imitation and ``output/cache-synthetic``).
+
+    Returns
+    -------
+    BacktestSummary
+        The backtest summary (also printed).
+
     """
-    import click
-
-    from nautilus_dsm.catalog import ingest_async
-    from nautilus_dsm.common import DataProvider
-    from nautilus_dsm.dsm.manager import DataSourceManager
-
-    out = echo or click.echo
+    out = echo or print
     started = time.perf_counter()
     output = (
         Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="nautilus-dsm-demo-"))
     )
     output.mkdir(parents=True, exist_ok=True)
 
-    with _source(offline) as (base_url, source):
+    with demo_source(offline) as (base_url, source):
         synthetic = base_url is not None
-        label = SYNTHETIC_LABEL if synthetic else REAL_LABEL
-        if synthetic:
-            start = OFFLINE_START
-        else:
-            today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-            start = today - timedelta(days=days)
-        end = start + timedelta(days=days)
-        suffix = "-synthetic" if synthetic else ""
-        catalog_dir = output / f"catalog{suffix}"
+        section = _sections(out, SYNTHETIC_LABEL if synthetic else REAL_LABEL)
+        start, end = _demo_range(synthetic, days)
+        catalog_dir = output / ("catalog-synthetic" if synthetic else "catalog")
         catalog_dir.mkdir(parents=True, exist_ok=True)
-        cache_dir = str(output / "cache-synthetic") if synthetic else None
-
-        def section(title: str) -> None:
-            if title != "nautilus-dsm demo":
-                out("")
-            out(f"== {title} [{label}] ==")
+        source_settings = (settings or SourceSettings()).replace(
+            base_url_http=base_url,
+            base_url_vision=base_url,
+            cache_dir=str(output / "cache-synthetic") if synthetic else None,
+        )
 
         section("nautilus-dsm demo")
         out(f"source: {source}")
-        out(f"{DEMO_INSTRUMENT} {DEMO_INTERVAL}, {_iso(start)} .. {_iso(end)} ({days} day(s))")
+        out(f"{DEMO_INSTRUMENT} {DEMO_INTERVAL}, {iso(start)} .. {iso(end)} ({days} day(s))")
         out(f"output directory: {output}")
-
-        async def fetch_and_ingest() -> tuple[Any, Any]:
-            dsm = DataSourceManager.create(
-                DataProvider.BINANCE,
-                None,
-                base_url_http=base_url,
-                base_url_vision=base_url,
-                cache_dir=cache_dir,
-            )
-            bar = ProgressBar(progress, "fetch", "period")
-            try:
-                result = await dsm.fetch(DEMO_INSTRUMENT, DEMO_INTERVAL, start, end, progress=bar)
-                bar.close()
-                report = await ingest_async(
-                    str(catalog_dir), [DEMO_INSTRUMENT], [DEMO_INTERVAL], start, end, dsm=dsm
-                )
-            finally:
-                bar.close()
-                await dsm.aclose()
-            return result, report
-
-        import asyncio
-
-        result, ingest_report = asyncio.run(fetch_and_ingest())
-
-        section("1. data quality")
-        out(result.report.summary())
-        out(f"bars fetched: {result.frame.height} of {result.report.expected_bars} expected")
-
-        section("2. catalog ingest")
-        out(f"catalog: {catalog_dir}")
-        out(ingest_report.summary())
+        result, ingest_report = asyncio.run(
+            _fetch_and_ingest(source_settings, catalog_dir, start, end, progress)
+        )
+        _print_data(out, section, result, ingest_report, catalog_dir)
 
         section("3. backtest: EMA(10/30) cross on the catalog")
         summary = run_backtest(str(catalog_dir), DEMO_INSTRUMENT, DEMO_INTERVAL, start, end)
-        out(f"bars: {summary.bars}")
-        if summary.wrong_precision_bars:
-            out(
-                f"bars with a precision other than the instrument's: {summary.wrong_precision_bars}"
-            )
-        out(f"orders: {summary.orders} ({summary.filled_orders} filled)")
-        out(f"positions: {summary.positions}")
-        out(f"PnL: {summary.pnl:.8f} USDT")
-        out(f"final balance: {summary.final_balance}")
-        out(f"backtest time: {summary.seconds:.2f} s")
+        _print_backtest(out, summary)
 
         section("done")
         out(f"demo time: {time.perf_counter() - started:.2f} s; catalog kept at {catalog_dir}")
@@ -381,5 +332,72 @@ def run_demo(
         return summary
 
 
-def _iso(dt: datetime) -> str:
-    return from_ms(to_ms(dt)).isoformat().replace("+00:00", "Z")
+def _demo_range(synthetic: bool, days: int) -> tuple[datetime, datetime]:
+    """Return the demo's ``[start, end)``: fixed for the imitation, the last days otherwise."""
+    if synthetic:
+        start = OFFLINE_START
+    else:
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        start = today - timedelta(days=days)
+    return start, start + timedelta(days=days)
+
+
+def _sections(out: Echo, label: str) -> Echo:
+    """Return ``section(title)``: prints ``== title [label] ==``, a blank line before all but
+    the first."""
+
+    def section(title: str) -> None:
+        if title != "nautilus-dsm demo":
+            out("")
+        out(f"== {title} [{label}] ==")
+
+    return section
+
+
+async def _fetch_and_ingest(
+    settings: SourceSettings,
+    catalog_dir: Path,
+    start: datetime,
+    end: datetime,
+    progress: Progress | None,
+) -> tuple[FetchResult, IngestReport]:
+    from nautilus_dsm.catalog import ingest_async
+    from nautilus_dsm.dsm.manager import DataSourceManager
+
+    dsm = DataSourceManager.from_config(settings)
+    try:
+        try:
+            result = await dsm.fetch(DEMO_INSTRUMENT, DEMO_INTERVAL, start, end, progress=progress)
+        finally:
+            close = getattr(progress, "close", None)
+            if callable(close):
+                close()
+        report = await ingest_async(
+            str(catalog_dir), [DEMO_INSTRUMENT], [DEMO_INTERVAL], start, end, dsm=dsm
+        )
+    finally:
+        await dsm.aclose()
+    return result, report
+
+
+def _print_data(
+    out: Echo, section: Echo, result: FetchResult, report: IngestReport, catalog_dir: Path
+) -> None:
+    section("1. data quality")
+    out(result.report.summary())
+    out(f"bars fetched: {result.frame.height} of {result.report.expected_bars} expected")
+
+    section("2. catalog ingest")
+    out(f"catalog: {catalog_dir}")
+    out(report.summary())
+
+
+def _print_backtest(out: Echo, summary: BacktestSummary) -> None:
+    out(f"bars: {summary.bars}")
+    if summary.wrong_precision_bars:
+        out(f"bars with a precision other than the instrument's: {summary.wrong_precision_bars}")
+    out(f"orders: {summary.orders} ({summary.filled_orders} filled)")
+    out(f"positions: {summary.positions}")
+    out(f"PnL: {summary.pnl:.8f} USDT")
+    out(f"final balance: {summary.final_balance}")
+    out(f"backtest time: {summary.seconds:.2f} s")

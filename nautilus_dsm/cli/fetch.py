@@ -1,0 +1,109 @@
+"""``nautilus-dsm fetch``: the klines of one instrument into a parquet file, with the report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from nautilus_dsm.cli.exits import EXIT_OK, EXIT_QUALITY, run
+from nautilus_dsm.cli.formatters import quality_line, write_json
+from nautilus_dsm.cli.inputs import (
+    DATE_HELP,
+    check_out_path,
+    check_report_path,
+    parse_range,
+    resolve,
+)
+from nautilus_dsm.cli.options import open_manager, source_options
+from nautilus_dsm.cli.progress import ProgressBar
+from nautilus_dsm.errors import QualityBelowThreshold
+
+if TYPE_CHECKING:
+    from nautilus_dsm.common import Interval, ResolvedInstrument
+    from nautilus_dsm.dsm.manager import DataSourceManager, FetchResult
+    from nautilus_dsm.dsm.settings import SourceSettings
+
+__all__ = ["fetch", "fetch_with_progress"]
+
+
+async def fetch_with_progress(
+    dsm: DataSourceManager,
+    resolved: ResolvedInstrument,
+    iv: Interval,
+    start: datetime,
+    end: datetime,
+    show_progress: bool,
+) -> tuple[FetchResult, int]:
+    """Fetch with a progress bar; below the threshold keep the result, with exit code 3."""
+    progress = ProgressBar(show_progress, resolved.instrument_id, "period")
+    try:
+        result = await dsm.fetch(resolved.instrument_id, iv.value, start, end, progress=progress)
+        return result, EXIT_OK
+    except QualityBelowThreshold as e:
+        if e.result is None:
+            raise
+        return e.result, EXIT_QUALITY
+    finally:
+        progress.close()
+
+
+@click.command()
+@click.argument("instrument_id")
+@click.option("--interval", required=True, help="Binance interval: 1s 1m 3m ... 1d 1w 1M.")
+@click.option("--start", required=True, help=f"First bar open time, {DATE_HELP}.")
+@click.option("--end", required=True, help=f"End (exclusive), {DATE_HELP}.")
+@source_options(min_completeness=True)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Parquet file for the klines (the name must end in .parquet).",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON file for the quality report.",
+)
+def fetch(
+    instrument_id: str,
+    interval: str,
+    start: str,
+    end: str,
+    out: Path,
+    report_path: Path | None,
+    settings: SourceSettings,
+    show_progress: bool,
+) -> None:
+    """Fetch the klines of INSTRUMENT_ID into a parquet file.
+
+    INSTRUMENT_ID is a Nautilus id such as BTCUSDT-PERP.BINANCE, or a Binance symbol with
+    --market-type. Bars are those with open time in [start, end), closed bars only.
+    """
+
+    async def main() -> int:
+        resolved, iv = resolve(instrument_id, settings.market_type, interval)
+        start_dt, end_dt = parse_range(start, end)
+        check_out_path(out)
+        check_report_path(report_path, out)
+        async with open_manager(settings) as dsm:
+            result, code = await fetch_with_progress(
+                dsm, resolved, iv, start_dt, end_dt, show_progress
+            )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result.frame.write_parquet(out)
+        report = result.report
+        if report_path is not None:
+            write_json(report_path, report.to_dict())
+        click.echo(report.summary())
+        click.echo(f"wrote {result.frame.height} bars to {out}")
+        if code == EXIT_QUALITY:
+            written = f"{out}" + (f" and report to {report_path}" if report_path else "")
+            click.echo(quality_line(report, settings.min_completeness, written), err=True)
+        return code
+
+    run(main)
