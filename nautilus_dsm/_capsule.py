@@ -278,8 +278,6 @@ def build_bars(
     limbs: list[tuple[np.ndarray, np.ndarray]],
     ts: np.ndarray,
 ) -> list[Bar]:
-    if len(ts) == 0:
-        return []
     """Return plain ``Bar`` objects from int128 raws, by the fast path when it is available.
 
     Parameters
@@ -293,6 +291,8 @@ def build_bars(
     ts : numpy.ndarray
         ``uint64`` close times, ``ts_event = ts_init``.
     """
+    if len(ts) == 0:
+        return []
     layout = fast_layout()
     if layout is None:
         return _bars_safe(bar_type, price_precision, size_precision, limbs, ts)
