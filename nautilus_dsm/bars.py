@@ -14,38 +14,39 @@ counts them in ``success_rate``; :func:`frame_to_bars` and :func:`frame_to_catal
 the frame, naming them.
 
 Speed: raws (``value * 10**16`` as little-endian int128, the high-precision build's fixed-point
-representation) are computed vectorised with numpy, in int64 for ordinary values and with 32-bit
-limbs for huge ones (PEPE/SHIB volumes), exactly either way. Bars are then materialised by
-NautilusTrader's own ``capsule_to_list`` from a block of ``Data_t`` records (the C layout its
-Rust catalog reader hands over). The layout is not hard-coded: it is probed once per process
-from a genuine Rust ``CVec`` and a genuine pyo3 ``Bar``, then self-checked field by field against
-``Bar.from_raw``; if anything differs the module falls back to a plain ``Bar.from_raw`` loop
-(same results, slower).
+representation) are computed vectorised with numpy by :mod:`nautilus_dsm._fixed_point`. Bars are
+then materialised by NautilusTrader's own ``capsule_to_list`` from a block of ``Data_t`` records
+(:mod:`nautilus_dsm._capsule`), whose layout is probed and self-checked against ``Bar.from_raw``
+once per process by :func:`warm_up` (a fallback to a plain ``Bar.from_raw`` loop gives the same
+results, slower; ``NAUTILUS_DSM_SAFE_BARS=1`` forces it). Call :func:`warm_up` at startup;
+otherwise the first conversion to bars probes (logged at debug).
 """
 
 from __future__ import annotations
 
-import ctypes
-import logging
-import os
-import tempfile
-import threading
 from dataclasses import dataclass
-from fractions import Fraction
-from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from nautilus_trader.core import nautilus_pyo3
-from nautilus_trader.model.data import Bar, BarSpecification, BarType, capsule_to_list
+from nautilus_trader.model.data import Bar, BarSpecification, BarType
 from nautilus_trader.model.enums import AggregationSource, BarAggregation, PriceType
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.instruments import Instrument
-from nautilus_trader.model.objects import FIXED_PRECISION, PRICE_MAX, QUANTITY_MAX
+from nautilus_trader.model.objects import FIXED_PRECISION
 
+from nautilus_dsm._capsule import build_bars, warm_up
+from nautilus_dsm._fixed_point import (
+    PRICE_RAW_MAX,
+    QUANTITY_RAW_MAX,
+    Raws,
+    column_raws,
+    is_zero,
+    less_than,
+)
 from nautilus_dsm.common import Interval
+from nautilus_dsm.constants import NS_PER_MS
 from nautilus_dsm.errors import InvalidInput
 
 __all__ = [
@@ -60,14 +61,9 @@ __all__ = [
     "frame_to_bars",
     "frame_to_catalog_table",
     "interval_for",
+    "warm_up",
 ]
 
-_log = logging.getLogger(__name__)
-
-_SCALE = 10**FIXED_PRECISION  # raw = value * 10**16 in the high-precision build
-_PRICE_RAW_MAX = int(PRICE_MAX) * _SCALE
-_QUANTITY_RAW_MAX = int(QUANTITY_MAX) * _SCALE
-_NS_PER_MS = 1_000_000
 _PRICE_COLUMNS = ("open", "high", "low", "close")
 _VALUE_COLUMNS = (*_PRICE_COLUMNS, "volume")
 _REQUIRED_COLUMNS = ("open_time", *_VALUE_COLUMNS)
@@ -184,7 +180,7 @@ def bar_close_ns(open_ms: np.ndarray | int, interval: Interval | str) -> np.ndar
         value = int(open_ms)
         if value < 0:
             raise InvalidInput(f"open time {value} ms is before 1970; bars need epoch times >= 0")
-        return iv.next_open_ms(value) * _NS_PER_MS
+        return iv.next_open_ms(value) * NS_PER_MS
     arr = np.asarray(open_ms, dtype=np.int64)
     if arr.size and int(arr.min()) < 0:
         raise InvalidInput(
@@ -195,7 +191,7 @@ def bar_close_ns(open_ms: np.ndarray | int, interval: Interval | str) -> np.ndar
         close_ms = months.astype("datetime64[ms]").astype(np.int64)
     else:
         close_ms = arr + iv.fixed_ms
-    return close_ms.astype(np.uint64) * np.uint64(_NS_PER_MS)
+    return close_ms.astype(np.uint64) * np.uint64(NS_PER_MS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,316 +282,6 @@ def _check_order(open_ms: np.ndarray, df: pl.DataFrame) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Exact raws: value * 10**16 as (hi, lo) 64-bit limbs of a non-negative int128
-# --------------------------------------------------------------------------------------------
-
-
-class _Raws(NamedTuple):
-    """One column as fixed-point raws plus why rows are unusable (all arrays have len n)."""
-
-    hi: np.ndarray  # uint64, upper limb (0 for unusable rows)
-    lo: np.ndarray  # uint64, lower limb
-    null: np.ndarray  # bool
-    nan: np.ndarray  # bool: NaN or +/-inf
-    negative: np.ndarray  # bool: value < 0
-    too_large: np.ndarray  # bool: raw above the Price/Quantity maximum
-
-
-_MASK32 = np.uint64(0xFFFFFFFF)
-_SHIFT32 = np.uint64(32)
-
-
-def _mul_u64(a: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact 128-bit product of uint64 ``a`` (< 2**63) and ``0 < b < 2**63`` as (hi, lo)."""
-    a = a.astype(np.uint64, copy=False)
-    b0, b1 = np.uint64(b & 0xFFFFFFFF), np.uint64(b >> 32)
-    a0 = a & _MASK32
-    a1 = a >> _SHIFT32
-    p00 = a0 * b0
-    if b1 == 0:  # the usual case: b = 10**(16 - k) with k >= 7
-        mid2 = a1 * b0 + (p00 >> _SHIFT32)  # < 2**63 + 2**32: no wrap
-        return mid2 >> _SHIFT32, (p00 & _MASK32) | (mid2 << _SHIFT32)
-    mid = a0 * b1 + (p00 >> _SHIFT32)  # < 2**63 + 2**32: no wrap
-    mid2 = a1 * b0 + (mid & _MASK32)  # < 2**63 + 2**32: no wrap
-    lo = (p00 & _MASK32) | (mid2 << _SHIFT32)
-    hi = a1 * b1 + (mid >> _SHIFT32) + (mid2 >> _SHIFT32)
-    return hi, lo
-
-
-def _increment_units(increment_raw: int) -> tuple[int, int]:
-    """Split a raw increment into (decimals d, T) with increment = T * 10**-d, T minimal."""
-    d = FIXED_PRECISION
-    t = increment_raw
-    while d > 0 and t % 10 == 0:
-        t //= 10
-        d -= 1
-    return d, t
-
-
-def _round_half_up(num: int, den: int) -> int:
-    """Nearest integer to num/den for num >= 0, den > 0, ties up (= away from zero)."""
-    return (2 * num + den) // (2 * den)
-
-
-def _limbs(value: int) -> tuple[int, int]:
-    """(hi, lo) of a non-negative raw; anything beyond 128 bits saturates (flagged too large)."""
-    if value >= 1 << 128:
-        return 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF
-    return value >> 64, value & 0xFFFFFFFFFFFFFFFF
-
-
-def _decimal_raws(
-    x_lo: np.ndarray, x_hi: np.ndarray, scale: int, increment_raw: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Raws of non-negative int128 ``x * 10**-scale`` on the increment's grid.
-
-    Rows whose scaled value fits comfortably in int64 (every Binance price, and volumes up to
-    ~4.6e10 at 8 decimals) are done with int64 arithmetic; the rest (PEPE/SHIB volumes) with
-    32-bit limbs in numpy (:func:`_wide_decimal_raws`), still vectorised and exact.
-    """
-    d, _ = _increment_units(increment_raw)
-    k = max(scale, d)
-    up = 10 ** (k - scale)
-    unit_t = increment_raw // 10 ** (FIXED_PRECISION - k)  # increment in 10**-k units
-    if unit_t >= 1 << 62:  # an increment beyond int64 units (>= 1000 at 16 decimals)
-        fast = np.zeros(len(x_lo), dtype=bool)
-        hi, lo = np.zeros(len(x_lo), dtype=np.uint64), np.zeros(len(x_lo), dtype=np.uint64)
-        all_fast = False
-    else:
-        fast = (x_hi == 0) & (x_lo < np.uint64((1 << 62) // up))
-        all_fast = bool(fast.all())
-        xk = (x_lo if all_fast else np.where(fast, x_lo, np.uint64(0))).view(np.int64)
-        if up != 1:
-            xk = xk * up
-        if unit_t > 1:
-            r = xk % unit_t
-            if r.any():  # off the grid: round half up
-                xk = xk - r + np.where(2 * r >= unit_t, unit_t, 0)
-        hi, lo = _mul_u64(xk.view(np.uint64), 10 ** (FIXED_PRECISION - k))
-    if all_fast:
-        return hi, lo
-    slow = np.flatnonzero(~fast)
-    wide = _wide_decimal_raws(x_lo[slow], x_hi[slow], scale, increment_raw)
-    if wide is not None:
-        hi[slow], lo[slow] = wide
-        return hi, lo
-    for i in slow:  # an increment too exotic for 32-bit factors: exact Python ints
-        x = (int(x_hi[i]) << 64) | int(x_lo[i])
-        raw = _round_half_up(x * 10**FIXED_PRECISION, increment_raw * 10**scale) * increment_raw
-        hi[i], lo[i] = _limbs(raw)
-    return hi, lo
-
-
-_LIMB_MAX_FACTOR = 1 << 32
-_POW10_CHUNK = 9  # 10**9 < 2**32: one limb-sized factor
-
-
-def _small_factors(n: int) -> list[int] | None:
-    """Split ``n = T * 10**m`` into factors below 2**32 (None when ``T`` itself is larger)."""
-    m = 0
-    while n % 10 == 0 and n > 1:
-        n //= 10
-        m += 1
-    if n >= _LIMB_MAX_FACTOR:
-        return None
-    factors = [n] if n > 1 else []
-    while m > 0:
-        e = min(m, _POW10_CHUNK)
-        factors.append(10**e)
-        m -= e
-    return factors
-
-
-def _limbs32(x_lo: np.ndarray, x_hi: np.ndarray) -> list[np.ndarray]:
-    """Four uint64 arrays holding the 32-bit limbs of (hi, lo), least significant first."""
-    lo = x_lo.astype(np.uint64, copy=False)
-    hi = x_hi.astype(np.uint64, copy=False)
-    return [lo & _MASK32, lo >> _SHIFT32, hi & _MASK32, hi >> _SHIFT32]
-
-
-def _limbs_mul_small(limbs: list[np.ndarray], factor: int, overflow: np.ndarray) -> np.ndarray:
-    """In place: limbs *= factor (< 2**32); returns rows whose product left 128 bits."""
-    f = np.uint64(factor)
-    carry = np.zeros_like(limbs[0])
-    for i in range(4):
-        p = limbs[i] * f + carry  # <= (2**32 - 1)**2 + 2**32 - 1 < 2**64: no wrap
-        limbs[i] = p & _MASK32
-        carry = p >> _SHIFT32
-    return overflow | (carry != 0)
-
-
-def _limbs_divmod_small(limbs: list[np.ndarray], divisor: int) -> np.ndarray:
-    """In place: limbs //= divisor (< 2**32); returns the remainders."""
-    f = np.uint64(divisor)
-    rem = np.zeros_like(limbs[0])
-    for i in range(3, -1, -1):
-        cur = (rem << _SHIFT32) | limbs[i]  # rem < divisor < 2**32: fits in 64 bits
-        limbs[i] = cur // f
-        rem = cur - limbs[i] * f
-    return rem
-
-
-def _wide_decimal_raws(
-    x_lo: np.ndarray, x_hi: np.ndarray, scale: int, increment_raw: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Exact raws of any non-negative int128 ``x * 10**-scale``, vectorised with 32-bit limbs.
-
-    ``raw = round_half_up(x * 10**(k - scale) / unit) * increment_raw`` where ``unit`` is the
-    increment in ``10**-k`` units: a product and a mixed-radix division by factors below
-    2**32, so every intermediate fits in uint64. A raw beyond 128 bits saturates (and is then
-    flagged too large). Returns None when the increment cannot be split into such factors.
-    """
-    d, _ = _increment_units(increment_raw)
-    k = max(scale, d)
-    unit = increment_raw // 10 ** (FIXED_PRECISION - k)
-    up_factors = _small_factors(10 ** (k - scale))
-    unit_factors = _small_factors(unit)
-    raw_factors = _small_factors(increment_raw)
-    if up_factors is None or unit_factors is None or raw_factors is None or unit >= 1 << 63:
-        return None
-    limbs = _limbs32(x_lo, x_hi)
-    overflow = np.zeros(len(x_lo), dtype=bool)
-    for f in up_factors:
-        overflow = _limbs_mul_small(limbs, f, overflow)
-    # x = f1 * q1 + r1, q1 = f2 * q2 + r2, ...: x mod (f1 f2 ...) = r1 + f1 r2 + f1 f2 r3 ...
-    rem = np.zeros(len(x_lo), dtype=np.uint64)
-    radix = 1
-    for f in unit_factors:
-        rem += _limbs_divmod_small(limbs, f) * np.uint64(radix)
-        radix *= f
-    carry = (rem >= np.uint64(unit) - rem).astype(np.uint64)  # 2 * rem >= unit: ties up
-    for i in range(4):
-        s = limbs[i] + carry
-        limbs[i] = s & _MASK32
-        carry = s >> _SHIFT32
-    overflow |= carry != 0
-    for f in raw_factors:
-        overflow = _limbs_mul_small(limbs, f, overflow)
-    hi = (limbs[3] << _SHIFT32) | limbs[2]
-    lo = (limbs[1] << _SHIFT32) | limbs[0]
-    if overflow.any():
-        saturated = np.uint64(0xFFFFFFFFFFFFFFFF)
-        hi = np.where(overflow, saturated, hi)
-        lo = np.where(overflow, saturated, lo)
-    return hi, lo
-
-
-_SPLIT = 134217729.0  # 2**27 + 1, Dekker's splitter for float64
-
-
-def _float_raws(v: np.ndarray, increment_raw: int) -> tuple[np.ndarray, np.ndarray]:
-    """Raws of finite non-negative floats on the increment's grid, exact for the binary value.
-
-    ``p + e == v * 10**d`` exactly (Dekker's TwoProduct); the nearest multiple of ``T`` is then
-    decided from exact residuals, so ties and near-ties round correctly. Rows with
-    ``v * 10**d >= 2**50`` are done with ``Fraction``.
-    """
-    d, t = _increment_units(increment_raw)
-    b = float(10**d)  # exact: 10**d <= 10**16 < 2**53 * 2**16
-    b_hi = _SPLIT * b - (_SPLIT * b - b)
-    b_lo = b - b_hi
-    with np.errstate(over="ignore", invalid="ignore"):
-        p = v * b
-        c = _SPLIT * v
-        a_hi = c - (c - v)
-        a_lo = v - a_hi
-        e = ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
-        fast = p < 2.0**50
-        p = np.where(fast, p, 0.0)
-        e = np.where(fast, e, 0.0)
-        tf = float(t)
-        n0 = np.rint(p / tf)
-        rem = p - n0 * tf  # exact (Sterbenz), |rem| <= T/2 + tiny
-        half = tf / 2
-        # residual R = rem + e exactly; compare R with +-T/2 without rounding R
-        up = (rem - half) >= -e  # R > T/2, or a tie -> away from zero
-        down = (rem + half) < -e  # R < -T/2
-    units = (n0.astype(np.int64) + up - down) * t  # value in 10**-d units, < 2**51 * T
-    hi, lo = _mul_u64(units.view(np.uint64), 10 ** (FIXED_PRECISION - d))
-    for i in np.flatnonzero(~fast):
-        exact = Fraction(float(v[i])) * _SCALE
-        raw = _round_half_up(exact.numerator, exact.denominator * increment_raw) * increment_raw
-        hi[i], lo[i] = _limbs(raw)
-    return hi, lo
-
-
-_BLOCK = 1 << 16  # rows per vectorised block: temporaries stay in cache
-
-
-def _column_raws(series: pl.Series, increment_raw: int, raw_max: int) -> _Raws:
-    n = len(series)
-    name = series.name
-    dtype = series.dtype
-    null = series.is_null().to_numpy() if series.null_count() else np.zeros(n, dtype=bool)
-    nan = np.zeros(n, dtype=bool)
-    hi = np.empty(n, dtype=np.uint64)
-    lo = np.empty(n, dtype=np.uint64)
-    if isinstance(dtype, pl.Decimal):
-        scale = dtype.scale or 0
-        if scale > FIXED_PRECISION:
-            raise InvalidInput(
-                f"column {name} has {scale} decimals, more than Nautilus' {FIXED_PRECISION}; "
-                f"cast it first: pl.col('{name}').cast(pl.Decimal(38, {FIXED_PRECISION}))"
-            )
-        arr = series.cast(pl.Decimal(38, scale)).rechunk().to_arrow()
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks()
-        limbs = np.frombuffer(arr.buffers()[1], dtype="<u8")
-        limbs = limbs[2 * arr.offset : 2 * (arr.offset + n)].reshape(n, 2)
-        x_lo, x_hi = limbs[:, 0], limbs[:, 1]
-        negative = x_hi.view(np.int64) < 0
-        if null.any():
-            negative &= ~null
-        unusable = null | negative
-        if unusable.any():
-            x_lo = np.where(unusable, np.uint64(0), x_lo)
-            x_hi = np.where(unusable, np.uint64(0), x_hi)
-        for a in range(0, n, _BLOCK):
-            b = min(n, a + _BLOCK)
-            hi[a:b], lo[a:b] = _decimal_raws(x_lo[a:b], x_hi[a:b], scale, increment_raw)
-    elif dtype.is_integer():
-        try:
-            values = series.cast(pl.Int64, strict=True).to_numpy()
-        except pl.exceptions.PolarsError as exc:
-            raise InvalidInput(
-                f"column {name} ({dtype}) does not fit in Int64: {exc}; "
-                f"cast it to pl.Decimal(38, 8) first"
-            ) from exc
-        values = np.where(null, 0, values).astype(np.int64)
-        negative = values < 0
-        x_lo = np.where(negative, 0, values).astype(np.uint64)
-        zeros = np.zeros(min(n, _BLOCK), dtype=np.uint64)
-        for a in range(0, n, _BLOCK):
-            b = min(n, a + _BLOCK)
-            hi[a:b], lo[a:b] = _decimal_raws(x_lo[a:b], zeros[: b - a], 0, increment_raw)
-    elif dtype.is_float():
-        values = series.cast(pl.Float64).to_numpy().astype(np.float64, copy=False)
-        nan = ~np.isfinite(values) & ~null
-        negative = (values < 0) & ~nan & ~null
-        clean = np.where(null | nan | negative, 0.0, values)
-        for a in range(0, n, _BLOCK):
-            b = min(n, a + _BLOCK)
-            hi[a:b], lo[a:b] = _float_raws(clean[a:b], increment_raw)
-    else:
-        raise InvalidInput(
-            f"column {name} has dtype {dtype}; prices and volumes must be Decimal, float or "
-            f"integer: cast it first, e.g. pl.col('{name}').cast(pl.Decimal(38, 8))"
-        )
-    # unusable rows have raw 0, so they are never "too large"
-    max_hi, max_lo = (np.uint64(x) for x in _limbs(raw_max))
-    too_large = (hi > max_hi) | ((hi == max_hi) & (lo > max_lo))
-    return _Raws(hi, lo, null, nan, negative, too_large)
-
-
-def _lt(a: _Raws, b: _Raws) -> np.ndarray:
-    return (a.hi < b.hi) | ((a.hi == b.hi) & (a.lo < b.lo))
-
-
-def _is_zero(a: _Raws) -> np.ndarray:
-    return (a.hi == 0) & (a.lo == 0)
-
-
-# --------------------------------------------------------------------------------------------
 # Conversion
 # --------------------------------------------------------------------------------------------
 
@@ -618,7 +304,7 @@ class _Prepared(NamedTuple):
     df: pl.DataFrame
     valid: np.ndarray  # bool per input row
     reasons: np.ndarray | None  # str per input row ('' when valid), None when all valid
-    raws: tuple[_Raws, ...]  # open, high, low, close, volume
+    raws: tuple[Raws, ...]  # open, high, low, close, volume
     ts: np.ndarray  # uint64 close ns per input row
 
 
@@ -654,11 +340,20 @@ def _prepare(frame: Any, bar_type: BarType | str, instrument: Instrument) -> _Pr
     price_raw = int(instrument.price_increment.raw)
     size_raw = int(instrument.size_increment.raw)
     raws = (
-        *(_column_raws(df.get_column(c), price_raw, _PRICE_RAW_MAX) for c in _PRICE_COLUMNS),
-        _column_raws(df.get_column("volume"), size_raw, _QUANTITY_RAW_MAX),
+        *(column_raws(df.get_column(c), price_raw, PRICE_RAW_MAX) for c in _PRICE_COLUMNS),
+        column_raws(df.get_column("volume"), size_raw, QUANTITY_RAW_MAX),
     )
-    o, h, lo_, c, _ = raws
+    conditions, reasons = _row_checks(interval, off_grid, raws)
+    bad = np.logical_or.reduce(conditions) if len(df) else np.zeros(0, dtype=bool)
+    why = np.select(conditions, reasons, default="") if bad.any() else None
+    return _Prepared(df, ~bad, why, raws, ts)
 
+
+def _row_checks(
+    interval: Interval, off_grid: np.ndarray, raws: tuple[Raws, ...]
+) -> tuple[list[np.ndarray], list[str]]:
+    """Per-row masks of why a row cannot be a bar, with their reasons, first reason wins."""
+    o, h, lo_, c, _ = raws
     conditions: list[np.ndarray] = [off_grid]
     reasons: list[str] = [f"off the {interval.value} grid"]
     for label, attr in (
@@ -674,13 +369,15 @@ def _prepare(frame: Any, bar_type: BarType | str, instrument: Instrument) -> _Pr
             else:
                 reasons.append(f"{label} {name}")
     for name, r in zip(_PRICE_COLUMNS, raws[:4], strict=True):
-        conditions.append(_is_zero(r))
+        conditions.append(is_zero(r))
         reasons.append(f"non-positive {name} after rounding to tick")
-    conditions += [_lt(h, lo_), _lt(h, o) | _lt(h, c), _lt(o, lo_) | _lt(c, lo_)]
+    conditions += [
+        less_than(h, lo_),
+        less_than(h, o) | less_than(h, c),
+        less_than(o, lo_) | less_than(c, lo_),
+    ]
     reasons += ["high < low", "high < max(open, close)", "low > min(open, close)"]
-    bad = np.logical_or.reduce(conditions) if len(df) else np.zeros(0, dtype=bool)
-    why = np.select(conditions, reasons, default="") if bad.any() else None
-    return _Prepared(df, ~bad, why, raws, ts)
+    return conditions, reasons
 
 
 def _invalid_frame(prep: _Prepared) -> pl.DataFrame:
@@ -740,7 +437,7 @@ def convert_frame(frame: Any, bar_type: BarType | str, instrument: Instrument) -
     prep = _prepare(frame, bar_type, instrument)
     bar_type = _parse_bar_type(bar_type)
     limbs, ts = _selected(prep)
-    bars = _build_bars(bar_type, instrument.price_precision, instrument.size_precision, limbs, ts)
+    bars = build_bars(bar_type, instrument.price_precision, instrument.size_precision, limbs, ts)
     rows = len(prep.df)
     return BarConversion(
         bars=bars,
@@ -760,7 +457,7 @@ def frame_to_bars(frame: Any, bar_type: BarType | str, instrument: Instrument) -
     prep = _prepare(frame, bar_type, instrument)
     _refuse(prep, bar_type)
     limbs, ts = _selected(prep)
-    return _build_bars(
+    return build_bars(
         _parse_bar_type(bar_type), instrument.price_precision, instrument.size_precision, limbs, ts
     )
 
@@ -838,223 +535,3 @@ def _catalog_table(prep: _Prepared, bar_type: BarType | str, instrument: Instrum
     ts_arr = pa.array(ts, type=pa.uint64())
     columns += [ts_arr, ts_arr]
     return pa.Table.from_arrays(columns, schema=catalog_schema(bar_type, instrument))
-
-
-# --------------------------------------------------------------------------------------------
-# Bar materialisation
-# --------------------------------------------------------------------------------------------
-
-_CVEC_NAME = b"nautilus.DataFFI.CVec"
-_CHUNK = 1 << 15
-_SAFE_ENV = "NAUTILUS_DSM_SAFE_BARS"
-# Marker values for the layout probe: distinct, aligned for any precision, OHLC-consistent.
-_MARK_RAWS = (30 * _SCALE, 40 * _SCALE, 10 * _SCALE, 20 * _SCALE, 50 * _SCALE)
-_MARK_TS_EVENT = 0x0102030405060708
-_MARK_TS_INIT = 0x1112131415161718
-
-_capsule_new = ctypes.pythonapi.PyCapsule_New
-_capsule_new.restype = ctypes.py_object
-_capsule_new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
-_capsule_ptr = ctypes.pythonapi.PyCapsule_GetPointer
-_capsule_ptr.restype = ctypes.c_void_p
-_capsule_ptr.argtypes = [ctypes.py_object, ctypes.c_char_p]
-
-
-class _Layout(NamedTuple):
-    """Where a ``Bar_t`` lives inside NautilusTrader's ``Data_t`` record (byte offsets)."""
-
-    stride: int  # sizeof(Data_t)
-    value_words: tuple[int, ...]  # 8-byte word index of open, high, low, close, volume raws
-    ts_event_word: int
-    ts_init_word: int
-
-
-_layout_lock = threading.Lock()
-_layout_state: dict[str, _Layout | None] = {}
-
-
-def _fast_layout() -> _Layout | None:
-    """The probed ``Data_t`` layout, or None when the fast path is unavailable or disabled."""
-    if os.environ.get(_SAFE_ENV):
-        return None
-    with _layout_lock:
-        if "layout" not in _layout_state:
-            try:
-                layout = _probe_layout()
-            except Exception as exc:  # any surprise means: use the safe path
-                _log.warning("fast bar path unavailable (%s); using Bar.from_raw", exc)
-                layout = None
-            _layout_state["layout"] = layout
-        return _layout_state["layout"]
-
-
-def _probe_stride() -> int:
-    """sizeof(Data_t), read from a genuine CVec of bars produced by Nautilus' Rust reader."""
-    import pyarrow.parquet as pq
-    from nautilus_trader.serialization.arrow.serializer import ArrowSerializer
-
-    bar_type = BarType.from_str("PROBE.SIM-1-MINUTE-LAST-EXTERNAL")
-    n = 256
-    base = 0x5A5A_0000_0000_0000
-    bars = [
-        Bar.from_raw(bar_type, *[_SCALE] * 4, 0, _SCALE, 0, base + i, base + i) for i in range(n)
-    ]
-    table = ArrowSerializer.serialize_batch(bars, Bar)
-    with tempfile.TemporaryDirectory(prefix="nautilus_dsm_probe_") as tmp:
-        path = os.path.join(tmp, "probe.parquet")
-        pq.write_table(table, path)
-        session = nautilus_pyo3.DataBackendSession(chunk_size=n)
-        session.add_file(nautilus_pyo3.NautilusDataType.Bar, "probe", path)
-        for chunk in session.to_query_result():
-            cvec = _capsule_ptr(chunk, _CVEC_NAME)
-            ptr, length, _cap = (ctypes.c_size_t * 3).from_address(cvec)
-            if length != n:
-                raise RuntimeError(f"probe chunk has {length} bars, expected {n}")
-            # n records of >= 16 bytes each: the first n * 16 bytes are inside the block
-            words = np.frombuffer(ctypes.string_at(ptr, n * 16), dtype="<u8")
-            hits = [np.flatnonzero(words == base + i) for i in range(3)]
-            if any(len(h) != 2 for h in hits):  # ts_event and ts_init
-                raise RuntimeError("probe bars not found where expected")
-            stride = int(hits[1][0] - hits[0][0]) * 8
-            if stride <= 0 or int(hits[2][0] - hits[1][0]) * 8 != stride:
-                raise RuntimeError("probe records are not evenly spaced")
-            return stride
-    raise RuntimeError("probe query returned no data")
-
-
-@lru_cache(maxsize=128)
-def _template(bar_type_str: str, price_precision: int, size_precision: int, stride: int) -> bytes:
-    """A genuine ``Data_t`` holding a bar of this type and precisions (from a pyo3 Bar)."""
-    o, h, lo, c, v = _MARK_RAWS
-    price = nautilus_pyo3.Price.from_raw
-    bar = nautilus_pyo3.Bar(
-        nautilus_pyo3.BarType.from_str(bar_type_str),
-        price(o, price_precision),
-        price(h, price_precision),
-        price(lo, price_precision),
-        price(c, price_precision),
-        nautilus_pyo3.Quantity.from_raw(v, size_precision),
-        _MARK_TS_EVENT,
-        _MARK_TS_INIT,
-    )
-    capsule = bar.as_pycapsule()
-    return ctypes.string_at(_capsule_ptr(capsule, None), stride)
-
-
-def _probe_layout() -> _Layout:
-    stride = _probe_stride()
-    template = _template("PROBE.SIM-1-MINUTE-LAST-EXTERNAL", 3, 5, stride)
-    words = np.frombuffer(template, dtype="<u8")
-
-    def find(value: int, width: int) -> int:
-        pattern = value.to_bytes(width, "little")
-        pos = template.find(pattern)
-        if pos < 0 or pos % 8 or template.find(pattern, pos + 1) >= 0:
-            raise RuntimeError(f"marker {value:#x} not found once, 8-aligned, in Data_t")
-        return pos // 8
-
-    value_words = tuple(find(raw, 16) for raw in _MARK_RAWS)
-    for k, word in enumerate(value_words):
-        if template[word * 8 + 16] != (3 if k < 4 else 5):
-            raise RuntimeError("precision byte not after the raw value")
-    layout = _Layout(stride, value_words, find(_MARK_TS_EVENT, 8), find(_MARK_TS_INIT, 8))
-    if words.size * 8 != stride:
-        raise RuntimeError("template size mismatch")
-    _self_check(layout)
-    return layout
-
-
-def _self_check(layout: _Layout) -> None:
-    """Build bars both ways and require every field to agree before trusting the layout."""
-    bar_type = BarType.from_str("SELFCHECK.SIM-5-MINUTE-LAST-EXTERNAL")
-    raws = [
-        (12345 * 10**15, 12400 * 10**15, 12300 * 10**15, 12399 * 10**15, 3 * 10**29 + 10**13),
-        (10**29, 10**29, 10**29, 10**29, 0),
-        (10**13, 3 * 10**13, 10**13, 2 * 10**13, 5 * 10**13),
-    ]
-    ts = np.array([1, 2**63 + 5, 2**64 - 1], dtype=np.uint64)
-    limbs = []
-    for k in range(5):
-        col = [_limbs(r[k]) for r in raws]
-        limbs.append(
-            (np.array([c[0] for c in col], np.uint64), np.array([c[1] for c in col], np.uint64))
-        )
-    fast = _bars_fast(layout, bar_type, 3, 3, limbs, ts)
-    for bar, r, t in zip(fast, raws, ts.tolist(), strict=True):
-        ref = Bar.from_raw(bar_type, r[0], r[1], r[2], r[3], 3, r[4], 3, t, t)
-        got = (bar.bar_type, bar.open, bar.high, bar.low, bar.close, bar.volume)
-        want = (ref.bar_type, ref.open, ref.high, ref.low, ref.close, ref.volume)
-        same = (
-            got == want
-            and [x.raw for x in got[1:]] == [x.raw for x in want[1:]]
-            and [x.precision for x in got[1:]] == [x.precision for x in want[1:]]
-            and (bar.ts_event, bar.ts_init) == (t, t)
-            and bar == ref
-            and str(bar) == str(ref)
-            and type(bar) is Bar
-        )
-        if not same:
-            raise RuntimeError(f"self-check mismatch: {bar} != {ref}")
-
-
-def _bars_fast(
-    layout: _Layout,
-    bar_type: BarType,
-    price_precision: int,
-    size_precision: int,
-    limbs: list[tuple[np.ndarray, np.ndarray]],
-    ts: np.ndarray,
-) -> list[Bar]:
-    template = np.frombuffer(
-        _template(str(bar_type), price_precision, size_precision, layout.stride), dtype=np.uint8
-    )
-    n = len(ts)
-    # One block of records, filled from the template once; each chunk overwrites only the
-    # values and timestamps, and capsule_to_list copies every record into a new Bar.
-    block = np.empty((min(n, _CHUNK), layout.stride), dtype=np.uint8)
-    block[:] = template
-    words = block.view("<u8")
-    bars: list[Bar] = []
-    for start in range(0, n, _CHUNK):
-        stop = min(n, start + _CHUNK)
-        m = stop - start
-        for word, (hi, lo) in zip(layout.value_words, limbs, strict=True):
-            words[:m, word] = lo[start:stop]
-            words[:m, word + 1] = hi[start:stop]
-        words[:m, layout.ts_event_word] = ts[start:stop]
-        words[:m, layout.ts_init_word] = ts[start:stop]
-        cvec = (ctypes.c_size_t * 3)(block.ctypes.data, m, m)
-        capsule = _capsule_new(ctypes.addressof(cvec), _CVEC_NAME, None)  # no destructor
-        bars.extend(capsule_to_list(capsule))
-        del capsule
-    return bars
-
-
-def _bars_safe(
-    bar_type: BarType,
-    price_precision: int,
-    size_precision: int,
-    limbs: list[tuple[np.ndarray, np.ndarray]],
-    ts: np.ndarray,
-) -> list[Bar]:
-    ints = [((hi.astype(object) << 64) | lo.astype(object)).tolist() for hi, lo in limbs]
-    pp, sp = price_precision, size_precision
-    return [
-        Bar.from_raw(bar_type, o, h, lo_, c, pp, v, sp, t, t)
-        for o, h, lo_, c, v, t in zip(*ints, ts.tolist(), strict=True)
-    ]
-
-
-def _build_bars(
-    bar_type: BarType,
-    price_precision: int,
-    size_precision: int,
-    limbs: list[tuple[np.ndarray, np.ndarray]],
-    ts: np.ndarray,
-) -> list[Bar]:
-    if len(ts) == 0:
-        return []
-    layout = _fast_layout()
-    if layout is None:
-        return _bars_safe(bar_type, price_precision, size_precision, limbs, ts)
-    return _bars_fast(layout, bar_type, price_precision, size_precision, limbs, ts)

@@ -45,7 +45,8 @@ from nautilus_trader.model.objects import (
     Quantity,
 )
 
-from nautilus_dsm.common import VENUE, MarketType, to_nautilus_symbol
+from nautilus_dsm.common import ENDPOINTS, MarketType, to_nautilus_symbol
+from nautilus_dsm.constants import NS_PER_MS, VENUE
 from nautilus_dsm.errors import InvalidInput, MarketTypeMismatch
 
 TRADING = "TRADING"
@@ -161,7 +162,7 @@ def parse_exchange_info(
     symbols = _symbols_of(market_type, exchange_info)
     _check_payload_market(market_type, symbols)
     server_time = exchange_info.get("serverTime")
-    ts_event = int(server_time) * 1_000_000 if isinstance(server_time, int) else ts_init
+    ts_event = int(server_time) * NS_PER_MS if isinstance(server_time, int) else ts_init
 
     instruments: list[Instrument] = []
     skipped: list[SkippedSymbol] = []
@@ -348,11 +349,7 @@ def _payload_market(symbol_info: Mapping[str, Any]) -> MarketType:
     return MarketType.FUTURES_USDT
 
 
-_ENDPOINT = {
-    MarketType.SPOT: "/api/v3/exchangeInfo",
-    MarketType.FUTURES_USDT: "/fapi/v1/exchangeInfo",
-    MarketType.FUTURES_COIN: "/dapi/v1/exchangeInfo",
-}
+_ENDPOINT = {market: f"{e.rest_prefix}/exchangeInfo" for market, e in ENDPOINTS.items()}
 
 
 def _check_payload_market(market_type: MarketType, symbols: list[Any]) -> None:
@@ -462,6 +459,27 @@ def _currency_pair(
     )
 
 
+def _settlement(spec: _Spec, base: Currency, quote: Currency) -> tuple[Currency, Quantity]:
+    """The settlement currency (the margin asset) and the contract multiplier of a future."""
+    margin_asset = spec.text("marginAsset")
+    if margin_asset == base.code:
+        settlement = base
+    elif margin_asset == quote.code:
+        settlement = quote
+    else:
+        raise spec.error(f"has margin asset {margin_asset} that is neither base nor quote")
+
+    multiplier = Quantity.from_int(1)
+    if spec.market_type is MarketType.FUTURES_COIN:  # inverse
+        if settlement is not base:
+            raise spec.error(f"is COIN-M but margined in {margin_asset}, not {base.code}")
+        contract_size = spec.integer("contractSize")
+        if contract_size <= 0:
+            raise spec.error(f"has contractSize {contract_size}, which must be positive")
+        multiplier = Quantity.from_int(contract_size)
+    return settlement, multiplier
+
+
 def _futures_instrument(
     spec: _Spec,
     fees: tuple[Decimal, Decimal],
@@ -478,24 +496,8 @@ def _futures_instrument(
         )
     base = spec.currency("baseAsset", "baseAssetPrecision")
     quote = spec.currency("quoteAsset", "quotePrecision")
-    margin_asset = spec.text("marginAsset")
-    if margin_asset == base.code:
-        settlement = base
-    elif margin_asset == quote.code:
-        settlement = quote
-    else:
-        raise spec.error(f"has margin asset {margin_asset} that is neither base nor quote")
-
+    settlement, multiplier = _settlement(spec, base, quote)
     is_inverse = spec.market_type is MarketType.FUTURES_COIN
-    multiplier = Quantity.from_int(1)
-    if is_inverse:
-        if settlement is not base:
-            raise spec.error(f"is COIN-M but margined in {margin_asset}, not {base.code}")
-        contract_size = spec.integer("contractSize")
-        if contract_size <= 0:
-            raise spec.error(f"has contractSize {contract_size}, which must be positive")
-        multiplier = Quantity.from_int(contract_size)
-
     common = _common(spec)
     min_notional = None
     if "MIN_NOTIONAL" in spec.filters:  # USDT-M only; COIN-M sizes are in contracts
@@ -534,7 +536,7 @@ def _futures_instrument(
         return CryptoPerpetual(base_currency=base, **kwargs)
     return CryptoFuture(
         underlying=base,
-        activation_ns=spec.integer("onboardDate") * 1_000_000,
-        expiration_ns=spec.integer("deliveryDate") * 1_000_000,
+        activation_ns=spec.integer("onboardDate") * NS_PER_MS,
+        expiration_ns=spec.integer("deliveryDate") * NS_PER_MS,
         **kwargs,
     )

@@ -399,8 +399,8 @@ def test_missing_mark_bar_with_raise_policy_stops_the_run(mark_gap: SyntheticPer
     with pytest.raises(
         FundingSettlementError,
         match=re.escape(
-            "cannot settle funding of BTCUSDT-PERP.BINANCE at 2024-01-01T08:00:00.000Z: no "
-            "BTCUSDT-PERP.BINANCE-1-MINUTE-MARK-EXTERNAL bar closes at 2024-01-01T08:00:00.000Z; "
+            "cannot settle funding of BTCUSDT-PERP.BINANCE at 2024-01-01T08:00:00Z: no "
+            "BTCUSDT-PERP.BINANCE-1-MINUTE-MARK-EXTERNAL bar closes at 2024-01-01T08:00:00Z; "
             "ingest the mark price klines, or set mark_fallback='last'"
         ),
     ):

@@ -8,6 +8,7 @@ per row, close times from ``datetime`` arithmetic.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from nautilus_trader.model.objects import Price, Quantity
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
 
+from nautilus_dsm import _capsule, _fixed_point
 from nautilus_dsm import bars as bars_mod
 from nautilus_dsm.bars import (
     BarConversion,
@@ -435,7 +437,7 @@ def test_wide_decimal_raws_are_exact(increment_raw: int, scale: int) -> None:
     lo = np.array([x & (2**64 - 1) for x in xs], dtype=np.uint64)
     hi = np.array([x >> 64 for x in xs], dtype=np.uint64)
 
-    got_hi, got_lo = bars_mod._decimal_raws(lo, hi, scale, increment_raw)
+    got_hi, got_lo = _fixed_point.decimal_raws(lo, hi, scale, increment_raw)
 
     want = [_ref_raw_limbs(x, scale, increment_raw) for x in xs]
     assert list(zip(got_hi.tolist(), got_lo.tolist(), strict=True)) == want
@@ -448,7 +450,7 @@ def test_huge_volumes_are_converted_without_a_python_row_loop(
     def per_row(*_args: object) -> int:
         raise AssertionError("per-row Python rounding used")
 
-    monkeypatch.setattr(bars_mod, "_round_half_up", per_row)
+    monkeypatch.setattr(_fixed_point, "_round_half_up", per_row)
     instrument = spot("PEPEUSDT", "0.00000001", "1")
     rows = [
         (T0 + i * MINUTE, "0.00001234", "0.00001240", "0.00001230", "0.00001235", volume)
@@ -921,7 +923,7 @@ def test_catalog_reads_back_our_parquet(tmp_path: Path) -> None:
 
 
 def test_fast_path_is_active() -> None:
-    layout = bars_mod._fast_layout()
+    layout = _capsule.fast_layout()
     assert layout is not None
     assert layout.stride % 16 == 0
 
@@ -932,12 +934,58 @@ def test_safe_path_gives_identical_bars(monkeypatch: pytest.MonkeyPatch, realdat
     bar_type = bar_type_for(instrument.id, "1h")
     fast = frame_to_bars(frame, bar_type, instrument)
     monkeypatch.setenv("NAUTILUS_DSM_SAFE_BARS", "1")
-    assert bars_mod._fast_layout() is None
+    assert _capsule.fast_layout() is None
     assert_same_bars(frame_to_bars(frame, bar_type, instrument), fast)
 
 
+def test_warm_up_probes_the_layout_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_capsule, "_layout_state", {})
+    assert bars_mod.warm_up is _capsule.warm_up
+
+    assert bars_mod.warm_up() is True
+
+    layout = _capsule._layout_state["layout"]
+    assert layout is not None
+
+    def probe_again() -> None:
+        raise AssertionError("probed twice")
+
+    monkeypatch.setattr(_capsule, "_probe_layout", probe_again)
+    assert bars_mod.warm_up() is True
+    assert _capsule.fast_layout() is layout
+
+
+def test_first_conversion_without_warm_up_probes_and_logs_at_debug(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_capsule, "_layout_state", {})
+    frame = engine_frame(EDGE_ROWS)
+
+    with caplog.at_level(logging.DEBUG, logger="nautilus_dsm._capsule"):
+        got = frame_to_bars(frame, BT_1M, BTCUSDT_PERP)
+        frame_to_bars(frame, BT_1M, BTCUSDT_PERP)
+
+    lazy = [r for r in caplog.records if "not warmed up" in r.getMessage()]
+    assert [(r.name, r.levelno) for r in lazy] == [("nautilus_dsm._capsule", logging.DEBUG)]
+    assert _capsule._layout_state["layout"] is not None
+    assert_same_bars(got, reference_bars(_rows_of(frame), BT_1M, BTCUSDT_PERP, "1m"))
+
+
+def test_warm_up_after_safe_bars_is_set_probes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_capsule, "_layout_state", {})
+    monkeypatch.setenv("NAUTILUS_DSM_SAFE_BARS", "1")
+
+    def probe() -> None:
+        raise AssertionError("probed although NAUTILUS_DSM_SAFE_BARS is set")
+
+    monkeypatch.setattr(_capsule, "_probe_layout", probe)
+
+    assert bars_mod.warm_up() is False
+    assert _capsule._layout_state == {}
+
+
 def test_many_rows_cross_chunk_boundaries() -> None:
-    n = bars_mod._CHUNK * 2 + 17
+    n = _capsule.CHUNK * 2 + 17
     rng = np.random.default_rng(3)
     closes = 40000 + np.cumsum(rng.integers(-50, 51, n)) / 10
     opens = np.r_[closes[0], closes[:-1]]
@@ -955,7 +1003,7 @@ def test_many_rows_cross_chunk_boundaries() -> None:
     ).with_columns(pl.col("open_time").cast(pl.Datetime("ms", "UTC")))
     got = frame_to_bars(frame, BT_1M, BTCUSDT_PERP)
     assert len(got) == n
-    sample = [0, 1, bars_mod._CHUNK - 1, bars_mod._CHUNK, 2 * bars_mod._CHUNK, n - 1]
+    sample = [0, 1, _capsule.CHUNK - 1, _capsule.CHUNK, 2 * _capsule.CHUNK, n - 1]
     rows = _float_rows(frame)
     want = reference_bars([rows[i] for i in sample], BT_1M, BTCUSDT_PERP, "1m")
     assert_same_bars([got[i] for i in sample], want)

@@ -170,9 +170,7 @@ def test_unknown_interval_requires_an_hour_boundary() -> None:
 def test_duplicate_boundary_is_refused() -> None:
     with pytest.raises(
         FundingSettlementError,
-        match=re.escape(
-            "holds two funding rows of BTCUSDT-PERP.BINANCE at 2024-01-01T00:00:00.000Z"
-        ),
+        match=re.escape("holds two funding rows of BTCUSDT-PERP.BINANCE at 2024-01-01T00:00:00Z"),
     ):
         funding_events(BTCUSDT.value, [row(T0, "0.0001"), row(T0, "0.0001")])
 
