@@ -40,9 +40,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from nautilus_dsm.constants import NS_PER_MS, SECOND_MS
 from nautilus_dsm.errors import SourceError
 
-log = logging.getLogger("nautilus_dsm.dsm")
+log = logging.getLogger(__name__)
 
 DEFAULT_RESYNC_S = 60.0
 DEFAULT_SAMPLES = 3
@@ -55,6 +56,11 @@ STEP_TOLERANCE_MS = 1_000
 # The most a slewed local clock drifts from the exchange's per second of elapsed time, in parts
 # per million: the kernel/ntpd slew limit (500 ppm = 0.5 ms/s). now_ms() widens by it.
 MAX_SLEW_PPM = 500
+
+
+def wall_clock_ms() -> int:
+    """Return the system clock in epoch milliseconds (the default local "now" of the engine)."""
+    return time.time_ns() // NS_PER_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +146,7 @@ class ExchangeClock:
         self.name = name
         self._server_time = server_time
         self._local = local
-        self.resync_ms = resync_s * 1000
+        self.resync_ms = resync_s * SECOND_MS
         self.samples = samples
         self.warn_ms = warn_ms
         self._monotonic = monotonic
@@ -189,7 +195,7 @@ class ExchangeClock:
             return local
         # The server read its clock no later than we received the answer.
         elapsed = local - sample.received_ms
-        margin = max(0, elapsed) * self.max_slew_ppm // 1_000_000
+        margin = max(0, elapsed) * self.max_slew_ppm // 1_000_000  # ppm
         return sample.server_ms + elapsed - margin
 
     def proves_closed(self, close_ms: int) -> bool:
@@ -211,7 +217,7 @@ class ExchangeClock:
         if self._server_time is None or base is None:
             return 0
         local_moved = self._local() - base[0]
-        real_moved = (self._monotonic() - base[1]) * 1000
+        real_moved = (self._monotonic() - base[1]) * SECOND_MS
         step = round(local_moved - real_moved)
         return step if abs(step) > self.step_tolerance_ms else 0
 
@@ -223,7 +229,7 @@ class ExchangeClock:
             return True
         wait_ms = self.resync_ms
         if self._failed:
-            wait_ms = min(wait_ms, RETRY_FAILED_SYNC_S * 1000)
+            wait_ms = min(wait_ms, RETRY_FAILED_SYNC_S * SECOND_MS)
         return self._local() - self._attempted_ms >= wait_ms
 
     # -- measuring --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """HTTP plumbing shared by the REST and Vision sources: retries, backoff, rate-limit gates.
 
-Both sources talk to Binance through one :class:`HttpTransport` each, so the rules live here
-once: exponential backoff with full jitter for 5xx and transport failures, ``Retry-After``
+Both sources talk to Binance through one :class:`HttpTransport` each, so the rules are applied
+here once: exponential backoff with full jitter for 5xx and transport failures, ``Retry-After``
 waits for 429/418 behind a single "blocked until" gate shared by every concurrent request of the
 client (a 429 that is ignored becomes a 418 IP ban), a used-weight gate, and an
 ``httpx.AsyncClient`` that is created lazily and re-created when the running event loop changes
@@ -12,193 +12,41 @@ httpx's inactivity timeout), a per-host circuit breaker skips a host after a few
 timeouts/resets (fail fast, logged once, half-open probe after a cooldown), ``Retry-After`` is
 parsed defensively (never below a 1 s floor, never an overflow), and redirects are followed only
 on the same host and only a few times.
+
+The pure policies live apart: :mod:`.retry_policy` (backoff, ``Retry-After``),
+:mod:`.weight_gate` (the used-weight budget) and :mod:`.circuit` (the per-host breaker).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 import httpx
 
+from nautilus_dsm.common.times import iso_ms
+from nautilus_dsm.constants import SECOND_MS
 from nautilus_dsm.dsm.bounds import REST_DEADLINE_S
+from nautilus_dsm.dsm.circuit import BREAKER_COOLDOWN_S, BREAKER_THRESHOLD, CircuitBreaker
+from nautilus_dsm.dsm.exchange_clock import wall_clock_ms
+from nautilus_dsm.dsm.retry_policy import RetryPolicy, backoff_delay, rate_limit_wait
+from nautilus_dsm.dsm.weight_gate import (
+    WEIGHT_FRACTION,
+    WEIGHT_HEADER,
+    WeightGate,
+    parse_used_weight,
+)
 from nautilus_dsm.errors import CircuitOpen, RateLimited, SourceError
 
-log = logging.getLogger("nautilus_dsm.dsm")
+log = logging.getLogger(__name__)
 
 USER_AGENT = "nautilus-dsm/0.1"
-WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
-# Binance's REQUEST_WEIGHT limit per minute: spot 6000, USD-M and COIN-M futures 2400.
-WEIGHT_FRACTION = 0.9
-# Used when a 429 comes without Retry-After (Binance always sends one; proxies may not).
-DEFAULT_RETRY_AFTER_S = 1.0
-# The least a 429/418 makes us wait, whatever Retry-After says ("0", negative, NaN, garbage):
-# retrying at once is how a 429 becomes a 418 ban.
-RATE_LIMIT_FLOOR_S = 1.0
-# The longest hold honoured (Binance's bans last 2 minutes to 3 days); a larger Retry-After
-# ("inf", 1e12, year 9999) holds this long and is reported as absurd.
-MAX_HONOURED_WAIT_S = 3 * 86_400.0
 # Same-host redirects followed per try; more is a loop. Off-host redirects are never followed.
 MAX_REDIRECTS = 3
-# Consecutive transport failures (timeouts, resets, refused connections) that open a host's
-# circuit, and its first cooldown (doubling on each failed probe up to the maximum).
-BREAKER_THRESHOLD = 3
-BREAKER_COOLDOWN_S = 2.0
-# Capped low: a live node notices a recovered host within 15 s of its return.
-BREAKER_MAX_COOLDOWN_S = 15.0
-_MINUTE_MS = 60_000
-
-
-# --------------------------------------------------------------------------------------------
-# Pure policy
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """
-    How hard a source tries before it gives up.
-
-    Parameters
-    ----------
-    max_retries : int
-        Tries per request for 5xx / transport failures (the first try included).
-    backoff_base_s : float
-        Backoff ceiling of the first retry; doubles per retry.
-    backoff_max_s : float
-        Cap of the backoff ceiling.
-    max_wait_s : float
-        Total seconds one request may wait on rate-limit gates (429/418/weight) before it
-        raises :class:`RateLimited`.
-
-    """
-
-    max_retries: int = 5
-    backoff_base_s: float = 0.25
-    backoff_max_s: float = 8.0
-    max_wait_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        if self.max_retries < 1:
-            raise ValueError(f"max_retries must be >= 1, was {self.max_retries}")
-        if self.backoff_base_s < 0 or self.backoff_max_s < 0 or self.max_wait_s < 0:
-            raise ValueError("backoff_base_s, backoff_max_s and max_wait_s must be >= 0")
-
-
-def backoff_delay(
-    retry: int,
-    base_s: float,
-    max_s: float,
-    rand: Callable[[], float] = random.random,
-) -> float:
-    """
-    Full-jitter backoff before retry number ``retry`` (1 for the first retry).
-
-    A uniform draw in ``[0, min(max_s, base_s * 2**(retry - 1))]`` spreads the retries of many
-    clients instead of synchronising them on the recovering server.
-    """
-    ceiling = min(max_s, base_s * (2 ** max(retry - 1, 0)))
-    return ceiling * rand()
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """
-    Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if unusable.
-
-    Negative or past values wait zero seconds; NaN and garbage are unusable (None); ``inf`` or
-    a date centuries ahead come back as they are (``inf``, huge), for the caller to cap.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return None if math.isnan(seconds) else max(0.0, seconds)
-    try:
-        when = parsedate_to_datetime(text)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-    except (TypeError, ValueError, OverflowError, IndexError):
-        return None
-
-
-def rate_limit_wait(status: int, header: str | None) -> tuple[float | None, str]:
-    """
-    The hold a 429/418 asks for, and how to describe it: ``(seconds, description)``.
-
-    ``seconds`` is at least :data:`RATE_LIMIT_FLOOR_S` and at most
-    :data:`MAX_HONOURED_WAIT_S`; None for a 418 without a usable ``Retry-After`` (a ban of
-    unknown length, which must not be probed). ``description`` names the raw header.
-    """
-    parsed = parse_retry_after(header)
-    shown = f"Retry-After {header!r}" if header is not None else "no Retry-After"
-    if parsed is None:
-        if status == 418:
-            return None, shown
-        return RATE_LIMIT_FLOOR_S, f"{shown}, waited the {RATE_LIMIT_FLOOR_S:g} s floor"
-    if parsed > MAX_HONOURED_WAIT_S:
-        return MAX_HONOURED_WAIT_S, f"{shown}, absurd: held for the {MAX_HONOURED_WAIT_S:g} s cap"
-    if parsed < RATE_LIMIT_FLOOR_S:
-        return RATE_LIMIT_FLOOR_S, f"{shown}, waited the {RATE_LIMIT_FLOOR_S:g} s floor"
-    return parsed, shown
-
-
-class WeightGate:
-    """
-    Pause new requests once the used weight of the current minute passes ~90% of the limit.
-
-    Binance counts ``X-MBX-USED-WEIGHT-1M`` per wall-clock minute; the gate holds requests
-    until the next minute window instead of walking into a 429.
-    """
-
-    def __init__(self, limit: int, fraction: float = WEIGHT_FRACTION) -> None:
-        self.limit = limit
-        self.threshold = limit * fraction
-        self.last_used: int | None = None
-        self.peak_used = 0
-        self._window_start_ms = 0
-
-    def observe(self, used: int, now_ms: int) -> None:
-        """Record the used weight Binance reported at ``now_ms``."""
-        window = now_ms - now_ms % _MINUTE_MS
-        self.last_used = used
-        self.peak_used = max(self.peak_used, used)
-        self._window_start_ms = window
-
-    def pause_s(self, now_ms: int) -> float:
-        """Seconds a new request must wait at ``now_ms`` (0 when the budget allows it)."""
-        if self.last_used is None or self.last_used <= self.threshold:
-            return 0.0
-        window_end = self._window_start_ms + _MINUTE_MS
-        return max(0.0, (window_end - now_ms) / 1000)
-
-
-def parse_used_weight(value: str | None) -> int | None:
-    """The integer of an ``X-MBX-USED-WEIGHT-1M`` header, None when absent or malformed."""
-    if value is None:
-        return None
-    try:
-        return int(value.strip())
-    except ValueError:
-        return None
-
-
-def wall_clock_ms() -> int:
-    """The system clock in epoch milliseconds (the default "now" of every source and manager)."""
-    return time.time_ns() // 1_000_000
 
 
 async def gather_or_cancel[T](jobs: list[Awaitable[T]]) -> list[T]:
@@ -215,97 +63,6 @@ async def gather_or_cancel[T](jobs: list[Awaitable[T]]) -> list[T]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-def iso_utc(epoch_s: float) -> str:
-    """``2024-01-01T00:00:00Z`` for a wall-clock epoch in seconds (for error messages).
-
-    A time datetime cannot represent (``inf``, past year 9999) is described, never raised.
-    """
-    try:
-        return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, ValueError, OSError):
-        return f"{epoch_s:g} s after the epoch (beyond the calendar)"
-
-
-class CircuitBreaker:
-    """
-    Consecutive-failure circuit of one host: closed, open (fail fast), half-open (one probe).
-
-    ``threshold`` consecutive transport failures open it for ``cooldown_s``; after that one
-    request is let through as a probe: a success closes the circuit, a failure opens it again
-    for twice the previous cooldown (up to ``max_cooldown_s``), so a host that stays down costs
-    one request per cooldown while a long-running node still notices when it is back.
-    """
-
-    def __init__(
-        self,
-        threshold: int = BREAKER_THRESHOLD,
-        cooldown_s: float = BREAKER_COOLDOWN_S,
-        max_cooldown_s: float = BREAKER_MAX_COOLDOWN_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if threshold < 1:
-            raise ValueError(f"threshold must be >= 1, was {threshold}")
-        self.threshold = threshold
-        self.base_cooldown_s = cooldown_s
-        self.max_cooldown_s = max(cooldown_s, max_cooldown_s)
-        self.cooldown_s = cooldown_s
-        self.failures = 0
-        self.last_error = ""
-        self.open_until: float | None = None
-        self.probing = False
-        self._clock = clock
-
-    @property
-    def is_open(self) -> bool:
-        return self.open_until is not None
-
-    def refusal(self) -> str | None:
-        """Why a request may not go now (open, cooldown running), without taking the probe."""
-        if self.open_until is None:
-            return None
-        remaining = self.open_until - self._clock()
-        return f"skipped for {remaining:.1f} s more" if remaining > 0 else None
-
-    def admit(self) -> str | None:
-        """None when a request may go (it may be the half-open probe), else why it may not."""
-        if self.open_until is None:
-            return None
-        remaining = self.open_until - self._clock()
-        if remaining > 0:
-            return f"skipped for {remaining:.1f} s more"
-        if self.probing:
-            return "skipped while one probe request is in flight"
-        self.probing = True
-        return None
-
-    def success(self) -> bool:
-        """The host answered; True when that closed an open circuit."""
-        was_open = self.open_until is not None
-        self.failures = 0
-        self.open_until = None
-        self.probing = False
-        self.cooldown_s = self.base_cooldown_s
-        return was_open
-
-    def failure(self, error: str) -> str | None:
-        """A transport failure: ``"opened"``, ``"reopened"`` (a failed probe) or None."""
-        self.failures += 1
-        self.last_error = error
-        if self.probing:
-            self.probing = False
-            self.cooldown_s = min(self.cooldown_s * 2, self.max_cooldown_s)
-            self.open_until = self._clock() + self.cooldown_s
-            return "reopened"
-        if self.open_until is None and self.failures >= self.threshold:
-            self.open_until = self._clock() + self.cooldown_s
-            return "opened"
-        return None
-
-    def abandon(self) -> None:
-        """The probe ended without an answer either way (cancelled): let another one go."""
-        self.probing = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,8 +120,9 @@ class HttpTransport:
     backoff, at most ``policy.max_retries`` tries, then raise :class:`SourceError`. Each try
     must complete (connect, headers and the whole body) within ``deadline_s``; ``timeout_s``
     bounds each wait for the network. 429 and 418 block every request of this transport until
-    ``Retry-After`` has passed (at least :data:`RATE_LIMIT_FLOOR_S`; not counted as tries), up
-    to ``policy.max_wait_s`` of waiting per request, then raise :class:`RateLimited`. After
+    ``Retry-After`` has passed (at least :data:`~.retry_policy.RATE_LIMIT_FLOOR_S`; not counted
+    as tries), up to ``policy.max_wait_s`` of waiting per request, then raise
+    :class:`RateLimited`. After
     ``breaker_threshold`` consecutive transport failures on a host its requests raise
     :class:`CircuitOpen` without I/O until a cooldown has passed (see :class:`CircuitBreaker`).
     Redirects are followed only to the same host, at most :data:`MAX_REDIRECTS` per try.
@@ -470,7 +228,7 @@ class HttpTransport:
             if delay <= 0:
                 return waited
             if waited + delay > self.policy.max_wait_s:
-                ends = iso_utc(time.time() + delay)
+                ends = _held_until(delay)
                 raise RateLimited(
                     f"{self.name} {path}: {reason}; requests are held until {ends}, beyond "
                     f"max_wait_s={self.policy.max_wait_s:g}s (already waited {waited:.1f}s); "
@@ -556,8 +314,6 @@ class HttpTransport:
         waited = 0.0
         last_error = ""
         while True:
-            value: T | None = None
-            response: httpx.Response | None = None
             async with state.semaphore:
                 waited = await self._wait_gate(path, waited)
                 skipped = self._admit(breaker, target, path)
@@ -570,66 +326,93 @@ class HttpTransport:
                         )
                     raise CircuitOpen(self._exhausted(path, tries, f"{last_error}; {skipped}"))
                 tries += 1
-                transport_failure = False
-                try:
-                    async with asyncio.timeout(self.deadline_s):
-                        response = await self._send(state.client, target, params)
-                    status = response.status_code
-                    if 200 <= status < 300 and parse is not None:
-                        value = parse(response)
-                except _Refused as exc:
-                    self._record_success(breaker, target)  # the host answered
-                    raise SourceError(f"{self.name} {exc}") from None
-                except TimeoutError:
-                    transport_failure = True
-                    last_error = (
-                        f"no complete answer within the total deadline "
-                        f"deadline_s={self.deadline_s:g}s (connect + headers + body)"
-                    )
-                except httpx.TransportError as exc:
-                    transport_failure = True
-                    last_error = _describe(exc)
-                except (httpx.DecodingError, RetryableResponse) as exc:
-                    last_error = _describe(exc)
-                    response = None
-                except BaseException:
-                    if response is None:
-                        breaker.abandon()  # cancelled: neither a success nor a failure
-                    else:
-                        self._record_success(breaker, target)  # answered, refused by parse
-                    raise
-                if transport_failure:
-                    response = None
-                    self._record_failure(breaker, target, last_error.split(" (")[0])
-                else:
-                    self._record_success(breaker, target)
+                response, value, error = await self._try(
+                    state.client, breaker, target, params, parse
+                )
             if response is not None:
                 self._observe_weight(response)
+                status = response.status_code
                 if status in (429, 418):
                     self._block_on_rate_limit(response, path)
                     continue  # does not burn a try; the gate decides how long to wait
                 if status < 500:
                     return Reply(response, value)
-                last_error = f"HTTP {status} {_snippet(response)}"
-            if tries >= self.policy.max_retries:
-                message = self._exhausted(path, tries, last_error)
-                if breaker.is_open:
-                    message += f"; circuit open for {_host(target)}"
-                raise SourceError(message)
-            refused = breaker.refusal()
-            if refused is not None:
-                # The host's circuit opened meanwhile: no backoff, no retry, next source now.
-                self.counters.skipped += 1
-                reason = (
-                    f"circuit open for {_host(target)} after {breaker.failures} consecutive "
-                    f"failures (last: {breaker.last_error}); {refused}"
-                )
-                raise CircuitOpen(self._exhausted(path, tries, f"{last_error}; {reason}"))
+                error = f"HTTP {status} {_snippet(response)}"
+            last_error = error
+            self._raise_if_done(breaker, target, path, tries, last_error)
             self.counters.retries += 1
             delay = backoff_delay(
                 tries, self.policy.backoff_base_s, self.policy.backoff_max_s, self._rand
             )
             await asyncio.sleep(delay)
+
+    async def _try[T](
+        self,
+        client: httpx.AsyncClient,
+        breaker: CircuitBreaker,
+        target: httpx.URL,
+        params: dict[str, str | int] | None,
+        parse: Callable[[httpx.Response], T] | None,
+    ) -> tuple[httpx.Response | None, T | None, str]:
+        """One try under the deadline: ``(response, parsed value, "")``, or ``(None, None, why)``.
+
+        Records the outcome on the host's circuit: a transport failure counts against it, any
+        answer (even one refused by ``parse``) closes it; a cancelled try is neither.
+        """
+        value: T | None = None
+        response: httpx.Response | None = None
+        error = ""
+        transport_failure = False
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                response = await self._send(client, target, params)
+            if 200 <= response.status_code < 300 and parse is not None:
+                value = parse(response)
+        except _Refused as exc:
+            self._record_success(breaker, target)  # the host answered
+            raise SourceError(f"{self.name} {exc}") from None
+        except TimeoutError:
+            transport_failure = True
+            error = (
+                f"no complete answer within the total deadline "
+                f"deadline_s={self.deadline_s:g}s (connect + headers + body)"
+            )
+        except httpx.TransportError as exc:
+            transport_failure = True
+            error = _describe(exc)
+        except (httpx.DecodingError, RetryableResponse) as exc:
+            error = _describe(exc)
+            response = None
+        except BaseException:
+            if response is None:
+                breaker.abandon()  # cancelled: neither a success nor a failure
+            else:
+                self._record_success(breaker, target)  # answered, refused by parse
+            raise
+        if transport_failure:
+            self._record_failure(breaker, target, error.split(" (")[0])
+            return None, None, error
+        self._record_success(breaker, target)
+        return response, value, error
+
+    def _raise_if_done(
+        self, breaker: CircuitBreaker, target: httpx.URL, path: str, tries: int, last_error: str
+    ) -> None:
+        """Raise when a failed try is the last: tries exhausted, or the host's circuit opened."""
+        if tries >= self.policy.max_retries:
+            message = self._exhausted(path, tries, last_error)
+            if breaker.is_open:
+                message += f"; circuit open for {_host(target)}"
+            raise SourceError(message)
+        refused = breaker.refusal()
+        if refused is not None:
+            # The host's circuit opened meanwhile: no backoff, no retry, next source now.
+            self.counters.skipped += 1
+            reason = (
+                f"circuit open for {_host(target)} after {breaker.failures} consecutive "
+                f"failures (last: {breaker.last_error}); {refused}"
+            )
+            raise CircuitOpen(self._exhausted(path, tries, f"{last_error}; {reason}"))
 
     def _exhausted(self, path: str, tries: int, last_error: str) -> str:
         message = (
@@ -685,7 +468,7 @@ class HttpTransport:
                 f"Retry-After ({shown}); wait before retrying and lower the request rate"
             )
         self.counters.imposed_wait_s += wait
-        ends = iso_utc(time.time() + wait)
+        ends = _held_until(wait)
         what = (
             "Binance banned this IP (HTTP 418)"
             if status == 418
@@ -709,3 +492,8 @@ def _describe(exc: BaseException) -> str:
 def _snippet(response: httpx.Response, limit: int = 200) -> str:
     text = response.text.strip().replace("\n", " ")
     return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def _held_until(delay_s: float) -> str:
+    """When a hold of ``delay_s`` from now ends, for messages (holds are finite: capped)."""
+    return iso_ms(wall_clock_ms() + round(delay_s * SECOND_MS))

@@ -10,7 +10,6 @@ fetch early. Every answer is decoded with the typed msgspec decoder (:mod:`.wire
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,35 +19,21 @@ import msgspec
 import polars as pl
 
 from nautilus_dsm.common import ENDPOINTS, Interval, MarketType, rest_base_url
+from nautilus_dsm.common.times import iso_ms
 from nautilus_dsm.dsm.bounds import REST_DEADLINE_S, REST_MAX_RETRIES, REST_TIMEOUT_S
-from nautilus_dsm.dsm.exchange_clock import ExchangeClock
-from nautilus_dsm.dsm.http import (
-    HttpTransport,
-    Reply,
-    RetryableResponse,
-    RetryPolicy,
-    WeightGate,
-    gather_or_cancel,
-    wall_clock_ms,
-)
+from nautilus_dsm.dsm.exchange_clock import ExchangeClock, wall_clock_ms
+from nautilus_dsm.dsm.http import HttpTransport, Reply, RetryableResponse, gather_or_cancel
 from nautilus_dsm.dsm.planner import closed_end_ms, decided_without_now
+from nautilus_dsm.dsm.retry_policy import RetryPolicy
 from nautilus_dsm.dsm.schema import empty_frame, parse_rest_klines
-from nautilus_dsm.dsm.validate import Expect, iso
+from nautilus_dsm.dsm.validate import Expect
+from nautilus_dsm.dsm.weight_gate import WeightGate
 from nautilus_dsm.errors import InvalidInput, InvalidResponse, SourceError, UnknownSymbol
 
 # GET /time: tries and total deadline per try (a measurement that fails falls back, see
 # ExchangeClock, so it must cost a fetch little).
 TIME_MAX_TRIES = 2
 TIME_DEADLINE_S = 5.0
-
-log = logging.getLogger("nautilus_dsm.dsm")
-
-# REQUEST_WEIGHT per minute (exchangeInfo rateLimits): spot 6000, futures 2400.
-WEIGHT_LIMITS: dict[MarketType, int] = {
-    MarketType.SPOT: 6000,
-    MarketType.FUTURES_USDT: 2400,
-    MarketType.FUTURES_COIN: 2400,
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,7 +153,7 @@ class BinanceRestClient:
         self.base_url = rest_base_url(self.market_type, base_url_http)
         self.kline_limit = ENDPOINTS[self.market_type].kline_limit
         self._clock = clock or wall_clock_ms
-        self._weight = WeightGate(WEIGHT_LIMITS[self.market_type])
+        self._weight = WeightGate(ENDPOINTS[self.market_type].weight_per_minute)
         self._transport = HttpTransport(
             name=f"Binance {self.market_type.name} REST",
             policy=RetryPolicy(max_retries, backoff_base_s, backoff_max_s, max_wait_s),
@@ -302,7 +287,7 @@ class BinanceRestClient:
             start_ms,
             end_ms,
             f"Binance {self.market_type.name} REST {httpx.URL(url).path} {symbol} "
-            f"{interval.value} {iso(start_ms)}..{'' if end_ms is None else iso(end_ms)}",
+            f"{interval.value} {iso_ms(start_ms)}..{'' if end_ms is None else iso_ms(end_ms)}",
         )
         refusals: list[InvalidResponse] = []
 
@@ -369,8 +354,6 @@ class BinanceRestClient:
         Raises :class:`SourceError` when the host fails, ``InvalidResponse`` when the answer
         holds no integer ``serverTime``.
         """
-        from nautilus_dsm.errors import InvalidResponse  # (kept local: a one-hunk addition)
-
         held, why = self._transport._gate_delay()
         if held > 0:  # a 429/418 hold covers /time too; waiting for it would stall the fetch
             raise SourceError(f"Binance {self.market_type.name} REST /time held: {why}")

@@ -30,16 +30,17 @@ from nautilus_dsm.common import (
     check_binance_symbol,
     to_ms,
 )
+from nautilus_dsm.constants import DAY_MS
 from nautilus_dsm.dsm.bounds import VISION_DEADLINE_S, VISION_MAX_RETRIES, VISION_TIMEOUT_S
-from nautilus_dsm.dsm.http import HttpTransport, Reply, RetryPolicy, backoff_delay
+from nautilus_dsm.dsm.http import HttpTransport, Reply
+from nautilus_dsm.dsm.retry_policy import RetryPolicy, backoff_delay
 from nautilus_dsm.dsm.schema import parse_vision_csv
 from nautilus_dsm.dsm.validate import Expect
 from nautilus_dsm.errors import ChecksumMismatch, InvalidInput, InvalidResponse, SourceError
 
-# Binance's symbol alphabet; the symbol becomes part of a URL path, so nothing else passes.
+# A published SHA-256: 64 hex digits.
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _CHUNK = 1 << 20
-_DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,6 @@ class VisionStats:
 
 class _CorruptZip(Exception):
     pass
-
-
-def vision_interval(interval: Interval) -> str:
-    """Vision's name of an interval: REST's, except the calendar month ``1M`` is ``1mo``."""
-    return "1mo" if interval.is_month else interval.value
 
 
 def parse_checksum(text: str, name: str) -> str:
@@ -125,7 +121,7 @@ def file_period_ms(kind: str, stamp: str) -> tuple[int, int]:
     """``[start_ms, end_ms)`` of a ``daily`` (``YYYY-MM-DD``) or ``monthly`` (``YYYY-MM``) file."""
     if kind == "daily":
         start = to_ms(dt.datetime.strptime(stamp, "%Y-%m-%d").replace(tzinfo=dt.UTC))
-        return start, start + _DAY_MS
+        return start, start + DAY_MS
     start = to_ms(dt.datetime.strptime(stamp, "%Y-%m").replace(tzinfo=dt.UTC))
     return start, Interval.MONTH_1.next_open_ms(start)
 
@@ -239,7 +235,7 @@ class VisionClient:
     def file_url(self, symbol: str, interval: Interval | str, kind: str, stamp: str) -> str:
         """URL of a kline zip; ``kind`` is ``daily`` or ``monthly``, ``stamp`` its date."""
         interval = Interval.parse(interval)
-        label = vision_interval(interval)
+        label = interval.path_label
         name = f"{symbol}-{label}-{stamp}.zip"
         return f"{self.base_url}/{kind}/klines/{symbol}/{label}/{name}"
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import msgspec
 import polars as pl
 
-from nautilus_dsm.dsm.validate import iso
+from nautilus_dsm.common.times import iso_ms
 from nautilus_dsm.errors import InvalidResponse
 
 N_FIELDS = 12
@@ -104,7 +104,7 @@ def _explain(content: bytes, detail: str, what: str) -> InvalidResponse:
     row = payload[index]
     first = row[0] if isinstance(row, list) and row else None
     open_ms = first if type(first) is int and 0 <= first < 2**63 else None
-    where = f"at {iso(open_ms)}" if open_ms is not None else f"in row {index + 1} (no open time)"
+    where = f"at {iso_ms(open_ms)}" if open_ms is not None else f"in row {index + 1} (no open time)"
     times = (open_ms,) if open_ms is not None else ()
     if not isinstance(row, list):
         problem = f"row {index + 1} is a JSON {type(row).__name__}, not a kline array"

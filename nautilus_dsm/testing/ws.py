@@ -30,19 +30,20 @@ never sends anything, as Binance does; a malformed name is answered
 (code 1008). The server pings every ``ping_interval_s`` and closes a connection whose pong does
 not come within ``ping_timeout_s``; a connection older than ``max_age_s`` is closed (Binance's
 24 h cut-off). Trade ids ``f``/``L`` are synthetic (``f = open_ms // 10``, ``L = f + n - 1``).
+
+The protocol's pure parts (paths, cadence, limits, events, method answers) are in
+:mod:`nautilus_dsm.testing.ws_protocol`; this module is the server that speaks it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -51,40 +52,23 @@ from websockets.http11 import Request, Response
 
 from nautilus_dsm.common import Interval, MarketType
 from nautilus_dsm.testing import klines
+from nautilus_dsm.testing.ws_protocol import (
+    BASE_PATHS,
+    MESSAGE_LIMITS,
+    METHODS,
+    STREAM_RE,
+    cadence_s,
+    error_answer,
+    kline_events,
+    parse_request,
+    route,
+    valid_stream,
+)
 
 if TYPE_CHECKING:
     from nautilus_dsm.testing.server import BinanceImitation
 
-WS_PATHS: dict[str, MarketType] = {
-    "/spot": MarketType.SPOT,
-    "/futures/um/market": MarketType.FUTURES_USDT,
-    "/futures/um": MarketType.FUTURES_USDT,
-    "/futures/cm": MarketType.FUTURES_COIN,
-}
-BASE_PATHS: dict[MarketType, str] = {
-    MarketType.SPOT: "/spot/ws",
-    MarketType.FUTURES_USDT: "/futures/um/market/ws",
-    MarketType.FUTURES_COIN: "/futures/cm/ws",
-}
-# Binance's incoming-message limit per connection and second.
-MESSAGE_LIMITS: dict[MarketType, int] = {
-    MarketType.SPOT: 5,
-    MarketType.FUTURES_USDT: 10,
-    MarketType.FUTURES_COIN: 10,
-}
-FUTURES_CADENCE_S = 0.25
-SPOT_1S_CADENCE_S = 1.0
-SPOT_CADENCE_S = 2.0
-_STREAM_RE = re.compile(r"^(?P<symbol>[a-z0-9_]+)@kline_(?P<interval>[0-9]+[smhdwM])$")
-_METHODS = "`SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY`"
 _MAX_CATCH_UP = 1000  # closed bars sent at most per stream and wake (a clock that jumps far)
-
-
-def cadence_s(market: MarketType, interval: Interval) -> float:
-    """Binance's push period of a kline stream."""
-    if market.is_futures:
-        return FUTURES_CADENCE_S
-    return SPOT_1S_CADENCE_S if interval is Interval.SECOND_1 else SPOT_CADENCE_S
 
 
 @dataclass
@@ -170,55 +154,6 @@ class _Stream:
     open_ms: int
     next_push: float
     subscribers: set[_Conn] = field(default_factory=set)
-
-
-def _fmt(units: int, decimals: int) -> str:
-    """Int count of 1e-8 -> Binance's decimal string (what ``klines.format_units`` prints)."""
-    whole, frac = divmod(units, klines.UNIT)
-    if decimals == 0:
-        return str(whole)
-    return f"{whole}.{frac // 10 ** (8 - decimals):0{decimals}d}"
-
-
-def kline_events(
-    raw: Any, ks: klines.KlineSpec, symbol: str, interval: Interval, closed: bool, event_ms: int
-) -> list[dict[str, Any]]:
-    """Raw klines (``klines.RAW_SCHEMA`` frame) -> Binance kline events."""
-    pd, qd, vd = ks.price_decimals, ks.qty_decimals, ks.quote_decimals
-    out = []
-    for row in raw.iter_rows(named=True):
-        first = row["open_time"] // 10
-        out.append(
-            {
-                "e": "kline",
-                "E": event_ms,
-                "s": symbol,
-                "k": {
-                    "t": row["open_time"],
-                    "T": row["close_time"],
-                    "s": symbol,
-                    "i": interval.value,
-                    "f": first,
-                    "L": first + row["trades"] - 1,
-                    "o": _fmt(row["open"], pd),
-                    "c": _fmt(row["close"], pd),
-                    "h": _fmt(row["high"], pd),
-                    "l": _fmt(row["low"], pd),
-                    "v": _fmt(row["volume"], qd),
-                    "n": row["trades"],
-                    "x": closed,
-                    "q": _fmt(row["quote_volume"], vd),
-                    "V": _fmt(row["taker_buy_base_volume"], qd),
-                    "Q": _fmt(row["taker_buy_quote_volume"], vd),
-                    "B": "0",
-                },
-            }
-        )
-    return out
-
-
-def _error(code: int, msg: str, ident: object) -> bytes:
-    return msgspec.json.encode({"error": {"code": code, "msg": msg}, "id": ident})
 
 
 class KlineStreamServer:
@@ -329,32 +264,19 @@ class KlineStreamServer:
 
     # Handshake and connection -------------------------------------------------------------
 
-    def _route(self, path: str) -> tuple[MarketType, bool, list[str]] | None:
-        parts = urlsplit(path)
-        for prefix, market in WS_PATHS.items():
-            if parts.path == prefix + "/stream":
-                query = parse_qs(parts.query)
-                names = query.get("streams", [""])[0]
-                return market, True, [s for s in names.split("/") if s]
-            if parts.path == prefix + "/ws":
-                return market, False, []
-            if parts.path.startswith(prefix + "/ws/"):
-                return market, False, [s for s in parts.path[len(prefix) + 4 :].split("/") if s]
-        return None
-
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if self.faults.refuse:
             self.stats.refused += 1
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable\n")
-        if self._route(request.path) is None:
+        if route(request.path) is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        route = self._route(ws.request.path if ws.request else "")
-        if route is None:
+        routed = route(ws.request.path if ws.request else "")
+        if routed is None:
             return
-        market, combined, initial = route
+        market, combined, initial = routed
         self._next_id += 1
         conn = _Conn(self._next_id, ws, market, combined)
         self._conns.add(conn)
@@ -416,34 +338,20 @@ class KlineStreamServer:
     # JSON methods -------------------------------------------------------------------------
 
     def _method(self, conn: _Conn, text: str) -> bytes:
-        try:
-            request = msgspec.json.decode(text)
-        except msgspec.DecodeError as exc:
-            return _error(3, f"Invalid JSON: {exc}", None)
-        if not isinstance(request, dict):
-            return _error(2, "Invalid request: expected an object", None)
-        ident = request.get("id")
-        if ident is not None and (
-            not isinstance(ident, int) or isinstance(ident, bool) or ident < 0
-        ):
-            return _error(2, "Invalid request: request ID must be an unsigned integer", None)
-        unknown = set(request) - {"method", "params", "id"}
-        if unknown:
-            return _error(0, "Unknown property", ident)
-        method = request.get("method")
-        if not isinstance(method, str):
-            return _error(2, "Invalid request: missing field `method`", ident)
-        params = request.get("params", [])
+        parsed = parse_request(text)
+        if isinstance(parsed, bytes):
+            return parsed
+        ident, method, params = parsed
         if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
             if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
-                return _error(2, "Invalid request: invalid stream", ident)
+                return error_answer(2, "Invalid request: invalid stream", ident)
             rejected = method == "SUBSCRIBE" and any(
                 p in self.faults.reject_streams for p in params
             )
             if rejected or any(
-                self._stream_key(conn.market, p) is None and not _valid(p) for p in params
+                self._stream_key(conn.market, p) is None and not valid_stream(p) for p in params
             ):
-                return _error(2, "Invalid request: invalid stream", ident)
+                return error_answer(2, "Invalid request: invalid stream", ident)
             for name in params:
                 if method == "SUBSCRIBE":
                     self._add(conn, name)
@@ -461,16 +369,16 @@ class KlineStreamServer:
                 or params[0] != "combined"
                 or not isinstance(params[1], bool)
             ):
-                return _error(1, "Invalid value type: expected Boolean", ident)
+                return error_answer(1, "Invalid value type: expected Boolean", ident)
             conn.combined = params[1]
             return msgspec.json.encode({"result": None, "id": ident})
-        return _error(
-            2, f"Invalid request: unknown variant `{method}`, expected one of {_METHODS}", ident
+        return error_answer(
+            2, f"Invalid request: unknown variant `{method}`, expected one of {METHODS}", ident
         )
 
     def _stream_key(self, market: MarketType, name: str) -> tuple[str, Interval] | None:
         """``(SYMBOL, interval)`` of a stream this market serves data for, else None."""
-        match = _STREAM_RE.match(name)
+        match = STREAM_RE.match(name)
         if match is None:
             return None
         try:
@@ -602,15 +510,3 @@ class KlineStreamServer:
             if limit is not None and conn.sent >= limit:
                 self.stats.fault_disconnects += 1
                 conn.ws.transport.abort()
-
-
-def _valid(name: str) -> bool:
-    """Well-formed ``<symbol>@kline_<interval>`` (listed or not)."""
-    match = _STREAM_RE.match(name)
-    if match is None:
-        return False
-    try:
-        Interval.parse(match["interval"])
-    except ValueError:
-        return False
-    return True

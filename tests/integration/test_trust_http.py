@@ -19,9 +19,10 @@ from click.testing import CliRunner
 from nautilus_dsm.cli import cli
 from nautilus_dsm.common import Interval, MarketType, to_ms
 from nautilus_dsm.config import DSMDataClientConfig
-from nautilus_dsm.dsm.http import RATE_LIMIT_FLOOR_S, HttpTransport, RetryPolicy
+from nautilus_dsm.dsm.http import HttpTransport
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.dsm.rest import BinanceRestClient
+from nautilus_dsm.dsm.retry_policy import RATE_LIMIT_FLOOR_S, RetryPolicy
 from nautilus_dsm.errors import (
     CircuitOpen,
     DataUnavailable,

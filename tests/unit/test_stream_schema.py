@@ -23,7 +23,7 @@ from nautilus_dsm.dsm.streams import (
 )
 from nautilus_dsm.errors import InvalidInput
 from nautilus_dsm.testing import BinanceImitation, klines
-from nautilus_dsm.testing.ws import _fmt, kline_events
+from nautilus_dsm.testing.ws_protocol import kline_events, units_text
 
 
 def test_real_closed_and_open_messages_decode_exactly(realdata: Path) -> None:
@@ -185,9 +185,9 @@ def test_imitation_events_have_binance_keys_and_rest_strings(realdata: Path) -> 
             assert k["L"] - k["f"] + 1 == k["n"]
 
 
-def test_fmt_matches_polars_formatting() -> None:
+def test_units_text_matches_polars_formatting() -> None:
     values = [0, 1, 99_999_999, 100_000_000, 4_186_593_000_000, 123_456_789_012]
     frame = pl.DataFrame({"v": values}, schema={"v": pl.Int64})
     for decimals in (0, 1, 2, 3, 5, 8):
         expected = frame.select(klines.format_units("v", decimals))["v"].to_list()
-        assert [_fmt(v, decimals) for v in values] == expected
+        assert [units_text(v, decimals) for v in values] == expected
