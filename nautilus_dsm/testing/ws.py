@@ -50,8 +50,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+import nautilus_dsm.testing.klines as klines
 from nautilus_dsm.common import Interval, MarketType
-from nautilus_dsm.testing import klines
 from nautilus_dsm.testing.ws_protocol import (
     BASE_PATHS,
     MESSAGE_LIMITS,

@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+import nautilus_dsm.testing.klines as klines
 from nautilus_dsm.common import ENDPOINTS, Interval, MarketType
-from nautilus_dsm.testing import klines
 
 
 def _market_prefixes() -> dict[str, MarketType]:
