@@ -32,19 +32,14 @@ from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.identifiers import ClientId, InstrumentId, TraderId
 from nautilus_trader.model.instruments import Instrument
 
-from nautilus_dsm.common import Interval, MarketType, to_ms
+from nautilus_dsm.common import Interval, MarketType, iso_ms, to_ms
 from nautilus_dsm.config import DSMDataClientConfig
-from nautilus_dsm.data import (
-    BINANCE_VENUE,
-    DEFAULT_REQUEST_LIMIT,
-    DSMDataClient,
-    plan_bar_request,
-    steps_back_ms,
-)
+from nautilus_dsm.data import BINANCE_VENUE, DSMDataClient
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import DataUnavailable, InvalidInput, SourceError
 from nautilus_dsm.factories import dsm_holders
 from nautilus_dsm.providers import DSMInstrumentProvider
+from nautilus_dsm.requests import DEFAULT_REQUEST_LIMIT, plan_bar_request, steps_back_ms
 
 CLIENT_ID = ClientId("DSM")
 SPOT_1M = BarType.from_str("BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL")
@@ -101,7 +96,7 @@ def test_plan_clamps_end_to_now_and_says_so() -> None:
 
     assert (plan.start_ms, plan.end_ms) == (DAY_MS, DAY_MS + 5 * MIN_MS)
     assert plan.notes == (
-        "clamped end from 2024-01-02T01:00:00+00:00 to now 2024-01-02T00:05:00.123000+00:00 "
+        "clamped end from 2024-01-02T01:00:00Z to now 2024-01-02T00:05:00.123Z "
         "(only closed bars exist)",
     )
 
@@ -115,8 +110,8 @@ def test_plan_start_and_limit_fetches_only_the_last_limit_bars() -> None:
         5,
     )
     assert plan.notes == (
-        "limit=5 keeps the last 5 bars: fetching from 2024-01-02T00:55:00+00:00 instead of "
-        "2024-01-02T00:00:00+00:00",
+        "limit=5 keeps the last 5 bars: fetching from 2024-01-02T00:55:00Z instead of "
+        "2024-01-02T00:00:00Z",
     )
     assert plan.full_start_ms == DAY_MS  # where the earlier bars are, should gaps need them
 
@@ -250,15 +245,7 @@ def build_harness(
     }
     settings.update(overrides)
     config = DSMDataClientConfig(**settings)
-    dsm = DataSourceManager.create(
-        "binance",
-        config.market_type,
-        base_url_http=config.base_url_http,
-        base_url_vision=config.base_url_vision,
-        cache_dir=config.cache_dir,
-        min_completeness=config.min_completeness,
-        on_low_quality=config.on_low_quality,
-    )
+    dsm = DataSourceManager.from_config(config.source_config())
     if dsm_wrapper is not None:
         dsm = dsm_wrapper(dsm)
     provider = DSMInstrumentProvider(dsm.exchange_info, config.instrument_provider, clock)
@@ -409,7 +396,7 @@ async def test_request_bars_start_and_limit_across_a_source_gap_serves_limit_bar
     assert refetch == (
         f"{SPOT_1M}: the last 100 intervals hold {100 - gap_minutes} bars (window {reason}; "
         f"gaps: 2024-01-02T02:30:00Z..2024-01-02T02:{30 + gap_minutes}:00Z ({gap_minutes} bars)); "
-        "fetching again from the requested start 2024-01-02T00:00:00+00:00 to serve the last "
+        "fetching again from the requested start 2024-01-02T00:00:00Z to serve the last "
         "100 bars"
     )
 
@@ -425,7 +412,7 @@ async def test_request_bars_start_and_limit_with_too_few_bars_in_range_answers_e
     assert response.data == []
     assert h.logs.at("error") == [
         f"Cannot serve {SPOT_1M} bars: only 20 of the last 100 bars requested exist "
-        "in [2024-01-02T00:00:00+00:00, 2024-01-02T02:00:00+00:00) (20.00% < min_completeness "
+        "in [2024-01-02T00:00:00Z, 2024-01-02T02:00:00Z) (20.00% < min_completeness "
         "95.00%); pass min_completeness=0.20 or on_low_quality='warn' to accept them"
     ]
 
@@ -542,10 +529,10 @@ async def test_request_bars_synthetic_fallback_fills_gaps_with_flat_bars(make_ha
     warnings = [m for m in h.logs.at("warning") if "SYNTHETIC" in m]
     assert warnings == [
         f"{SPOT_1M}: 3 SYNTHETIC flat bars generated (no source has them): "
-        "[2024-01-02T00:10:00+00:00, 2024-01-02T00:13:00+00:00) 3 missing"
+        "[2024-01-02T00:10:00Z, 2024-01-02T00:13:00Z) 3 missing"
     ]
     assert [m for m in h.logs.at("info") if "serving" in m] == [
-        f"{SPOT_1M}: serving 20 bars [2024-01-02T00:00:00+00:00, 2024-01-02T00:20:00+00:00) "
+        f"{SPOT_1M}: serving 20 bars [2024-01-02T00:00:00Z, 2024-01-02T00:20:00Z) "
         "sources={'cache': 0, 'vision': 17, 'rest': 0, 'synthetic': 3}"
     ]
 
@@ -742,7 +729,7 @@ async def test_live_kline_off_the_grid_is_skipped_not_retried(make_harness) -> N
 
     assert source.injected.is_set()
     _assert_contiguous_closed_and_true(h, bars, received)  # the real bar of that slot is there
-    bad_time = datetime.fromtimestamp((slot_ms + 500) / 1000, UTC).isoformat()
+    bad_time = iso_ms(slot_ms + 500)
     [error] = h.logs.at("error")
     assert error.startswith(f"{SPOT_1S}: 1 of ")  # of the rows that poll returned
     assert error.endswith(f" klines cannot be bars and are skipped: {bad_time} (off the 1s grid)")
@@ -791,7 +778,7 @@ async def test_live_frame_that_cannot_convert_is_skipped_and_polling_goes_on(
 
 
 def from_iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+    return iso_ms(ms)
 
 
 class InstrumentDownDSM:
@@ -891,10 +878,7 @@ async def test_live_source_gap_publishes_real_bars_only_and_logs_error(make_harn
     assert bar_rows(bars) == expected_rows(
         h.srv, MarketType.SPOT, "BTCUSDT", Interval.SECOND_1, opens_ms[0], opens_ms[-1] + 1_000
     )
-    gap_iso = (
-        datetime.fromtimestamp(gap_start / 1000, UTC).isoformat(),
-        datetime.fromtimestamp(gap_end / 1000, UTC).isoformat(),
-    )
+    gap_iso = (iso_ms(gap_start), iso_ms(gap_end))
     assert h.logs.at("error") == [
         f"{SPOT_1S}: the source has no bars for 2 of 3 open times (33.33% < min_completeness): "
         f"[{gap_iso[0]}, {gap_iso[1]}) 2 missing"
@@ -924,8 +908,7 @@ async def test_live_source_gap_with_synthetic_fallback_is_filled_flat(make_harne
     assert h.client.poller_stats(SPOT_1S)["synthetic"] == 2
     assert [m for m in h.logs.at("warning") if "SYNTHETIC" in m] == [
         f"{SPOT_1S}: 2 SYNTHETIC flat bars generated (no source has them): "
-        f"[{datetime.fromtimestamp(gap_start / 1000, UTC).isoformat()}, "
-        f"{datetime.fromtimestamp(gap_end / 1000, UTC).isoformat()}) 2 missing"
+        f"[{iso_ms(gap_start)}, {iso_ms(gap_end)}) 2 missing"
     ]
 
 
