@@ -45,7 +45,7 @@ from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.identifiers import ClientId, InstrumentId, Venue
 from nautilus_trader.model.instruments import Instrument
 
-from nautilus_dsm.common import VENUE, MarketType, ResolvedInstrument, iso_ms, resolve_instrument
+from nautilus_dsm.common import VENUE, MarketType, iso_ms, resolve_instrument
 from nautilus_dsm.config import DSMDataClientConfig
 from nautilus_dsm.constants import NS_PER_MS
 from nautilus_dsm.dsm.holders import acquire_dsm, release_dsm
@@ -279,9 +279,6 @@ class DSMDataClient(LiveMarketDataClient):
 
     # -- INSTRUMENTS ------------------------------------------------------------------------------
 
-    def _resolve(self, instrument_id: InstrumentId) -> ResolvedInstrument:
-        return resolve_instrument(instrument_id.value, self._market_type)
-
     async def _instrument(
         self, instrument_id: InstrumentId, *, history: bool = False
     ) -> Instrument:
@@ -290,7 +287,7 @@ class DSMDataClient(LiveMarketDataClient):
         ``history`` also accepts symbols Binance still lists but no longer trades (halted,
         settling): their past bars exist, their live stream does not.
         """
-        resolved = self._resolve(instrument_id)
+        resolved = resolve_instrument(instrument_id.value, self._market_type)
         instrument = self._cache.instrument(instrument_id)
         if instrument is None:
             instrument = self._instrument_provider.find(instrument_id)

@@ -33,13 +33,12 @@ from nautilus_trader.model.identifiers import ClientId, InstrumentId, TraderId
 from nautilus_trader.model.instruments import Instrument
 
 from nautilus_dsm.common import Interval, MarketType, iso_ms, to_ms
-from nautilus_dsm.config import DSMDataClientConfig
+from nautilus_dsm.config import DSMDataClientConfig, DSMSourceConfig
 from nautilus_dsm.data import BINANCE_VENUE, DSMDataClient
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import DataUnavailable, InvalidInput, SourceError
 from nautilus_dsm.factories import dsm_holders
 from nautilus_dsm.providers import DSMInstrumentProvider
-from nautilus_dsm.requests import DEFAULT_REQUEST_LIMIT, plan_bar_request, steps_back_ms
 
 CLIENT_ID = ClientId("DSM")
 SPOT_1M = BarType.from_str("BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL")
@@ -48,102 +47,6 @@ DAY = datetime(2024, 1, 2, tzinfo=UTC)
 DAY_MS = to_ms(DAY)
 MIN_MS = 60_000
 NS = 1_000_000
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure planning (no I/O)
-# ---------------------------------------------------------------------------------------------
-
-
-def test_plan_range_serves_bars_closing_in_start_end() -> None:
-    # bars closing in (start, end]: start mid-bar -> that bar (it closes after start);
-    # end mid-bar -> the bar containing end is excluded (it closes after end)
-    plan = plan_bar_request(
-        Interval.MINUTE_1,
-        (DAY_MS + 30_000) * NS,
-        (DAY_MS + 10 * MIN_MS + 5) * NS,
-        0,
-        now_ns=(DAY_MS + 86_400_000) * NS,
-    )
-
-    assert (plan.start_ms, plan.end_ms, plan.limit, plan.notes) == (
-        DAY_MS,
-        DAY_MS + 10 * MIN_MS,  # exclusive: the last bar opens at 00:09 and closes at 00:10
-        0,
-        (),
-    )
-
-
-@pytest.mark.parametrize(
-    ("start_ns", "first_open_ms"),
-    [
-        (DAY_MS * NS, DAY_MS),  # the bar closing at start belongs to the previous request
-        (DAY_MS * NS + 1, DAY_MS),  # the engine's continuation after a catalog file ending at start
-        ((DAY_MS + MIN_MS) * NS - 1, DAY_MS),
-        ((DAY_MS + MIN_MS) * NS, DAY_MS + MIN_MS),
-    ],
-)
-def test_plan_start_boundaries(start_ns: int, first_open_ms: int) -> None:
-    plan = plan_bar_request(Interval.MINUTE_1, start_ns, (DAY_MS + 3_600_000) * NS, 0, 2**62)
-
-    assert plan.start_ms == first_open_ms
-
-
-def test_plan_clamps_end_to_now_and_says_so() -> None:
-    now_ns = (DAY_MS + 5 * MIN_MS + 123) * NS
-
-    plan = plan_bar_request(Interval.MINUTE_1, DAY_MS * NS, (DAY_MS + 3_600_000) * NS, 0, now_ns)
-
-    assert (plan.start_ms, plan.end_ms) == (DAY_MS, DAY_MS + 5 * MIN_MS)
-    assert plan.notes == (
-        "clamped end from 2024-01-02T01:00:00Z to now 2024-01-02T00:05:00.123Z "
-        "(only closed bars exist)",
-    )
-
-
-def test_plan_start_and_limit_fetches_only_the_last_limit_bars() -> None:
-    plan = plan_bar_request(Interval.MINUTE_1, DAY_MS * NS, (DAY_MS + 3_600_000) * NS, 5, 2**62)
-
-    assert (plan.start_ms, plan.end_ms, plan.limit) == (
-        DAY_MS + 55 * MIN_MS,
-        DAY_MS + 60 * MIN_MS,
-        5,
-    )
-    assert plan.notes == (
-        "limit=5 keeps the last 5 bars: fetching from 2024-01-02T00:55:00Z instead of "
-        "2024-01-02T00:00:00Z",
-    )
-    assert plan.full_start_ms == DAY_MS  # where the earlier bars are, should gaps need them
-
-
-def test_plan_start_within_limit_is_kept() -> None:
-    plan = plan_bar_request(Interval.MINUTE_1, DAY_MS * NS, (DAY_MS + 3 * MIN_MS) * NS, 5, 2**62)
-
-    assert (plan.start_ms, plan.end_ms, plan.notes, plan.full_start_ms) == (
-        DAY_MS,
-        DAY_MS + 3 * MIN_MS,
-        (),
-        None,
-    )
-
-
-def test_plan_limit_without_start_derives_start() -> None:
-    plan = plan_bar_request(Interval.HOUR_1, None, (DAY_MS + 1) * NS, 3, DAY_MS * 2 * NS)
-
-    assert (plan.start_ms, plan.end_ms, plan.limit) == (DAY_MS - 3 * 3_600_000, DAY_MS, 3)
-
-
-def test_plan_neither_start_nor_limit_serves_default_page() -> None:
-    plan = plan_bar_request(Interval.MINUTE_1, None, None, 0, DAY_MS * NS)
-
-    assert plan.limit == DEFAULT_REQUEST_LIMIT
-    assert plan.start_ms == DAY_MS - DEFAULT_REQUEST_LIMIT * MIN_MS
-
-
-def test_steps_back_on_calendar_months() -> None:
-    mar = to_ms(datetime(2024, 3, 1, tzinfo=UTC))
-
-    assert steps_back_ms(Interval.MONTH_1, mar, 2) == to_ms(datetime(2024, 1, 1, tzinfo=UTC))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1059,6 +962,28 @@ async def test_subscribe_non_trading_symbol_found_by_the_provider_is_refused(
     ]
     assert h.client.poller_stats(SPOT_1M) is None
     assert h.client.subscribed_bars() == []
+
+
+def test_engine_settings_are_read_from_the_source_config(cache_dir: Path) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        clock = LiveClock()
+        source = DSMSourceConfig(
+            market_type="futures_coin", cache_dir=str(cache_dir), on_low_quality="warn"
+        )
+        config = DSMDataClientConfig(source=source)
+        dsm = DataSourceManager.from_config(source)
+        provider = DSMInstrumentProvider(dsm.exchange_info, config.instrument_provider, clock)
+        msgbus = MessageBus(TraderId("TESTER-001"), clock)
+
+        client = DSMDataClient(loop, dsm, msgbus, Cache(), clock, provider, config)
+
+        # the keywords keep their defaults (market_type=None, on_low_quality="raise")
+        assert client._source == source
+        assert client._market_type is MarketType.FUTURES_COIN
+        loop.run_until_complete(client._disconnect())
+    finally:
+        loop.close()
 
 
 def test_refused_configuration_holds_no_manager(cache_dir: Path) -> None:
