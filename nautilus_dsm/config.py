@@ -59,6 +59,15 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
     """
     Configuration for ``DSMDataClient``.
 
+    The engine settings (``market_type``, ``base_url_http``, ``base_url_vision``,
+    ``cache_dir``, ``min_completeness``, ``on_low_quality``, ``max_concurrency``,
+    ``use_vision``, ``verify_tls``, ``max_retries``, ``timeout_s``, ``deadline_s``; or all of
+    them at once as ``source``) are checked by :class:`DSMSourceConfig`'s rules when the config
+    is built, and :meth:`source_config` returns them resolved: the client, the factory's
+    shared engine and the client's startup log line all read them there. The other fields
+    (``poll_delay_ms``, ``synthetic_fallback``, ``timeout_connection``, the instrument
+    provider, and the inherited ``handle_revised_bars`` and ``routing``) configure the client.
+
     Parameters
     ----------
     market_type : str, optional
@@ -71,7 +80,8 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
     base_url_vision : str, optional
         Binance Vision host override (``https://data.binance.vision`` when None).
     cache_dir : str, optional
-        Parquet cache directory (the user cache dir when None).
+        Parquet cache directory; None: ``$NAUTILUS_DSM_CACHE_DIR`` if set, else the user cache
+        dir.
     min_completeness : float, default 0.95
         Completeness below which a request is an error (logged, answered empty unless
         ``on_low_quality="warn"``) and a live backfill logs an error with the gaps.
@@ -94,7 +104,12 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
         ``TradingNodeConfig.timeout_connection`` (same default), which is how long the node
         waits for this client before giving up on starting its trader.
     instrument_provider : DSMInstrumentProviderConfig
-        The instrument provider configuration.
+        The instrument provider configuration (which instruments ``connect`` loads).
+    handle_revised_bars : bool, default False
+        Inherited from ``LiveDataClientConfig``; no effect: the client publishes closed bars
+        only, each once.
+    routing : RoutingConfig
+        Inherited from ``LiveDataClientConfig``: how the node routes messages to this client.
     source : DSMSourceConfig, optional
         Every engine setting in one object (also ``use_cache``, ``use_rest``, ``time_sync``,
         ``exchange_info_ttl_s``, ``max_rows``); when given, the engine keywords above must keep
@@ -147,7 +162,16 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
             self.source_config()  # validates the engine keywords with the engine's rules
 
     def source_config(self) -> DSMSourceConfig:
-        """The engine settings: ``source`` when given, else built from the keywords."""
+        """
+        Return the engine settings, validated: ``source`` when given, else the keywords.
+
+        Returns
+        -------
+        DSMSourceConfig
+            Frozen and hashable: equal settings share one engine in a node (the factory's
+            cache key), ``market_type`` parsed to a :class:`MarketType`.
+
+        """
         if self.source is not None:
             return self.source
         return DSMSourceConfig(**{k: getattr(self, k) for k in _SOURCE_KEYWORDS})

@@ -9,7 +9,6 @@ double the request weight or the instrument loading.
 from __future__ import annotations
 
 import asyncio
-import threading
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ from nautilus_trader.common.component import LiveClock, MessageBus
 from nautilus_trader.live.factories import LiveDataClientFactory
 
 from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig, DSMSourceConfig
+from nautilus_dsm.dsm.holders import dsm_holders
 
 if TYPE_CHECKING:
     from nautilus_dsm.data import DSMDataClient
@@ -27,41 +27,13 @@ if TYPE_CHECKING:
 # The engine, provider and client (polars, httpx) are imported when a client is built, not when
 # a node config imports this factory: a TradingNode script pays for them only if it uses them.
 
-# Clients holding each manager: a shared manager is closed by the last client to disconnect,
-# never under another client's in-flight request.
-_holders: dict[DataSourceManager, int] = {}
-_holders_lock = threading.Lock()
-
-
-def acquire_dsm(dsm: DataSourceManager) -> None:
-    """Record one more client using ``dsm`` (a client calls it when built or reconnected)."""
-    with _holders_lock:
-        _holders[dsm] = _holders.get(dsm, 0) + 1
-
-
-def release_dsm(dsm: DataSourceManager) -> bool:
-    """
-    Drop one client's hold on ``dsm``.
-
-    Returns
-    -------
-    bool
-        True when no client holds it any more: the caller then closes its connections.
-
-    """
-    with _holders_lock:
-        remaining = _holders.get(dsm, 0) - 1
-        if remaining > 0:
-            _holders[dsm] = remaining
-            return False
-        _holders.pop(dsm, None)
-        return True
-
-
-def dsm_holders(dsm: DataSourceManager) -> int:
-    """How many clients currently hold ``dsm`` (0 when none)."""
-    with _holders_lock:
-        return _holders.get(dsm, 0)
+__all__ = [
+    "DSMLiveDataClientFactory",
+    "dsm_for_config",
+    "dsm_holders",  # how many clients hold a shared engine (nautilus_dsm.dsm.holders)
+    "get_cached_dsm",
+    "get_cached_dsm_instrument_provider",
+]
 
 
 @lru_cache
@@ -113,7 +85,11 @@ def get_cached_dsm_instrument_provider(
 
 
 def dsm_for_config(config: DSMDataClientConfig) -> DataSourceManager:
-    """The shared engine for a client configuration (its engine settings are the cache key)."""
+    """Return the shared engine for a client configuration.
+
+    Its resolved engine settings (``config.source_config()``) are the cache key: equal settings
+    share one engine, whether given as keywords or as ``source=DSMSourceConfig(...)``.
+    """
     return get_cached_dsm(config.source_config())
 
 

@@ -4,6 +4,10 @@ The provider does no HTTP itself: it awaits an ``exchange_info(market_type) -> d
 (``DataSourceManager.exchange_info`` in production, memoised there), so instruments, bars and
 their cache share one source and tests can feed it anything. Parsing is
 :mod:`nautilus_dsm.parsing` (pure).
+
+:func:`instrument_for` is the one way to get the instrument of an id (the client, the catalog
+and the CLI use it): ``await instrument_for(dsm.exchange_info, "BTCUSDT-PERP.BINANCE")``, or
+:meth:`DSMInstrumentProvider.instrument_for` on a provider that keeps what it loaded.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from nautilus_dsm.config import DSMInstrumentProviderConfig
 from nautilus_dsm.errors import InvalidInput, UnknownSymbol
 from nautilus_dsm.parsing import ParsedExchangeInfo, SkippedSymbol, parse_exchange_info
 
+__all__ = ["FILTER_KEYS", "DSMInstrumentProvider", "ExchangeInfoFn", "instrument_for"]
+
+# What feeds the provider: a market's decoded exchangeInfo (``DataSourceManager.exchange_info``).
 ExchangeInfoFn = Callable[[MarketType], Awaitable[Mapping[str, Any]]]
 
 FILTER_KEYS = ("market_types", "quote_assets", "base_assets", "symbols")
@@ -144,6 +151,9 @@ class DSMInstrumentProvider(InstrumentProvider):
         """
         Return the instrument, loading its market's exchangeInfo when not loaded yet.
 
+        The instrument is added to the provider (with its currencies), so asking again costs
+        no exchangeInfo read. Without a provider, use the module's :func:`instrument_for`.
+
         Parameters
         ----------
         instrument_id : InstrumentId | str
@@ -222,6 +232,59 @@ class DSMInstrumentProvider(InstrumentProvider):
         self.add_currency(instrument.quote_currency)
         self.add(instrument)
         self._log.debug(f"Added instrument {instrument.id}")
+
+
+async def instrument_for(
+    exchange_info: ExchangeInfoFn,
+    instrument_id: InstrumentId | str,
+    *,
+    include_non_trading: bool = False,
+    clock: Clock | None = None,
+) -> Instrument:
+    """
+    Return the Nautilus instrument of ``instrument_id`` from its market's exchangeInfo.
+
+    The one way to get an instrument for an id without keeping a provider: it reads only the
+    id's market (one ``exchange_info(market_type)`` call, memoised by the manager) and parses
+    it as :class:`DSMInstrumentProvider` does, with the same errors.
+
+    Parameters
+    ----------
+    exchange_info : Callable[[MarketType], Awaitable[Mapping[str, Any]]]
+        Returns the decoded exchangeInfo of a market: ``dsm.exchange_info`` of a
+        ``DataSourceManager``.
+    instrument_id : InstrumentId | str
+        A Nautilus id (``BTCUSDT-PERP.BINANCE``) or a Binance symbol of a market (``BTCUSDT``
+        is spot; use the Nautilus id for futures).
+    include_non_trading : bool, default False
+        Also return symbols listed but not trading (halted, settling, delivered), whose history
+        can still be requested: pass True when the instrument is wanted for history (ingest,
+        quality reports, requests).
+    clock : Clock, optional
+        Stamps the instrument's ``ts_init``; a ``LiveClock`` (real time) when None.
+
+    Returns
+    -------
+    Instrument
+
+    Raises
+    ------
+    InvalidInput
+        If the id is malformed or not a Binance id.
+    UnknownSymbol
+        If the exchangeInfo does not list a tradable instrument with that id (or, with
+        ``include_non_trading``, any instrument with that id); the message says why (not
+        listed, or listed but skipped, and for which reason).
+
+    Examples
+    --------
+    In async code, with a ``DataSourceManager`` ``dsm``::
+
+        instrument = await instrument_for(dsm.exchange_info, "BTCUSDT-PERP.BINANCE")
+
+    """
+    provider = DSMInstrumentProvider(exchange_info, clock=clock)
+    return await provider.instrument_for(instrument_id, include_non_trading=include_non_trading)
 
 
 def _parse_markets(values: Iterable[Any], where: str) -> tuple[MarketType, ...]:

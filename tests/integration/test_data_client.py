@@ -32,15 +32,9 @@ from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.identifiers import ClientId, InstrumentId, TraderId
 from nautilus_trader.model.instruments import Instrument
 
-from nautilus_dsm.common import Interval, MarketType, to_ms
-from nautilus_dsm.config import DSMDataClientConfig
-from nautilus_dsm.data import (
-    BINANCE_VENUE,
-    DEFAULT_REQUEST_LIMIT,
-    DSMDataClient,
-    plan_bar_request,
-    steps_back_ms,
-)
+from nautilus_dsm.common import Interval, MarketType, iso_ms, to_ms
+from nautilus_dsm.config import DSMDataClientConfig, DSMSourceConfig
+from nautilus_dsm.data import BINANCE_VENUE, DSMDataClient
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import DataUnavailable, InvalidInput, SourceError
 from nautilus_dsm.factories import dsm_holders
@@ -53,102 +47,6 @@ DAY = datetime(2024, 1, 2, tzinfo=UTC)
 DAY_MS = to_ms(DAY)
 MIN_MS = 60_000
 NS = 1_000_000
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure planning (no I/O)
-# ---------------------------------------------------------------------------------------------
-
-
-def test_plan_range_serves_bars_closing_in_start_end() -> None:
-    # bars closing in (start, end]: start mid-bar -> that bar (it closes after start);
-    # end mid-bar -> the bar containing end is excluded (it closes after end)
-    plan = plan_bar_request(
-        Interval.MINUTE_1,
-        (DAY_MS + 30_000) * NS,
-        (DAY_MS + 10 * MIN_MS + 5) * NS,
-        0,
-        now_ns=(DAY_MS + 86_400_000) * NS,
-    )
-
-    assert (plan.start_ms, plan.end_ms, plan.limit, plan.notes) == (
-        DAY_MS,
-        DAY_MS + 10 * MIN_MS,  # exclusive: the last bar opens at 00:09 and closes at 00:10
-        0,
-        (),
-    )
-
-
-@pytest.mark.parametrize(
-    ("start_ns", "first_open_ms"),
-    [
-        (DAY_MS * NS, DAY_MS),  # the bar closing at start belongs to the previous request
-        (DAY_MS * NS + 1, DAY_MS),  # the engine's continuation after a catalog file ending at start
-        ((DAY_MS + MIN_MS) * NS - 1, DAY_MS),
-        ((DAY_MS + MIN_MS) * NS, DAY_MS + MIN_MS),
-    ],
-)
-def test_plan_start_boundaries(start_ns: int, first_open_ms: int) -> None:
-    plan = plan_bar_request(Interval.MINUTE_1, start_ns, (DAY_MS + 3_600_000) * NS, 0, 2**62)
-
-    assert plan.start_ms == first_open_ms
-
-
-def test_plan_clamps_end_to_now_and_says_so() -> None:
-    now_ns = (DAY_MS + 5 * MIN_MS + 123) * NS
-
-    plan = plan_bar_request(Interval.MINUTE_1, DAY_MS * NS, (DAY_MS + 3_600_000) * NS, 0, now_ns)
-
-    assert (plan.start_ms, plan.end_ms) == (DAY_MS, DAY_MS + 5 * MIN_MS)
-    assert plan.notes == (
-        "clamped end from 2024-01-02T01:00:00+00:00 to now 2024-01-02T00:05:00.123000+00:00 "
-        "(only closed bars exist)",
-    )
-
-
-def test_plan_start_and_limit_fetches_only_the_last_limit_bars() -> None:
-    plan = plan_bar_request(Interval.MINUTE_1, DAY_MS * NS, (DAY_MS + 3_600_000) * NS, 5, 2**62)
-
-    assert (plan.start_ms, plan.end_ms, plan.limit) == (
-        DAY_MS + 55 * MIN_MS,
-        DAY_MS + 60 * MIN_MS,
-        5,
-    )
-    assert plan.notes == (
-        "limit=5 keeps the last 5 bars: fetching from 2024-01-02T00:55:00+00:00 instead of "
-        "2024-01-02T00:00:00+00:00",
-    )
-    assert plan.full_start_ms == DAY_MS  # where the earlier bars are, should gaps need them
-
-
-def test_plan_start_within_limit_is_kept() -> None:
-    plan = plan_bar_request(Interval.MINUTE_1, DAY_MS * NS, (DAY_MS + 3 * MIN_MS) * NS, 5, 2**62)
-
-    assert (plan.start_ms, plan.end_ms, plan.notes, plan.full_start_ms) == (
-        DAY_MS,
-        DAY_MS + 3 * MIN_MS,
-        (),
-        None,
-    )
-
-
-def test_plan_limit_without_start_derives_start() -> None:
-    plan = plan_bar_request(Interval.HOUR_1, None, (DAY_MS + 1) * NS, 3, DAY_MS * 2 * NS)
-
-    assert (plan.start_ms, plan.end_ms, plan.limit) == (DAY_MS - 3 * 3_600_000, DAY_MS, 3)
-
-
-def test_plan_neither_start_nor_limit_serves_default_page() -> None:
-    plan = plan_bar_request(Interval.MINUTE_1, None, None, 0, DAY_MS * NS)
-
-    assert plan.limit == DEFAULT_REQUEST_LIMIT
-    assert plan.start_ms == DAY_MS - DEFAULT_REQUEST_LIMIT * MIN_MS
-
-
-def test_steps_back_on_calendar_months() -> None:
-    mar = to_ms(datetime(2024, 3, 1, tzinfo=UTC))
-
-    assert steps_back_ms(Interval.MONTH_1, mar, 2) == to_ms(datetime(2024, 1, 1, tzinfo=UTC))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,15 +148,7 @@ def build_harness(
     }
     settings.update(overrides)
     config = DSMDataClientConfig(**settings)
-    dsm = DataSourceManager.create(
-        "binance",
-        config.market_type,
-        base_url_http=config.base_url_http,
-        base_url_vision=config.base_url_vision,
-        cache_dir=config.cache_dir,
-        min_completeness=config.min_completeness,
-        on_low_quality=config.on_low_quality,
-    )
+    dsm = DataSourceManager.from_config(config.source_config())
     if dsm_wrapper is not None:
         dsm = dsm_wrapper(dsm)
     provider = DSMInstrumentProvider(dsm.exchange_info, config.instrument_provider, clock)
@@ -409,7 +299,7 @@ async def test_request_bars_start_and_limit_across_a_source_gap_serves_limit_bar
     assert refetch == (
         f"{SPOT_1M}: the last 100 intervals hold {100 - gap_minutes} bars (window {reason}; "
         f"gaps: 2024-01-02T02:30:00Z..2024-01-02T02:{30 + gap_minutes}:00Z ({gap_minutes} bars)); "
-        "fetching again from the requested start 2024-01-02T00:00:00+00:00 to serve the last "
+        "fetching again from the requested start 2024-01-02T00:00:00Z to serve the last "
         "100 bars"
     )
 
@@ -425,7 +315,7 @@ async def test_request_bars_start_and_limit_with_too_few_bars_in_range_answers_e
     assert response.data == []
     assert h.logs.at("error") == [
         f"Cannot serve {SPOT_1M} bars: only 20 of the last 100 bars requested exist "
-        "in [2024-01-02T00:00:00+00:00, 2024-01-02T02:00:00+00:00) (20.00% < min_completeness "
+        "in [2024-01-02T00:00:00Z, 2024-01-02T02:00:00Z) (20.00% < min_completeness "
         "95.00%); pass min_completeness=0.20 or on_low_quality='warn' to accept them"
     ]
 
@@ -542,10 +432,10 @@ async def test_request_bars_synthetic_fallback_fills_gaps_with_flat_bars(make_ha
     warnings = [m for m in h.logs.at("warning") if "SYNTHETIC" in m]
     assert warnings == [
         f"{SPOT_1M}: 3 SYNTHETIC flat bars generated (no source has them): "
-        "[2024-01-02T00:10:00+00:00, 2024-01-02T00:13:00+00:00) 3 missing"
+        "[2024-01-02T00:10:00Z, 2024-01-02T00:13:00Z) 3 missing"
     ]
     assert [m for m in h.logs.at("info") if "serving" in m] == [
-        f"{SPOT_1M}: serving 20 bars [2024-01-02T00:00:00+00:00, 2024-01-02T00:20:00+00:00) "
+        f"{SPOT_1M}: serving 20 bars [2024-01-02T00:00:00Z, 2024-01-02T00:20:00Z) "
         "sources={'cache': 0, 'vision': 17, 'rest': 0, 'synthetic': 3}"
     ]
 
@@ -742,7 +632,7 @@ async def test_live_kline_off_the_grid_is_skipped_not_retried(make_harness) -> N
 
     assert source.injected.is_set()
     _assert_contiguous_closed_and_true(h, bars, received)  # the real bar of that slot is there
-    bad_time = datetime.fromtimestamp((slot_ms + 500) / 1000, UTC).isoformat()
+    bad_time = iso_ms(slot_ms + 500)
     [error] = h.logs.at("error")
     assert error.startswith(f"{SPOT_1S}: 1 of ")  # of the rows that poll returned
     assert error.endswith(f" klines cannot be bars and are skipped: {bad_time} (off the 1s grid)")
@@ -791,7 +681,7 @@ async def test_live_frame_that_cannot_convert_is_skipped_and_polling_goes_on(
 
 
 def from_iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+    return iso_ms(ms)
 
 
 class InstrumentDownDSM:
@@ -891,10 +781,7 @@ async def test_live_source_gap_publishes_real_bars_only_and_logs_error(make_harn
     assert bar_rows(bars) == expected_rows(
         h.srv, MarketType.SPOT, "BTCUSDT", Interval.SECOND_1, opens_ms[0], opens_ms[-1] + 1_000
     )
-    gap_iso = (
-        datetime.fromtimestamp(gap_start / 1000, UTC).isoformat(),
-        datetime.fromtimestamp(gap_end / 1000, UTC).isoformat(),
-    )
+    gap_iso = (iso_ms(gap_start), iso_ms(gap_end))
     assert h.logs.at("error") == [
         f"{SPOT_1S}: the source has no bars for 2 of 3 open times (33.33% < min_completeness): "
         f"[{gap_iso[0]}, {gap_iso[1]}) 2 missing"
@@ -924,8 +811,7 @@ async def test_live_source_gap_with_synthetic_fallback_is_filled_flat(make_harne
     assert h.client.poller_stats(SPOT_1S)["synthetic"] == 2
     assert [m for m in h.logs.at("warning") if "SYNTHETIC" in m] == [
         f"{SPOT_1S}: 2 SYNTHETIC flat bars generated (no source has them): "
-        f"[{datetime.fromtimestamp(gap_start / 1000, UTC).isoformat()}, "
-        f"{datetime.fromtimestamp(gap_end / 1000, UTC).isoformat()}) 2 missing"
+        f"[{iso_ms(gap_start)}, {iso_ms(gap_end)}) 2 missing"
     ]
 
 
@@ -1076,6 +962,28 @@ async def test_subscribe_non_trading_symbol_found_by_the_provider_is_refused(
     ]
     assert h.client.poller_stats(SPOT_1M) is None
     assert h.client.subscribed_bars() == []
+
+
+def test_engine_settings_are_read_from_the_source_config(cache_dir: Path) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        clock = LiveClock()
+        source = DSMSourceConfig(
+            market_type="futures_coin", cache_dir=str(cache_dir), on_low_quality="warn"
+        )
+        config = DSMDataClientConfig(source=source)
+        dsm = DataSourceManager.from_config(source)
+        provider = DSMInstrumentProvider(dsm.exchange_info, config.instrument_provider, clock)
+        msgbus = MessageBus(TraderId("TESTER-001"), clock)
+
+        client = DSMDataClient(loop, dsm, msgbus, Cache(), clock, provider, config)
+
+        # the keywords keep their defaults (market_type=None, on_low_quality="raise")
+        assert client._source == source
+        assert client._market_type is MarketType.FUTURES_COIN
+        loop.run_until_complete(client._disconnect())
+    finally:
+        loop.close()
 
 
 def test_refused_configuration_holds_no_manager(cache_dir: Path) -> None:

@@ -18,7 +18,7 @@ from nautilus_dsm.common import MarketType, rest_base_url
 from nautilus_dsm.config import DSMInstrumentProviderConfig
 from nautilus_dsm.errors import InvalidInput, SourceError, UnknownSymbol
 from nautilus_dsm.parsing import SkippedSymbol
-from nautilus_dsm.providers import DSMInstrumentProvider
+from nautilus_dsm.providers import DSMInstrumentProvider, instrument_for
 from tests.unit.test_parsing import (
     coin_m_exchange_info,
     nt_futures_instruments,
@@ -290,6 +290,18 @@ async def test_instrument_for_a_settling_contract_with_include_non_trading(
     assert (future.is_inverse, str(future.multiplier), future.price_precision) == (True, "100", 1)
     assert provider.find(InstrumentId.from_str("BTCUSD_231229.BINANCE")) is future
     assert recorded.calls == [MarketType.FUTURES_COIN]
+
+
+async def test_module_instrument_for_needs_only_exchange_info(
+    recorded: RecordedExchangeInfo,
+) -> None:
+    future = await instrument_for(recorded, "BTCUSD_231229.BINANCE", include_non_trading=True)
+
+    assert future.id.value == "BTCUSD_231229.BINANCE"
+    assert (future.is_inverse, str(future.multiplier), future.price_precision) == (True, "100", 1)
+    assert recorded.calls == [MarketType.FUTURES_COIN]  # only the id's market is read
+    with pytest.raises(UnknownSymbol, match=r"is listed in the FUTURES_COIN exchangeInfo but"):
+        await instrument_for(recorded, "BTCUSD_231229.BINANCE")  # not trading
 
 
 async def test_instrument_for_rejects_other_venues(recorded: RecordedExchangeInfo) -> None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from nautilus_trader.model.data import Bar
 
-from nautilus_dsm.common import Interval, MarketType, to_ms
+from nautilus_dsm.common import Interval, MarketType, iso_ms, to_ms
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import DataUnavailable, InvalidResponse
 from nautilus_dsm.testing import BinanceImitation
@@ -80,7 +79,7 @@ def truth(h: Harness, first_open_ms: int, end_ms: int) -> list[tuple]:
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+    return iso_ms(ms)
 
 
 # ---------------------------------------------------------------------------------------------
