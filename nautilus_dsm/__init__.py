@@ -31,12 +31,15 @@ _EXPORTS: dict[str, str] = {
     "DataSourceManager": "nautilus_dsm.dsm.manager",
     "FetchResult": "nautilus_dsm.dsm.manager",
     "QualityReport": "nautilus_dsm.dsm.quality",
+    "SourceSettings": "nautilus_dsm.dsm.settings",
     # nautilus side
     "bar_type_for": "nautilus_dsm.bars",
     "interval_for": "nautilus_dsm.bars",
     "frame_to_bars": "nautilus_dsm.bars",
     "convert_frame": "nautilus_dsm.bars",
+    "warm_up": "nautilus_dsm.bars",
     "DSMDataClientConfig": "nautilus_dsm.config",
+    "DSMSourceConfig": "nautilus_dsm.config",
     "DSMInstrumentProviderConfig": "nautilus_dsm.config",
     "DSMInstrumentProvider": "nautilus_dsm.providers",
     "DSMDataClient": "nautilus_dsm.data",
@@ -62,13 +65,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from nautilus_dsm.bars import bar_type_for, convert_frame, frame_to_bars, interval_for
+    from nautilus_dsm.bars import bar_type_for, convert_frame, frame_to_bars, interval_for, warm_up
     from nautilus_dsm.catalog import backtest_data_config, ingest
     from nautilus_dsm.common import DataProvider, Interval, MarketType, resolve_instrument
-    from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig
+    from nautilus_dsm.config import (
+        DSMDataClientConfig,
+        DSMInstrumentProviderConfig,
+        DSMSourceConfig,
+    )
     from nautilus_dsm.data import DSMDataClient
     from nautilus_dsm.dsm.manager import DataSourceManager, FetchResult
     from nautilus_dsm.dsm.quality import QualityReport
+    from nautilus_dsm.dsm.settings import SourceSettings
     from nautilus_dsm.errors import (
         ChecksumMismatch,
         DataUnavailable,

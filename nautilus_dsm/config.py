@@ -159,7 +159,12 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
                     f"source=DSMSourceConfig({both[0]}=...)"
                 )
         else:
-            self.source_config()  # validates the engine keywords with the engine's rules
+            # Validated by the engine's rules, named as the user wrote them.
+            try:
+                self.source_config()
+            except InvalidInput as e:
+                text = str(e).replace("DSMSourceConfig.", "DSMDataClientConfig.")
+                raise InvalidInput(text) from None
 
     def source_config(self) -> DSMSourceConfig:
         """

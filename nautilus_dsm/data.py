@@ -45,11 +45,13 @@ from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.identifiers import ClientId, InstrumentId, Venue
 from nautilus_trader.model.instruments import Instrument
 
+from nautilus_dsm.bars import warm_up
 from nautilus_dsm.common import VENUE, MarketType, iso_ms, resolve_instrument
 from nautilus_dsm.config import DSMDataClientConfig
 from nautilus_dsm.constants import NS_PER_MS
 from nautilus_dsm.dsm.holders import acquire_dsm, release_dsm
 from nautilus_dsm.errors import DSMError, InvalidInput, SourceError, UnknownSymbol
+from nautilus_dsm.logs import install_log_bridge
 from nautilus_dsm.polling import BarPoller, not_trading, poll_bars, retry_delay_s
 from nautilus_dsm.requests import (
     bars_to_serve,
@@ -118,6 +120,7 @@ class DSMDataClient(LiveMarketDataClient):
             instrument_provider=instrument_provider,
             config=config,
         )
+        install_log_bridge()  # the engine's records (fallbacks, holds, quarantines) in this log
         self._dsm = dsm
         self._holds_dsm = False
         self._config = config
@@ -216,6 +219,8 @@ class DSMDataClient(LiveMarketDataClient):
             self._holds_dsm = True
         await self._load_instruments_retrying()
         self._send_all_instruments_to_data_engine()
+        # Probe the bar fast path now (a small parquet round trip), not inside the first answer.
+        warm_up()
 
     async def _load_instruments_retrying(self) -> None:
         """Initialise the instrument provider, retrying a source failure until the deadline.
