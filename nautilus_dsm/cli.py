@@ -758,7 +758,7 @@ def _kline_cache(
     cache_dir: Path | None, base_url_http: str | None, base_url_vision: str | None
 ) -> KlineCache:
     from nautilus_dsm.dsm.cache import KlineCache
-    from nautilus_dsm.dsm.manager import endpoint_cache_dir
+    from nautilus_dsm.dsm.cache_paths import endpoint_cache_dir
 
     check_dir_path(cache_dir, "--cache-dir")
     if cache_dir is None:

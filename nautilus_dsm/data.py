@@ -60,6 +60,7 @@ from nautilus_dsm.common import (
     to_ms,
 )
 from nautilus_dsm.config import DSMDataClientConfig
+from nautilus_dsm.dsm.synthetic import SYNTHETIC, fill_gaps, missing_open_times_ms
 from nautilus_dsm.errors import (
     DSMError,
     InvalidInput,
@@ -70,7 +71,6 @@ from nautilus_dsm.errors import (
 )
 from nautilus_dsm.factories import acquire_dsm, release_dsm
 from nautilus_dsm.parsing import TRADING
-from nautilus_dsm.synthetic import SYNTHETIC, fill_gaps, missing_open_times_ms
 
 if TYPE_CHECKING:
     from datetime import datetime
