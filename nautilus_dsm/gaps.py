@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from nautilus_dsm.common import Interval, iso, iso_ms
-from nautilus_dsm.synthetic import SYNTHETIC, fill_gaps
+from nautilus_dsm.dsm.synthetic import SYNTHETIC, fill_gaps
 
 __all__ = ["describe_invalid", "fill_synthetic", "format_gaps", "format_runs", "missing_runs"]
 

@@ -29,10 +29,10 @@ from nautilus_trader.common.enums import LogColor
 from nautilus_dsm.bars import convert_frame
 from nautilus_dsm.common import Interval, MarketType, ResolvedInstrument, from_ms, iso, iso_ms
 from nautilus_dsm.constants import NS_PER_MS
+from nautilus_dsm.dsm.synthetic import missing_open_times_ms
 from nautilus_dsm.errors import DSMError, InvalidInput, InvalidResponse, UnknownSymbol
 from nautilus_dsm.gaps import describe_invalid, fill_synthetic, format_runs, missing_runs
 from nautilus_dsm.parsing import TRADING
-from nautilus_dsm.synthetic import missing_open_times_ms
 
 if TYPE_CHECKING:
     from nautilus_trader.model.data import BarType

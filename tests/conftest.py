@@ -41,11 +41,15 @@ def cache_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _no_user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Point the per-user cache dir (XDG) at a temp dir: no test may touch the user's cache."""
+    """Point the per-user cache dir (XDG) at a temp dir and drop ``NAUTILUS_DSM_CACHE_DIR``
+    (which would take precedence): no test may touch the user's cache."""
     old = os.environ.get("XDG_CACHE_HOME")
+    old_root = os.environ.pop("NAUTILUS_DSM_CACHE_DIR", None)
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
     yield
     if old is None:
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = old
+    if old_root is not None:
+        os.environ["NAUTILUS_DSM_CACHE_DIR"] = old_root

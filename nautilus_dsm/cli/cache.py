@@ -35,7 +35,7 @@ def cache() -> None:
 
 def _kline_cache(settings: SourceSettings) -> KlineCache:
     from nautilus_dsm.dsm.cache import KlineCache
-    from nautilus_dsm.dsm.manager import endpoint_cache_dir
+    from nautilus_dsm.dsm.cache_paths import endpoint_cache_dir
 
     if settings.cache_dir is not None:
         return KlineCache(Path(settings.cache_dir))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from nautilus_dsm.common import Interval, to_ms
-from nautilus_dsm.dsm.cache import PeriodGap, PeriodState
+from nautilus_dsm.dsm.cache_state import PeriodGap, PeriodState
 from nautilus_dsm.dsm.planner import Period
 from nautilus_dsm.dsm.quality import find_gaps, open_times_ms
 

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from nautilus_dsm.common import Interval, from_ms, to_ms
+from nautilus_dsm.constants import DAY_MS
 
 # A bar is final on Binance a moment after its close; a period is cached only once its last bar
 # closed at least this long ago.
 SETTLE_MS = 5_000
 # A machine clock further than this from the exchange's is broken, not drifting: ranges that
 # ended longer ago than this are closed on any clock (see decided_without_now).
-MAX_CLOCK_SKEW_MS = 86_400_000
-_DAY_MS = 86_400_000
-_FAR_END_MS = 2 * 366 * _DAY_MS  # past every period close the clock can decide
+MAX_CLOCK_SKEW_MS = DAY_MS
+_FAR_END_MS = 2 * 366 * DAY_MS  # past every period close the clock can decide
 _YEARLY = frozenset({Interval.DAY_1, Interval.DAY_3, Interval.WEEK_1, Interval.MONTH_1})
 
 
@@ -100,10 +100,10 @@ def period_of(interval: Interval, ts_ms: int) -> Period:
     if is_yearly(interval):
         start = to_ms(datetime(dt.year, 1, 1, tzinfo=UTC))
         # The end as Dec 31 + one day: year 9999 has an end although datetime has no year 10000.
-        end = to_ms(datetime(dt.year, 12, 31, tzinfo=UTC)) + _DAY_MS
+        end = to_ms(datetime(dt.year, 12, 31, tzinfo=UTC)) + DAY_MS
         return Period(start, end, yearly=True)
-    start = ts_ms - ts_ms % _DAY_MS
-    return Period(start, start + _DAY_MS, yearly=False)
+    start = ts_ms - ts_ms % DAY_MS
+    return Period(start, start + DAY_MS, yearly=False)
 
 
 def periods_for(interval: Interval, start_ms: int, end_ms: int) -> list[Period]:

@@ -15,22 +15,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from nautilus_dsm.common import Interval, MarketType, from_ms, to_ms
+# ``iso`` / ``iso_ms`` are the common formatter (``…:00Z``, ``.001Z`` with ms), re-exported here
+# for the report's users.
+from nautilus_dsm.common import Interval, MarketType, from_ms, iso, iso_ms, to_ms
 
 _LISTED = 3  # how many offending rows a warning names
-
-
-def iso(dt: datetime | None) -> str | None:
-    """ISO-8601 UTC with a ``Z`` suffix (``2024-01-01T00:00:00Z``), None passes through."""
-    if dt is None:
-        return None
-    text = dt.isoformat().replace("+00:00", "Z")
-    return text.replace(".000Z", "Z")
-
-
-def iso_ms(ms: int) -> str:
-    """Epoch milliseconds as ISO-8601 UTC."""
-    return iso(from_ms(ms)) or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,29 +297,8 @@ def assess(
     missing = sum(g.missing for g in gaps)
     completeness = (expected - missing) / expected if expected else 1.0
 
-    off_grid = times[~interval.on_grid_mask(times)]
-    if len(off_grid):
-        listed = ", ".join(iso_ms(int(t)) for t in off_grid[:_LISTED])
-        notes.append(
-            f"{len(off_grid)} bar(s) open off the {interval.value} grid (first: {listed}); "
-            "they are returned but not counted as expected bars"
-        )
-
-    violations = 0
-    if frame.height:
-        mask = ohlc_violation_mask(frame)
-        violations = int(mask.sum())
-        if violations:
-            bad = frame.filter(mask).head(_LISTED)
-            listed = "; ".join(
-                f"{iso(r['open_time'])} o={r['open']:f} h={r['high']:f} l={r['low']:f} "
-                f"c={r['close']:f}"
-                for r in bad.iter_rows(named=True)
-            )
-            notes.append(
-                f"{violations} bar(s) violate OHLC order or have a price <= 0 (kept as served; "
-                f"first: {listed})"
-            )
+    notes.extend(_off_grid_notes(times, interval))
+    violations = _ohlc_violations(frame, notes)
 
     hits_total = cache_hits + cache_misses
     return QualityReport(
@@ -358,6 +326,36 @@ def assess(
         warnings=notes,
         provisional_periods=provisional_periods,
     )
+
+
+def _off_grid_notes(times: np.ndarray, interval: Interval) -> list[str]:
+    off_grid = times[~interval.on_grid_mask(times)]
+    if not len(off_grid):
+        return []
+    listed = ", ".join(iso_ms(int(t)) for t in off_grid[:_LISTED])
+    return [
+        f"{len(off_grid)} bar(s) open off the {interval.value} grid (first: {listed}); "
+        "they are returned but not counted as expected bars"
+    ]
+
+
+def _ohlc_violations(frame: pl.DataFrame, notes: list[str]) -> int:
+    """Count the bars violating OHLC order (or a price <= 0), naming the first in ``notes``."""
+    if not frame.height:
+        return 0
+    mask = ohlc_violation_mask(frame)
+    violations = int(mask.sum())
+    if violations:
+        bad = frame.filter(mask).head(_LISTED)
+        listed = "; ".join(
+            f"{iso(r['open_time'])} o={r['open']:f} h={r['high']:f} l={r['low']:f} c={r['close']:f}"
+            for r in bad.iter_rows(named=True)
+        )
+        notes.append(
+            f"{violations} bar(s) violate OHLC order or have a price <= 0 (kept as served; "
+            f"first: {listed})"
+        )
+    return violations
 
 
 def confirm_gap(gap: Gap, evidence: Sequence[tuple[int, int, tuple[str, ...]]]) -> Gap:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from nautilus_dsm.common import Interval, from_ms
+from nautilus_dsm.common import Interval, iso_ms
 from nautilus_dsm.errors import InvalidResponse
 
 # At most this many open times travel on one InvalidResponse (a refused month of 1s bars would
@@ -32,11 +32,9 @@ _EXAMPLES = 3
 _SCAN = 200
 
 
-def iso(ms: int) -> str:
-    """``2024-01-03T00:05:00Z`` (``.001Z`` when the time has milliseconds)."""
-    dt = from_ms(ms)
-    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{ms % 1000:03d}Z" if ms % 1000 else f"{text}Z"
+# Epoch ms in every message's ISO form: the common formatter, under the name rest.py and
+# wire.py import from here.
+iso = iso_ms
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ import pytest
 from nautilus_trader.model.data import Bar
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
+from nautilus_dsm.backtest.demo import run_backtest
 from nautilus_dsm.bars import bar_type_for, frame_to_bars, frame_to_catalog_table
 from nautilus_dsm.catalog import IngestReport, SkippedRange, backtest_data_config, ingest
 from nautilus_dsm.common import DataProvider, MarketType, to_ms
-from nautilus_dsm.backtest.demo import run_backtest
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import InvalidInput, QualityBelowThreshold, UnknownSymbol
 from nautilus_dsm.parsing import parse_instruments

@@ -536,8 +536,7 @@ def test_overridden_endpoints_without_cache_dir_never_touch_binance_default_cach
     imitation: object, tmp_path: Path
 ) -> None:
     # The session points XDG_CACHE_HOME at a temp dir (tests/conftest.py).
-    from nautilus_dsm.dsm.cache import default_cache_dir
-    from nautilus_dsm.dsm.manager import endpoint_cache_dir
+    from nautilus_dsm.dsm.cache_paths import default_cache_dir, endpoint_cache_dir
 
     urls = ["--base-url-http", imitation.url, "--base-url-vision", imitation.url]
     out = tmp_path / "bars.parquet"

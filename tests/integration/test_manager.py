@@ -283,7 +283,7 @@ async def test_warn_policy_logs_and_returns(imitation, cache_dir: Path, caplog) 
             )
 
     assert result.frame.height == 1410
-    assert [r.name for r in caplog.records] == ["nautilus_dsm.dsm"]
+    assert [r.name for r in caplog.records] == ["nautilus_dsm.dsm.manager"]
     assert "completeness 97.92%" in caplog.records[0].getMessage()
     assert result.report.warnings == [caplog.records[0].getMessage()]
 

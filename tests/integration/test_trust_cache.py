@@ -23,7 +23,9 @@ import pytest
 
 from nautilus_dsm.common import Interval, MarketType, to_ms
 from nautilus_dsm.dsm import cache as cache_module
-from nautilus_dsm.dsm.cache import KlineCache, PeriodGap, PeriodState
+from nautilus_dsm.dsm import cache_files
+from nautilus_dsm.dsm.cache import KlineCache
+from nautilus_dsm.dsm.cache_state import PeriodGap, PeriodState
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import QualityBelowThreshold
 
@@ -335,7 +337,7 @@ async def test_cache_that_cannot_write_serves_the_bars_from_memory_with_a_warnin
     def refuse(target: Path, write: Any) -> None:
         raise error
 
-    monkeypatch.setattr(cache_module, "_write_once", refuse)
+    monkeypatch.setattr(cache_files, "_write_once", refuse)
     expected = imitation.expected(UM, "BTCUSDT", M1, T0, T0 + 2 * DAY)
 
     async with dsm_for(imitation, cache_dir) as dsm:
@@ -428,7 +430,7 @@ async def test_clear_during_a_write_skips_the_temp_file_and_the_fetch_completes(
             cleared.append(KlineCache(cache_dir).clear())
         real_fsync(fd)
 
-    monkeypatch.setattr(cache_module.os, "fsync", fsync_then_clear)
+    monkeypatch.setattr(cache_files.os, "fsync", fsync_then_clear)
     expected = imitation.expected(UM, "BTCUSDT", M1, T0, T0 + 2 * DAY)
     async with dsm_for(imitation, cache_dir) as dsm:
         with caplog.at_level(logging.INFO, logger="nautilus_dsm.dsm"):

@@ -82,7 +82,7 @@ def test_clear_and_info_never_follow_a_symlinked_provider_or_quarantine_folder(
     outside, root = _linked_cache(tmp_path)
     cache = KlineCache(root)
 
-    with caplog.at_level(logging.WARNING, logger="nautilus_dsm.dsm.cache"):
+    with caplog.at_level(logging.WARNING, logger="nautilus_dsm.dsm.cache_files"):
         info = cache.info()
         removed = cache.clear()
 
@@ -339,7 +339,7 @@ def test_symlinked_market_and_symbol_folders_are_logged_and_skipped(
     os.symlink(outside, root / "binance/spot")  # a market folder pointing outside
     os.symlink(outside / "BTCUSDT", root / "binance/futures_usdt/BTCUSDT")  # a symbol folder
 
-    with caplog.at_level(logging.WARNING, logger="nautilus_dsm.dsm.cache"):
+    with caplog.at_level(logging.WARNING, logger="nautilus_dsm.dsm.cache_files"):
         assert KlineCache(root).info()["files"] == 0
         assert KlineCache(root).clear() == 0
 

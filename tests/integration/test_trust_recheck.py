@@ -24,7 +24,7 @@ from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
 from nautilus_dsm.catalog import RecheckedFile, ingest
 from nautilus_dsm.common import Interval, MarketType, from_ms, to_ms
-from nautilus_dsm.dsm.cache import PeriodGap, PeriodState
+from nautilus_dsm.dsm.cache_state import PeriodGap, PeriodState
 from nautilus_dsm.dsm.manager import DataSourceManager
 
 pytestmark = pytest.mark.timeout(60)

@@ -9,7 +9,9 @@ import polars as pl
 import pytest
 
 from nautilus_dsm.common import Interval, MarketType, from_ms, to_ms
-from nautilus_dsm.dsm.cache import KlineCache, PeriodGap, PeriodState, frame_problem
+from nautilus_dsm.dsm.cache import KlineCache
+from nautilus_dsm.dsm.cache_checks import frame_problem
+from nautilus_dsm.dsm.cache_state import PeriodGap, PeriodState
 from nautilus_dsm.dsm.failover import REST, VISION, VISION_MONTHLY, Evidence, kinds
 from nautilus_dsm.dsm.planner import Period, periods_for, plan_fetch
 from nautilus_dsm.dsm.quality import Gap, assess, confirm_gap

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from nautilus_dsm.common import Interval, to_ms
-from nautilus_dsm.dsm.cache import PeriodGap, PeriodState
+from nautilus_dsm.dsm.cache_state import PeriodGap, PeriodState
 from nautilus_dsm.dsm.failover import REST, VISION, Evidence, unconfirmed
 from nautilus_dsm.dsm.planner import Period
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA

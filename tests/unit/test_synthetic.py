@@ -8,7 +8,7 @@ import polars as pl
 
 from nautilus_dsm.common import Interval
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA, empty_frame, parse_rest_klines
-from nautilus_dsm.synthetic import fill_gaps, grid_open_times_ms, missing_open_times_ms
+from nautilus_dsm.dsm.synthetic import fill_gaps, grid_open_times_ms, missing_open_times_ms
 
 MIN = 60_000
 

@@ -1,0 +1,272 @@
+"""The cache's file system: atomic writes, temp files being written, ``info`` and ``clear``.
+
+Writes are atomic: a temp file in the target's folder, locked while written (POSIX advisory
+lock), fsync, ``os.replace``. A killed process never leaves half a file, two processes writing
+the same file both succeed, and ``clear`` skips a temp file another process is still writing
+(without advisory locks it skips temp files younger than an hour). ``info`` and ``clear`` walk
+the cache without ever following a symbolic link: a link is logged and left in place, its
+target untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from nautilus_dsm.dsm.cache_paths import (
+    LOCK_SUFFIX,
+    PERIOD_SUFFIX,
+    PROVIDER_DIR,
+    PROVISIONAL_SUFFIX,
+    QUARANTINE_DIR,
+    period_key,
+    sidecar_interval,
+)
+
+try:  # advisory locks mark a temp file as being written (POSIX); elsewhere clear() ages them
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+# Without advisory locks, a temp file younger than this may still be being written.
+_TMP_STALE_S = 3600.0
+
+
+# -- writes -----------------------------------------------------------------------------------
+
+
+def write_atomic(target: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write ``target`` atomically: ``write(handle)`` into a locked temp file, then replace.
+
+    Readers see the old file or the whole new one, never half of it, and concurrent writers of
+    equal content both succeed. A folder or temp file removed under us (``clear`` between mkdir
+    and mkstemp) is retried rather than surfacing ``FileNotFoundError``.
+    """
+    for attempt in range(3):
+        try:
+            _write_once(target, write)
+            return
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+
+
+def _write_once(target: Path, write: Callable[[IO[bytes]], object]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+            os.replace(tmp_name, target)  # still locked: clear() never deletes it mid-write
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def describe(exc: BaseException) -> str:
+    """Return an OS error as ``strerror [errno n]``, anything else as ``Type: message``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} [errno {exc.errno}]"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def unlink_unless_busy(path: Path) -> bool:
+    """True when a temp file may be deleted: no writer holds its lock (or, without advisory
+    locks, it is older than an hour)."""
+    if fcntl is None:  # pragma: no cover - Windows
+        try:
+            return time.time() - path.stat().st_mtime > _TMP_STALE_S
+        except FileNotFoundError:
+            return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info("cache clear: %s is being written; skipped", path)
+        return False
+    finally:
+        os.close(fd)  # closing releases the probe's lock
+    return True
+
+
+# -- walking ----------------------------------------------------------------------------------
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _dirs(folder: Path) -> list[os.DirEntry[str]]:
+    # Real directories only: a symlinked market / symbol / interval folder is never followed.
+    entries = _entries(folder)
+    for entry in entries:
+        if entry.is_symlink():
+            log.warning("cache: %s is a symbolic link; not followed", entry.path)
+    return [e for e in entries if e.is_dir(follow_symlinks=False)]
+
+
+def _is_link(path: Path) -> bool:
+    """True (and logged) when a top-level cache folder is a symbolic link: clear/info never
+    follow it, so files outside the cache root are neither deleted nor counted."""
+    if path.is_symlink():
+        log.warning("cache: %s is a symbolic link; not followed (its target is left alone)", path)
+        return True
+    return False
+
+
+def _walk_files(folder: Path, *, top: bool = False) -> list[Path]:
+    out: list[Path] = []
+    if top and _is_link(folder):
+        return out
+    for entry in _entries(folder):
+        if entry.is_dir(follow_symlinks=False):
+            out.extend(_walk_files(Path(entry.path)))
+        elif entry.is_file(follow_symlinks=False):
+            out.append(Path(entry.path))
+    return out
+
+
+def _symbol_dirs(root: Path) -> list[tuple[Path, Path]]:
+    base = root / PROVIDER_DIR
+    if _is_link(base) or not base.is_dir():
+        return []
+    return [
+        (Path(market_dir.path), Path(symbol_dir.path))
+        for market_dir in sorted(_dirs(base), key=lambda e: e.name)
+        for symbol_dir in sorted(_dirs(Path(market_dir.path)), key=lambda e: e.name)
+    ]
+
+
+def _interval_dirs(root: Path) -> list[tuple[Path, Path, Path]]:
+    return [
+        (market_dir, symbol_dir, Path(interval_dir.path))
+        for market_dir, symbol_dir in _symbol_dirs(root)
+        for interval_dir in sorted(_dirs(symbol_dir), key=lambda e: e.name)
+    ]
+
+
+# -- info and clear ---------------------------------------------------------------------------
+
+
+def cache_info(root: Path) -> dict[str, Any]:
+    """Return files, provisional files and bytes in total and per market / symbol / interval,
+    and the files in quarantine (for the CLI). Symbolic links are not followed."""
+    entries: list[dict[str, Any]] = []
+    for market_dir, symbol_dir, interval_dir in _interval_dirs(root):
+        files = [
+            f
+            for f in _entries(interval_dir)
+            if f.is_file(follow_symlinks=False) and f.name.endswith(PERIOD_SUFFIX)
+        ]
+        if not files:
+            continue
+        keys = sorted(period_key(f.name) for f in files)
+        entries.append(
+            {
+                "market": market_dir.name,
+                "symbol": symbol_dir.name,
+                "interval": interval_dir.name,
+                "files": len(files),
+                "provisional": sum(f.name.endswith(PROVISIONAL_SUFFIX) for f in files),
+                "bytes": sum(f.stat().st_size for f in files),
+                "first": keys[0],
+                "last": keys[-1],
+            }
+        )
+    return {
+        "root": str(root),
+        "files": sum(e["files"] for e in entries),
+        "provisional": sum(e["provisional"] for e in entries),
+        "bytes": sum(e["bytes"] for e in entries),
+        "quarantined": len(_walk_files(root / QUARANTINE_DIR, top=True)),
+        "entries": entries,
+    }
+
+
+def clear_cache(
+    root: Path, market_name: str | None, symbol_name: str | None, interval_name: str | None
+) -> int:
+    """Delete the period files (and sidecars, idle locks) matching the folder names given (all
+    when none, the quarantine too); return how many period files were deleted."""
+    removed = 0
+    for market_dir, symbol_dir in _symbol_dirs(root):
+        if market_name is not None and market_dir.name != market_name:
+            continue
+        if symbol_name is not None and symbol_dir.name != symbol_name:
+            continue
+        removed += _clear_symbol(symbol_dir, interval_name)
+        with contextlib.suppress(OSError):
+            symbol_dir.rmdir()  # only when empty
+    if market_name is None and symbol_name is None and interval_name is None:
+        for file in _walk_files(root / QUARANTINE_DIR, top=True):
+            with contextlib.suppress(FileNotFoundError):
+                file.unlink()
+    return removed
+
+
+def _clear_symbol(symbol_dir: Path, interval_name: str | None) -> int:
+    """Clear a symbol folder's interval folders, first-bar sidecars and idle series locks."""
+    removed = 0
+    for entry in sorted(_entries(symbol_dir), key=lambda e: e.name):
+        if entry.is_symlink():
+            log.warning("cache clear: %s is a symbolic link; not followed", entry)
+        elif entry.is_dir():
+            if interval_name is not None and entry.name != interval_name:
+                continue
+            removed += _clear_folder(Path(entry.path))
+        elif (
+            sidecar_interval(entry.name) is not None
+            and (interval_name is None or sidecar_interval(entry.name) == interval_name)
+            and (not entry.name.endswith(".tmp") or unlink_unless_busy(Path(entry.path)))
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+        elif (
+            entry.name.endswith(LOCK_SUFFIX)
+            and (interval_name is None or entry.name == interval_name + LOCK_SUFFIX)
+            and unlink_unless_busy(Path(entry.path))
+        ):
+            # An idle series lock goes with its series (a held one stays: its writer is
+            # running); the next writer creates it again.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+    return removed
+
+
+def _clear_folder(folder: Path) -> int:
+    """Delete an interval folder's period files and stale temp files; the count of periods."""
+    removed = 0
+    for entry in _entries(folder):
+        if not entry.is_file(follow_symlinks=False):
+            continue  # links and folders are not ours to delete
+        path = Path(entry.path)
+        if entry.name.endswith(PERIOD_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        elif entry.name.endswith(".tmp") and unlink_unless_busy(path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only when empty (a temp file being written keeps it)
+    return removed
