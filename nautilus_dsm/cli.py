@@ -602,7 +602,7 @@ def quality(
 
     async def main() -> int:
         from nautilus_dsm.bars import bar_type_for, convert_frame
-        from nautilus_dsm.catalog import _instrument_for
+        from nautilus_dsm.catalog.instruments import instrument_for
 
         resolved, iv = _resolve(instrument_id, market_type, interval)
         start_dt, end_dt = _parse_range(start, end)
@@ -610,7 +610,7 @@ def quality(
             market_type, base_url_http, base_url_vision, cache_dir, min_completeness
         ) as dsm:
             result, code = await _fetch(dsm, resolved, iv, start_dt, end_dt, not no_progress)
-            instrument = await _instrument_for(dsm, resolved.instrument_id, resolved.market_type)
+            instrument = await instrument_for(dsm, resolved.instrument_id, resolved.market_type)
         conversion = convert_frame(
             result.frame, bar_type_for(resolved.instrument_id, iv), instrument
         )
