@@ -42,7 +42,7 @@ from nautilus_trader.persistence.catalog.parquet import (
 )
 
 from nautilus_dsm.bars import bar_type_for, frame_to_bars, frame_to_catalog_table
-from nautilus_dsm.catalog import _write_file_atomic
+from nautilus_dsm.catalog.files import write_file_atomic
 from nautilus_dsm.common import MarketType, to_ms
 from nautilus_dsm.dsm.cache import KlineCache
 from nautilus_dsm.parsing import parse_instruments
@@ -97,7 +97,7 @@ def frame_vs_write_data(srv: BinanceImitation, n_bars: int, reps: int) -> None:
             table = frame_to_catalog_table(frame, bar_type, instrument)
             ts = table.column("ts_init")
             name = _timestamps_to_filename(ts[0].as_py(), ts[-1].as_py())
-            _write_file_atomic(ours, ours._make_path(Bar, key), name, table)
+            write_file_atomic(ours, ours._make_path(Bar, key), name, table)
             ours_s.append(time.perf_counter() - t0)
             del table
 

@@ -45,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     "DSMDataClient": "nautilus_dsm.data",
     "DSMLiveDataClientFactory": "nautilus_dsm.factories",
     "ingest": "nautilus_dsm.catalog",
-    "backtest_data_config": "nautilus_dsm.catalog",
+    "backtest_data_config": "nautilus_dsm.backtest.data_config",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
@@ -65,8 +65,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from nautilus_dsm.backtest.data_config import backtest_data_config
     from nautilus_dsm.bars import bar_type_for, convert_frame, frame_to_bars, interval_for, warm_up
-    from nautilus_dsm.catalog import backtest_data_config, ingest
+    from nautilus_dsm.catalog import ingest
     from nautilus_dsm.common import DataProvider, Interval, MarketType, resolve_instrument
     from nautilus_dsm.config import (
         DSMDataClientConfig,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nautilus_dsm.backtest.data_config import backtest_data_config
 from nautilus_dsm.backtest.funding import (
     CACHE_KEY_PREFIX,
     DEFAULT_MARK_BAR_SPEC,
@@ -32,6 +33,7 @@ __all__ = [
     "FundingTotals",
     "HoldPositions",
     "HoldPositionsConfig",
+    "backtest_data_config",
     "funding_events",
     "funding_module_config",
     "funding_payment",

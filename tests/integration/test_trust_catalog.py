@@ -22,13 +22,8 @@ from nautilus_trader.model.data import Bar
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
 from nautilus_dsm.bars import bar_type_for, frame_to_catalog_table
-from nautilus_dsm.catalog import (
-    RecheckedFile,
-    _write_file_atomic,
-    backtest_data_config,
-    grid_cell,
-    ingest,
-)
+from nautilus_dsm.catalog import RecheckedFile, backtest_data_config, grid_cell, ingest
+from nautilus_dsm.catalog.files import write_file_atomic
 from nautilus_dsm.cli import cli
 from nautilus_dsm.common import DataProvider, MarketType, to_ms
 from nautilus_dsm.dsm.locks import series_lock
@@ -254,7 +249,7 @@ def _old_style_files(
         frame = imitation.expected(MARKET, "BTCUSDT", "1m", a, b)
         table = frame_to_catalog_table(frame, bar_type, instrument)
         name = _name(START + first_day * DAY, START + end_day * DAY)
-        _write_file_atomic(catalog, str(_bar_dir(catalog)), name, table)
+        write_file_atomic(catalog, str(_bar_dir(catalog)), name, table)
 
 
 def test_rerun_repairs_a_catalog_holding_bars_twice_and_moves_old_boundaries_onto_the_grid(

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from nautilus_dsm.catalog import ChunkPlan, _diff_closed, plan_chunks
+from nautilus_dsm.catalog import ChunkPlan, plan_chunks
+from nautilus_dsm.catalog.grid import diff_closed
 from nautilus_dsm.common import to_ms
 from nautilus_dsm.errors import InvalidInput
 
@@ -20,7 +21,7 @@ FAR = D0 + 1000 * DAY
 
 
 def test_diff_closed_removes_covered_pieces() -> None:
-    assert _diff_closed(0, 100, [(10, 20), (15, 30), (50, 60), (200, 300)]) == [
+    assert diff_closed(0, 100, [(10, 20), (15, 30), (50, 60), (200, 300)]) == [
         (0, 9),
         (31, 49),
         (61, 100),
@@ -28,7 +29,7 @@ def test_diff_closed_removes_covered_pieces() -> None:
 
 
 def test_diff_closed_fully_covered_is_empty() -> None:
-    assert _diff_closed(10, 20, [(0, 15), (16, 25)]) == []
+    assert diff_closed(10, 20, [(0, 15), (16, 25)]) == []
 
 
 def test_adjacent_files_are_reported_as_one_skipped_range() -> None:
