@@ -45,6 +45,21 @@ class DSMInstrumentProviderConfig(InstrumentProviderConfig, frozen=True):
 
     Parameters
     ----------
+    load_all : bool, default False
+        Load every instrument of ``market_types`` on connect (thousands on real Binance).
+    load_ids : frozenset[str], optional
+        The instrument ids to load on connect (e.g. ``frozenset({"BTCUSDT-PERP.BINANCE"})``);
+        only their markets' exchangeInfo is read.
+    filters : dict, optional
+        Applied by ``load_all``/``load_ids``: ``market_types``, ``quote_assets``,
+        ``base_assets``, ``symbols`` (Binance symbols, Nautilus symbols or instrument ids), each
+        a string or a list; an unknown key is an error.
+    filter_callable : str, optional
+        ``"module:function"`` taking an instrument and returning whether to load it.
+    log_warnings : bool, default True
+        Log the exchangeInfo symbols that could not become instruments (and why).
+    use_gamma_markets : bool, default False
+        Inherited from NautilusTrader (Polymarket only); ignored.
     market_types : tuple[str, ...], optional
         The markets whose exchangeInfo ``load_all`` reads (``spot``, ``futures_usdt``,
         ``futures_coin``); all three when None. ``load_ids`` always reads only the markets of
