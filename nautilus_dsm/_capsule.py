@@ -150,7 +150,7 @@ def _probe_stride() -> int:
 
 @lru_cache(maxsize=128)
 def _template(bar_type_str: str, price_precision: int, size_precision: int, stride: int) -> bytes:
-    """A genuine ``Data_t`` holding a bar of this type and precisions (from a pyo3 Bar)."""
+    """Build a genuine ``Data_t`` holding a bar of this type and precisions (from a pyo3 Bar)."""
     o, h, lo, c, v = _MARK_RAWS
     price = nautilus_pyo3.Price.from_raw
     bar = nautilus_pyo3.Bar(

@@ -463,7 +463,7 @@ def frame_to_bars(frame: Any, bar_type: BarType | str, instrument: Instrument) -
 
 
 def catalog_schema(bar_type: BarType | str, instrument: Instrument) -> pa.Schema:
-    """The Arrow schema ``ParquetDataCatalog.write_data`` writes for these bars."""
+    """Return the Arrow schema ``ParquetDataCatalog.write_data`` writes for these bars."""
     bar_type = _parse_bar_type(bar_type)
     fields = [pa.field(name, pa.binary(16), nullable=False) for name in _VALUE_COLUMNS]
     fields += [pa.field(name, pa.uint64(), nullable=False) for name in ("ts_event", "ts_init")]

@@ -94,9 +94,7 @@ def dsm_for_config(config: DSMDataClientConfig) -> DataSourceManager:
 
 
 class DSMLiveDataClientFactory(LiveDataClientFactory):
-    """
-    Provides the nautilus-dsm live data client (Binance klines through the DSM engine).
-    """
+    """Provides the nautilus-dsm live data client (Binance klines through the DSM engine)."""
 
     @staticmethod
     def create(  # type: ignore[override]

@@ -93,8 +93,10 @@ class ParsedExchangeInfo:
 
     def find(self, instrument_id: InstrumentId | str) -> Instrument | SkippedSymbol | None:
         """
-        Return the instrument with this Nautilus id, else the skipped symbol it would have been
-        (so a caller can say why it is missing), else None (the exchangeInfo does not list it).
+        Return the instrument with this Nautilus id, else its skipped symbol, else None.
+
+        The skipped symbol it would have been lets a caller say why it is missing; None means
+        the exchangeInfo does not list it.
         """
         return self._by_id.get(str(instrument_id))
 
@@ -460,7 +462,7 @@ def _currency_pair(
 
 
 def _settlement(spec: _Spec, base: Currency, quote: Currency) -> tuple[Currency, Quantity]:
-    """The settlement currency (the margin asset) and the contract multiplier of a future."""
+    """Return the settlement currency (the margin asset) and the contract multiplier of a future."""
     margin_asset = spec.text("marginAsset")
     if margin_asset == base.code:
         settlement = base

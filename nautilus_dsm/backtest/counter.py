@@ -20,8 +20,11 @@ class BarCounterConfig(ActorConfig, frozen=True):
 
 
 class BarCounter(Actor):
-    """Count the bars a backtest delivers, and those whose precision differs from the
-    instrument's (a catalog re-quantising or a wrong conversion shows up here)."""
+    """Count the bars a backtest delivers, and those of the wrong precision.
+
+    A bar whose precision differs from the instrument's is counted apart (a catalog
+    re-quantising or a wrong conversion shows up here).
+    """
 
     def __init__(self, config: BarCounterConfig) -> None:
         super().__init__(config)
@@ -34,6 +37,7 @@ class BarCounter(Actor):
         self._size_precision: int | None = None
 
     def on_start(self) -> None:
+        """Note the instrument's precisions (when cached) and subscribe to the bars."""
         instrument = self.cache.instrument(self.bar_type.instrument_id)
         if instrument is not None:
             self._price_precision = instrument.price_precision
@@ -41,6 +45,7 @@ class BarCounter(Actor):
         self.subscribe_bars(self.bar_type)
 
     def on_bar(self, bar: Bar) -> None:
+        """Count ``bar`` (and apart when its precision is wrong); note its ``ts_init``."""
         self.count += 1
         if self.first_ts_init is None:
             self.first_ts_init = bar.ts_init

@@ -39,8 +39,11 @@ class HoldPositionsConfig(StrategyConfig, frozen=True):
 
 
 class HoldPositions(Strategy):
-    """Open each configured position with a market order at the instrument's first bar (or at
-    ``open_at_ns``); hold it to the end (or to ``close_at_ns``)."""
+    """Open each configured position with a market order and hold it.
+
+    A position opens at the instrument's first bar (or at ``open_at_ns``) and is held to the
+    end (or to ``close_at_ns``).
+    """
 
     def __init__(self, config: HoldPositionsConfig) -> None:
         super().__init__(config)
@@ -50,6 +53,7 @@ class HoldPositions(Strategy):
         self._opened: set[InstrumentId] = set()
 
     def on_start(self) -> None:
+        """Subscribe to the bars and set the open and close time alerts that are configured."""
         for text in self.config.bar_types:
             self.subscribe_bars(BarType.from_str(text))
         if self.config.open_at_ns is not None:
@@ -58,6 +62,7 @@ class HoldPositions(Strategy):
             self.clock.set_time_alert_ns("hold-close", self.config.close_at_ns, self._close_all)
 
     def on_bar(self, bar: Bar) -> None:
+        """Open the position of ``bar``'s instrument (once), unless ``open_at_ns`` sets the time."""
         if self.config.open_at_ns is None:
             self._open(bar.bar_type.instrument_id)
 

@@ -81,7 +81,7 @@ def synthetic_instruments(
 
 
 def synthetic_close_ticks(instrument_index: int, minute: int, base_ticks: int) -> int:
-    """The SYNTHETIC close, in ticks, of minute ``minute`` (deterministic saw-tooth walk)."""
+    """Return the SYNTHETIC close, in ticks, of minute ``minute`` (deterministic saw-tooth walk)."""
     return base_ticks + ((minute * 7919 + instrument_index * 104729) % 4001) - 2000
 
 

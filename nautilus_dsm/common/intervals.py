@@ -57,6 +57,7 @@ class Interval(Enum):
 
     @property
     def is_month(self) -> bool:
+        """True for ``1M``, the only interval of calendar length."""
         return self is Interval.MONTH_1
 
     @property
@@ -73,6 +74,7 @@ class Interval(Enum):
 
     @property
     def unit(self) -> str:
+        """The unit letter (``m`` for ``15m``)."""
         return self.value[-1]
 
     @property
@@ -126,7 +128,7 @@ class Interval(Enum):
         return out
 
     def count(self, start_ms: int, end_ms: int) -> int:
-        """Number of bar open times in ``[start_ms, end_ms)``."""
+        """Count the bar open times in ``[start_ms, end_ms)``."""
         if self.is_month:
             return len(self.open_times_ms(start_ms, end_ms))
         first = self.ceil_ms(start_ms)
@@ -135,7 +137,7 @@ class Interval(Enum):
         return (end_ms - 1 - first) // _INTERVAL_MS[self] + 1
 
     def on_grid_mask(self, open_ms: npt.ArrayLike) -> npt.NDArray[np.bool_]:
-        """True where an epoch-ms open time lies on this interval's grid.
+        """Mark (True) the epoch-ms open times that lie on this interval's grid.
 
         The grid is where Binance opens bars: multiples of the length from the epoch, Mondays
         00:00 UTC for ``1w``, the first of a month 00:00 UTC for ``1M``. An off-grid open time

@@ -48,6 +48,7 @@ class MarketType(Enum):
 
     @property
     def is_futures(self) -> bool:
+        """True for the futures markets (UM and CM), False for spot."""
         return self is not MarketType.SPOT
 
 

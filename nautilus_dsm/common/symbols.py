@@ -40,6 +40,7 @@ class ResolvedInstrument:
 
     @property
     def nautilus_symbol(self) -> str:
+        """The instrument id without its venue (``BTCUSDT-PERP``)."""
         return self.instrument_id.rsplit(".", 1)[0]
 
 

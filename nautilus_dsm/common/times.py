@@ -148,7 +148,7 @@ def iso_ns(ns: int) -> str:
 
 
 def iso(dt: datetime | None) -> str | None:
-    """An aware datetime in :func:`iso_ms`'s form; None passes through."""
+    """Format an aware datetime in :func:`iso_ms`'s form; None passes through."""
     return None if dt is None else iso_ms(epoch_ms(dt))
 
 

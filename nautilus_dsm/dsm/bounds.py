@@ -65,7 +65,7 @@ def check_knobs(
     owner: str = "",
 ) -> dict[str, int | float]:
     """
-    The knobs that are set (not None), validated, as keyword arguments of the source clients.
+    Return the knobs that are set (not None), validated, as source-client keyword arguments.
 
     Parameters
     ----------

@@ -50,6 +50,7 @@ class CircuitBreaker:
 
     @property
     def is_open(self) -> bool:
+        """True unless the circuit is closed (it is open or half-open)."""
         return self.open_until is not None
 
     def refusal(self) -> str | None:
@@ -72,7 +73,7 @@ class CircuitBreaker:
         return None
 
     def success(self) -> bool:
-        """The host answered; True when that closed an open circuit."""
+        """Record that the host answered; return True when that closed an open circuit."""
         was_open = self.open_until is not None
         self.failures = 0
         self.open_until = None
@@ -81,7 +82,10 @@ class CircuitBreaker:
         return was_open
 
     def failure(self, error: str) -> str | None:
-        """A transport failure: ``"opened"``, ``"reopened"`` (a failed probe) or None."""
+        """Record a transport failure; return ``"opened"``, ``"reopened"`` or None.
+
+        ``"reopened"`` means a failed probe.
+        """
         self.failures += 1
         self.last_error = error
         if self.probing:
@@ -95,5 +99,5 @@ class CircuitBreaker:
         return None
 
     def abandon(self) -> None:
-        """The probe ended without an answer either way (cancelled): let another one go."""
+        """Release a probe that ended without an answer either way (cancelled): let another go."""
         self.probing = False

@@ -88,9 +88,10 @@ class TimeSample:
 
 
 def best_sample(samples: list[TimeSample] | tuple[TimeSample, ...]) -> TimeSample | None:
-    """The sample with the smallest round trip (the first on ties); None when none is usable.
+    """Return the sample with the smallest round trip (the first on ties), or None.
 
-    A negative round trip (the local clock stepped back mid-request) measures nothing.
+    None when no sample is usable: a negative round trip (the local clock stepped back
+    mid-request) measures nothing.
     """
     usable = [s for s in samples if s.rtt_ms >= 0]
     if not usable:
@@ -199,20 +200,28 @@ class ExchangeClock:
         return sample.server_ms + elapsed - margin
 
     def proves_closed(self, close_ms: int) -> bool:
-        """True when the exchange itself read a time at or after ``close_ms`` (a measurement
-        taken after it): closedness that no drift of the local clock can undo."""
+        """Tell whether the exchange itself read a time at or after ``close_ms``.
+
+        That is a measurement taken after it: closedness that no drift of the local clock can
+        undo.
+        """
         return self._sample is not None and self._sample.server_ms >= close_ms
 
     def can_force(self) -> bool:
-        """True when a measurement outside the schedule may be made now (measuring, and not
-        inside the wait after a failed one: a down ``/time`` is not asked on every fetch)."""
+        """Tell whether a measurement outside the schedule may be made now.
+
+        True when measuring, and not inside the wait after a failed one: a down ``/time`` is
+        not asked on every fetch.
+        """
         if self._server_time is None:
             return False
         return not self._failed or self.due()
 
     def step_ms(self) -> int:
-        """How far the local clock stepped since the last measurement (ms, + = ahead); 0 when
-        within the tolerance, not measuring, or never measured."""
+        """Return how far the local clock stepped since the last measurement (ms, + = ahead).
+
+        0 when within the tolerance, not measuring, or never measured.
+        """
         base = self._base
         if self._server_time is None or base is None:
             return 0
@@ -222,7 +231,7 @@ class ExchangeClock:
         return step if abs(step) > self.step_tolerance_ms else 0
 
     def due(self) -> bool:
-        """True when the next use should measure (never measured, or the measurement is old)."""
+        """Tell whether the next use should measure (never measured, or the measurement is old)."""
         if self._server_time is None:
             return False
         if self._attempted_ms is None:
@@ -235,8 +244,10 @@ class ExchangeClock:
     # -- measuring --------------------------------------------------------------------------
 
     async def ensure(self) -> int:
-        """Measure if due or the local clock stepped (concurrent callers share one measurement);
-        return :meth:`now_ms`."""
+        """Measure if due or the local clock stepped; return :meth:`now_ms`.
+
+        Concurrent callers share one measurement.
+        """
         # A stepped local clock makes the offset wrong by the step: measure before deciding.
         step = self.step_ms()
         if step or self.due():
@@ -244,8 +255,10 @@ class ExchangeClock:
         return self.now_ms()
 
     async def refresh(self) -> int:
-        """Measure now, whatever the age of the last measurement (sharing one in flight);
-        return :meth:`now_ms`."""
+        """Measure now, whatever the age of the last measurement; return :meth:`now_ms`.
+
+        A measurement already in flight is shared.
+        """
         await self._measure(0)
         return self.now_ms()
 

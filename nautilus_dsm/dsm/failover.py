@@ -33,7 +33,7 @@ SOURCE_COL = "__source"
 
 
 def kinds(tags: tuple[str, ...] | set[str] | frozenset[str]) -> tuple[str, ...]:
-    """The independent sources behind source tags, sorted (``("rest", "vision")``)."""
+    """Return the independent sources behind source tags, sorted (``("rest", "vision")``)."""
     return tuple(sorted({_KIND.get(t, t) for t in tags}))
 
 
@@ -80,8 +80,10 @@ class Evidence:
         return ev
 
     def add(self, frame: pl.DataFrame, tag: str, label: str, lo: int, hi: int) -> int:
-        """Record that source ``tag`` answered for open times ``[lo, hi)`` with ``frame``
-        (clean, inside the period); return how many new bars it contributed."""
+        """Record that source ``tag`` answered for open times ``[lo, hi)`` with ``frame``.
+
+        ``frame`` is clean and inside the period. Return how many new bars it contributed.
+        """
         self.answered.setdefault(tag, []).append((lo, hi))
         self.mark_asked(tag, lo, hi)
         self.changed = True
@@ -100,7 +102,7 @@ class Evidence:
         return self.frame.height - before
 
     def needs_write(self, state: PeriodState) -> bool:
-        """True when the period's bars or ``state`` differ from what the cache holds."""
+        """Tell whether the period's bars or ``state`` differ from what the cache holds."""
         if not self.changed:
             return False
         height = self.frame.height if self.frame is not None else 0
@@ -111,11 +113,14 @@ class Evidence:
         self.asked.setdefault(tag, []).append((lo, hi))
 
     def was_asked(self, tag: str, gap: PeriodGap) -> bool:
-        """True when ``tag`` was already asked for all of ``gap`` in this fetch."""
+        """Tell whether ``tag`` was already asked for all of ``gap`` in this fetch."""
         return _covered(self.asked.get(tag, []), gap.start_ms, gap.end_ms)
 
     def gaps(self) -> list[PeriodGap]:
-        """Runs of expected open times still missing, each with the tags that lacked all of it."""
+        """Return the runs of expected open times still missing.
+
+        Each comes with the tags that lacked all of it.
+        """
         lo, hi = self.expect_from_ms, self.period.end_ms
         if lo >= hi:
             return []
@@ -132,7 +137,10 @@ class Evidence:
         return out
 
     def state(self) -> PeriodState:
-        """Final when complete or every gap is lacked by two independent sources."""
+        """Return the period's state: final when complete or every gap is lacked by two sources.
+
+        The two sources must be independent (see :func:`kinds`).
+        """
         if self._state is None:
             gaps = tuple(self.gaps())
             final = all(len(kinds(g.missing_in)) >= 2 for g in gaps)
@@ -140,12 +148,12 @@ class Evidence:
         return self._state
 
     def bars(self) -> pl.DataFrame | None:
-        """The bars held (with the source column), sorted and unique."""
+        """Return the bars held (with the source column), sorted and unique."""
         return self.frame
 
 
 def unconfirmed(state: PeriodState) -> list[PeriodGap]:
-    """The gaps fewer than two independent sources lacked: still worth asking again."""
+    """Return the gaps fewer than two independent sources lacked: still worth asking again."""
     return [g for g in state.gaps if len(kinds(g.missing_in)) < 2]
 
 

@@ -32,8 +32,9 @@ RECENT_CLOSE_MS = 10 * MINUTE_MS
 
 async def fetch_now_ms(clock: ExchangeClock, local_ms: int, interval: Interval, end_ms: int) -> int:
     """
-    Return exchange "now" for a fetch ending at ``end_ms``; no ``GET /time`` when no decision
-    depends on it.
+    Return exchange "now" for a fetch ending at ``end_ms``.
+
+    No ``GET /time`` is made when no decision depends on it.
 
     Parameters
     ----------
@@ -67,8 +68,10 @@ async def prove_recent(
     now_ms: int,
 ) -> int:
     """
-    Return exchange "now", re-measured when a period that closed in the last minutes would be
-    decided closed (and cached as final, for good) on an offset measured before its close.
+    Return exchange "now", re-measured when a recent close would be decided on a stale offset.
+
+    It is re-measured when a period that closed in the last minutes would be decided closed
+    (and cached as final, for good) on an offset measured before its close.
 
     A slewed local clock (NTP's gradual correction; ``time.monotonic()`` moves with it, so
     no step shows) can make the offset stale by more than the slew margin between two

@@ -93,6 +93,7 @@ class Reply[T]:
 
     @property
     def status(self) -> int:
+        """The HTTP status code of the response."""
         return self.response.status_code
 
 
@@ -246,7 +247,7 @@ class HttpTransport:
 
     # -- circuit breaker -------------------------------------------------------------------
     def breaker(self, url: str | httpx.URL) -> CircuitBreaker:
-        """The circuit of ``url``'s host (created closed on first use)."""
+        """Return the circuit of ``url``'s host (created closed on first use)."""
         host = _host(httpx.URL(url))
         breaker = self._breakers.get(host)
         if breaker is None:

@@ -79,8 +79,11 @@ class ListingLookup:
         return _bounds(run, first)
 
     async def _look_up(self, run: FetchRun) -> tuple[bool, int | None]:
-        """``(checked, first)`` from the REST probe; not checked when a cached bar at or before
-        the start makes it moot, REST is disabled or the probe failed (with a warning)."""
+        """Return ``(checked, first)`` from the REST probe.
+
+        Not checked when a cached bar at or before the start makes it moot, REST is disabled
+        or the probe failed (with a warning).
+        """
         if run.cached_first_ms is not None and run.cached_first_ms <= run.interval.ceil_ms(
             run.start_ms
         ):
@@ -97,8 +100,11 @@ class ListingLookup:
         return True, first
 
     async def _confirm_first_bar(self, run: FetchRun, cached: int) -> int | None:
-        """The REST probe's first bar in place of the sidecar's; the sidecar's (with a warning)
-        when REST is disabled or unreachable, so offline fetches still count as before."""
+        """Return the REST probe's first bar in place of the sidecar's.
+
+        The sidecar's is returned (with a warning) when REST is disabled or unreachable, so
+        offline fetches still count as before.
+        """
         unconfirmed = (
             f"{run.instrument.instrument_id} first bar {iso_ms(cached)} is taken from the cache "
             "unconfirmed: "

@@ -59,6 +59,7 @@ class MonthGroup:
 
     @property
     def key(self) -> str:
+        """The month as ``YYYY-MM``."""
         return f"{self.year:04d}-{self.month:02d}"
 
 
@@ -90,12 +91,15 @@ class FetchPlan:
 
 
 def is_yearly(interval: Interval) -> bool:
-    """True for ``1d`` and longer, whose period is the UTC year (Vision is not used)."""
+    """Tell whether ``interval`` is ``1d`` or longer, whose period is the UTC year.
+
+    Vision is not used for those.
+    """
     return interval in _YEARLY
 
 
 def period_of(interval: Interval, ts_ms: int) -> Period:
-    """The period containing ``ts_ms``."""
+    """Return the period containing ``ts_ms``."""
     dt = from_ms(ts_ms)
     if is_yearly(interval):
         start = to_ms(datetime(dt.year, 1, 1, tzinfo=UTC))
@@ -130,14 +134,14 @@ def period_close_ms(interval: Interval, period: Period) -> int:
 
 
 def is_closed(interval: Interval, period: Period, now_ms: int, settle_ms: int = SETTLE_MS) -> bool:
-    """True when every bar of the period closed at least ``settle_ms`` before ``now_ms``."""
+    """Tell whether every bar of the period closed at least ``settle_ms`` before ``now_ms``."""
     return period_close_ms(interval, period) + settle_ms <= now_ms
 
 
 def decided_without_now(
     interval: Interval, end_ms: int, local_now_ms: int, skew_ms: int = MAX_CLOCK_SKEW_MS
 ) -> bool:
-    """True when no "closed" decision of a request ending at ``end_ms`` depends on the clock.
+    """Tell whether no "closed" decision of a request ending at ``end_ms`` depends on the clock.
 
     The end cap and every period's closed/open call compare a close (at most the close of the
     period holding ``end_ms - 1``, plus ``SETTLE_MS``) with "now". When that lies more than

@@ -101,7 +101,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 def rate_limit_wait(status: int, header: str | None) -> tuple[float | None, str]:
     """
-    The hold a 429/418 asks for, and how to describe it: ``(seconds, description)``.
+    Return the hold a 429/418 asks for, and how to describe it: ``(seconds, description)``.
 
     ``seconds`` is at least :data:`RATE_LIMIT_FLOOR_S` and at most
     :data:`MAX_HONOURED_WAIT_S`; None for a 418 without a usable ``Retry-After`` (a ban of

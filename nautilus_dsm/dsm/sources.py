@@ -1,5 +1,6 @@
-"""The sources a manager fetches from: the cache, and per market a REST client, a Vision client
-and an exchange clock.
+"""The sources a manager fetches from.
+
+They are the cache, and per market a REST client, a Vision client and an exchange clock.
 
 Clients are created on first use (one of each per market, sharing the settings' bounds and
 concurrency) and closed together; a closed manager re-creates them when used again. The
@@ -106,7 +107,7 @@ class MarketSources:
             await client.aclose()
 
     def rest_client(self, market_type: MarketType) -> BinanceRestClient:
-        """The market's REST client, created on first use."""
+        """Return the market's REST client, created on first use."""
         client = self._rest.get(market_type)
         if client is None:
             client = BinanceRestClient(
@@ -121,7 +122,7 @@ class MarketSources:
         return client
 
     def vision_client(self, market_type: MarketType) -> VisionClient:
-        """The market's Vision client, created on first use."""
+        """Return the market's Vision client, created on first use."""
         client = self._vision.get(market_type)
         if client is None:
             client = VisionClient(
@@ -135,7 +136,7 @@ class MarketSources:
         return client
 
     def exchange_clock(self, market_type: MarketType | str) -> ExchangeClock:
-        """The market's exchange clock (``.now_ms()``, ``.offset_ms``), created on first use.
+        """Return the market's exchange clock (``.now_ms()``, ``.offset_ms``), created on first use.
 
         It is measured lazily (see :meth:`exchange_now_ms`); until then, or with time sync
         off, its offset is 0 and exchange time is the local clock.
@@ -168,7 +169,7 @@ class MarketSources:
         return await self.exchange_clock(market_type).ensure()
 
     async def exchange_info(self, market_type: MarketType | str) -> dict:
-        """The market's decoded ``exchangeInfo``, fetched again once ``exchange_info_ttl_s`` old.
+        """Return the market's decoded ``exchangeInfo``, refetched once ``exchange_info_ttl_s`` old.
 
         When the refresh fails, the previous copy is served (with a warning) rather than
         failing a running node over metadata that is merely older than the TTL.

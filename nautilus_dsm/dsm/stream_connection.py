@@ -131,17 +131,20 @@ class StreamHost(Protocol):
         ...
 
     def acknowledged(self, market: MarketType, name: str) -> None:
-        """The server acknowledged the subscription of stream ``name``."""
+        """Handle the server's acknowledgement of the subscription of stream ``name``."""
         ...
 
     def rejected(
         self, market: MarketType, name: str, error: StreamSubscriptionRejected, forget: bool
     ) -> None:
-        """The server answered an error for ``name``; ``forget``: never ask for it again."""
+        """Handle the server's error answer for ``name``; ``forget``: never ask for it again."""
         ...
 
     def reconnected(self, market: MarketType, names: list[str], down_ms: int) -> None:
-        """A lost connection is back and re-subscribed to ``names`` (lost at ``down_ms``)."""
+        """Handle a lost connection that is back, re-subscribed to ``names``.
+
+        It was lost at ``down_ms``.
+        """
         ...
 
 

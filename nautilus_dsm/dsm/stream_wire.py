@@ -115,7 +115,7 @@ def decode_message(raw: bytes | str) -> tuple[str | None, WireKlineEvent | None,
 
 
 def closed_kline(market: MarketType, event: WireKlineEvent, received_ns: int) -> ClosedKline:
-    """A closed wire event -> :class:`ClosedKline`."""
+    """Convert a closed wire event to a :class:`ClosedKline`."""
     k = event.k
     return ClosedKline(
         market=market,
@@ -139,7 +139,7 @@ def closed_kline(market: MarketType, event: WireKlineEvent, received_ns: int) ->
 
 
 def klines_to_frame(items: list[ClosedKline]) -> Any:
-    """Closed klines -> a ``FRAME_SCHEMA`` polars frame (exact decimals, UTC ms times)."""
+    """Convert closed klines to a ``FRAME_SCHEMA`` polars frame (exact decimals, UTC ms times)."""
     import polars as pl
 
     from nautilus_dsm.dsm.schema import COLUMNS, FRAME_SCHEMA

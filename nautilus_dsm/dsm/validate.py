@@ -54,6 +54,7 @@ class Expect:
 
     @property
     def period(self) -> str:
+        """The expected open times as ``START..END`` in ISO form (END empty when open-ended)."""
         end = "" if self.end_ms is None else iso(self.end_ms)
         return f"{iso(self.start_ms)}..{end}"
 
@@ -172,7 +173,7 @@ def check_complete_rows(text: pl.DataFrame, what: str, n_fields: int) -> None:
 
 
 def interval_lengths_ms(interval: Interval, opens: np.ndarray) -> np.ndarray | int:
-    """The length of each bar opening at ``opens`` (calendar months for ``1M``)."""
+    """Return the length of each bar opening at ``opens`` (calendar months for ``1M``)."""
     if not interval.is_month:
         return interval.fixed_ms
     months = opens.astype("datetime64[ms]").astype("datetime64[M]")

@@ -45,7 +45,7 @@ class WeightGate:
 
 
 def parse_used_weight(value: str | None) -> int | None:
-    """The integer of an ``X-MBX-USED-WEIGHT-1M`` header, None when absent or malformed."""
+    """Parse the integer of an ``X-MBX-USED-WEIGHT-1M`` header; None when absent or malformed."""
     if value is None:
         return None
     try:

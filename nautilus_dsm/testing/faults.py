@@ -138,11 +138,11 @@ class Faults:
             return False
 
     def gaps_for(self, symbol: str) -> list[tuple[int, int]]:
-        """The ``[start_ms, end_ms)`` gaps of ``symbol``."""
+        """Return the ``[start_ms, end_ms)`` gaps of ``symbol``."""
         return [(start, end) for sym, start, end in list(self.gaps) if sym == symbol]
 
     def rest_gaps_for(self, symbol: str) -> list[tuple[int, int]]:
-        """The ``[start_ms, end_ms)`` REST-only gaps of ``symbol``."""
+        """Return the ``[start_ms, end_ms)`` REST-only gaps of ``symbol``."""
         return [(start, end) for sym, start, end in list(self.rest_gaps) if sym == symbol]
 
     def reset(self) -> None:

@@ -58,6 +58,7 @@ class KlineSpec:
 
     @property
     def inverse(self) -> bool:
+        """True for an inverse (COIN-M) contract, which has a contract size."""
         return self.contract_size is not None
 
 
@@ -132,7 +133,7 @@ def _triangle(times: np.ndarray, period_ms: int, phase_ms: int) -> np.ndarray:
 
 
 def mid_ticks(ks: KlineSpec, times: np.ndarray) -> np.ndarray:
-    """The price path at epoch-ms ``times``, in ticks (>= 1)."""
+    """Return the price path at epoch-ms ``times``, in ticks (>= 1)."""
     t = times.astype(np.int64)
     phase = ks.seed % 10_000_000
     ppm = (
@@ -159,7 +160,7 @@ def _minutes(interval: Interval) -> float:
 def generate(
     ks: KlineSpec, interval: Interval, opens: np.ndarray, now_ms: int | None = None
 ) -> pl.DataFrame:
-    """The raw klines opening at ``opens`` (epoch ms, on the interval's grid).
+    """Generate the raw klines opening at ``opens`` (epoch ms, on the interval's grid).
 
     A bar still forming at ``now_ms`` (open <= now < close) gets partial values, as Binance
     sends it: the close is the price at ``now_ms`` and volume/trades cover the elapsed fraction.

@@ -176,7 +176,7 @@ class BinanceImitation:
         return self.ws.url
 
     def ws_base_url(self, market: MarketType | str) -> str:
-        """The raw ``/ws`` endpoint of ``market``'s kline streams."""
+        """Return the raw ``/ws`` endpoint of ``market``'s kline streams."""
         return self.ws.base_url(market)
 
     # ----------------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ class BinanceImitation:
         self.faults.down = False
 
     def now_ms(self) -> int:
-        """The imitation's "now" (its clock), epoch ms."""
+        """Return the imitation's "now" (its clock), epoch ms."""
         return self._kline_series.now_ms()
 
     def add_symbol(self, market: MarketType | str, spec: SymbolSpec) -> None:
@@ -217,7 +217,7 @@ class BinanceImitation:
         self._vision.clear()
 
     def symbols(self, market: MarketType | str) -> dict[str, SymbolSpec]:
-        """The symbols listed on ``market``."""
+        """Return the symbols listed on ``market``."""
         return self._kline_series.symbols(MarketType.parse(market))
 
     def set_klines(
@@ -244,7 +244,7 @@ class BinanceImitation:
         start_ms: int,
         end_ms: int,
     ) -> pl.DataFrame:
-        """The source truth: closed bars with open time in ``[start_ms, end_ms)``.
+        """Return the source truth: closed bars with open time in ``[start_ms, end_ms)``.
 
         Listing and ``faults.gaps`` applied, in ``FRAME_SCHEMA``: exactly what a perfect
         client returns for this request at the imitation's "now".
@@ -429,7 +429,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _matching(prefixes: set[str] | dict[str, object], path: str) -> str | None:
-    """The first prefix (or key) that ``path`` starts with, None when there is none."""
+    """Return the first prefix (or key) that ``path`` starts with, None when there is none."""
     for prefix in list(prefixes):
         if path.startswith(prefix):
             return prefix

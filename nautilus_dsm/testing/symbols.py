@@ -20,7 +20,7 @@ PERPETUAL_DELIVERY_MS = 4_133_404_800_000
 
 
 def decimals_of(text: str) -> int:
-    """Number of decimals a Binance decimal string carries (``"0.10"`` -> 2, ``"1"`` -> 0)."""
+    """Count the decimals a Binance decimal string carries (``"0.10"`` -> 2, ``"1"`` -> 0)."""
     exponent = Decimal(text).as_tuple().exponent
     return max(0, -int(exponent))
 
@@ -68,14 +68,17 @@ class SymbolSpec:
 
     @property
     def price_precision(self) -> int:
+        """The decimals of ``tick_size``."""
         return decimals_of(self.tick_size)
 
     @property
     def quantity_precision(self) -> int:
+        """The decimals of ``step_size``."""
         return decimals_of(self.step_size)
 
     @property
     def pair(self) -> str:
+        """The symbol without a delivery suffix (``BTCUSD`` for ``BTCUSD_PERP``)."""
         return self.symbol.split("_", 1)[0]
 
     def seed(self, market: MarketType) -> int:
@@ -84,7 +87,7 @@ class SymbolSpec:
 
 
 def default_symbols() -> dict[MarketType, dict[str, SymbolSpec]]:
-    """The imitation's default listing: BTC and ETH on each market, listed 2020-01-01."""
+    """Return the imitation's default listing: BTC and ETH on each market, listed 2020-01-01."""
     return {
         MarketType.SPOT: {
             "BTCUSDT": SymbolSpec(
@@ -320,7 +323,7 @@ def exchange_info(
     server_time_ms: int,
     weight_limit: int | None = None,
 ) -> dict[str, object]:
-    """The ``exchangeInfo`` payload of ``market`` listing ``specs``, in Binance's format."""
+    """Build the ``exchangeInfo`` payload of ``market`` listing ``specs``, in Binance's format."""
     weight = weight_limit if weight_limit is not None else ENDPOINTS[market].weight_per_minute
     if market is MarketType.SPOT:
         return {

@@ -177,6 +177,7 @@ class KlineStreamServer:
     # Lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the server on its own thread and wait (10 s at most) until it listens."""
         if self._thread is not None:
             return
         ready = threading.Event()
@@ -217,6 +218,7 @@ class KlineStreamServer:
             loop.close()
 
     def stop(self) -> None:
+        """Close the server, abort every open connection and join its thread."""
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
@@ -240,7 +242,7 @@ class KlineStreamServer:
         return f"ws://127.0.0.1:{self._port}"
 
     def base_url(self, market: MarketType | str) -> str:
-        """The raw ``/ws`` endpoint of ``market`` (subscribe with the JSON methods)."""
+        """Return the raw ``/ws`` endpoint of ``market`` (subscribe with the JSON methods)."""
         return self.url + BASE_PATHS[MarketType.parse(market)]
 
     def disconnect_all(self) -> int:
@@ -259,7 +261,7 @@ class KlineStreamServer:
         return asyncio.run_coroutine_threadsafe(cut(), loop).result(timeout=5)
 
     def subscriptions(self) -> list[set[str]]:
-        """The streams of every open connection (a snapshot)."""
+        """Return the streams of every open connection (a snapshot)."""
         return [set(conn.streams) for conn in list(self._conns)]
 
     # Handshake and connection -------------------------------------------------------------

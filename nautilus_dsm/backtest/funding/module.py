@@ -120,8 +120,10 @@ def funding_module_config(
     fs_storage_options: dict | None = None,
 ) -> ImportableActorConfig:
     """
-    Return the ``ImportableActorConfig`` of a :class:`FundingRateModule` for
-    ``BacktestVenueConfig(modules=[...])`` (1.231 builds modules with ``ActorFactory.create``).
+    Return the ``ImportableActorConfig`` of a :class:`FundingRateModule`.
+
+    It goes in ``BacktestVenueConfig(modules=[...])`` (1.231 builds modules with
+    ``ActorFactory.create``).
 
     The parameters are those of :class:`FundingRateModuleConfig`; they are validated here, so a
     typo fails before the node starts.
@@ -477,11 +479,11 @@ class FundingRateModule(SimulationModule):
         return list(self._payments)
 
     def totals(self) -> dict[str, FundingTotals]:
-        """The totals per instrument id (a copy)."""
+        """Return the totals per instrument id (a copy)."""
         return {k.value: FundingTotals(**asdict(s.totals)) for k, s in self._states.items()}
 
     def report(self) -> FundingReport:
-        """The totals and payments of this module's venue."""
+        """Return the totals and payments of this module's venue."""
         return FundingReport(str(self._venue), self.totals(), self.payments)
 
     def log_diagnostics(self, logger: Any) -> None:
