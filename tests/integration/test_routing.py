@@ -156,7 +156,10 @@ def _run(node: TradingNode, loop: asyncio.AbstractEventLoop, done: Callable[[], 
 def _by_source(bars: list[Bar]) -> tuple[dict[int, Bar], dict[int, Bar]]:
     """``(DSM bars, Binance bars)`` by open time (ms): DSM's are plain ``Bar``."""
     dsm = {b.ts_event // NS - 1_000: b for b in bars if type(b) is Bar}
-    binance = {(b.ts_event // NS) - 999: b for b in bars if type(b).__name__ == "BinanceBar"}
+    # Binance's stamp is close_time through a float: a few hundred ns either side of the ms.
+    binance = {
+        (b.ts_event + NS // 2) // NS - 999: b for b in bars if type(b).__name__ == "BinanceBar"
+    }
     return dsm, binance
 
 
