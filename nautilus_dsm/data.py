@@ -53,6 +53,7 @@ from nautilus_dsm.dsm.holders import acquire_dsm, release_dsm
 from nautilus_dsm.errors import DSMError, InvalidInput, SourceError, UnknownSymbol
 from nautilus_dsm.logs import install_log_bridge
 from nautilus_dsm.polling import BarPoller, not_trading, poll_bars, retry_delay_s
+from nautilus_dsm.refusals import RefusalsMixin
 from nautilus_dsm.requests import (
     bars_to_serve,
     check_bar_type,
@@ -74,7 +75,7 @@ BINANCE_VENUE = Venue(VENUE)
 DEFAULT_CLIENT_ID = "DSM"
 
 
-class DSMDataClient(LiveMarketDataClient):
+class DSMDataClient(RefusalsMixin, LiveMarketDataClient):
     """
     A NautilusTrader live market data client for Binance klines, backed by the DSM engine.
 
@@ -113,7 +114,7 @@ class DSMDataClient(LiveMarketDataClient):
         super().__init__(
             loop=loop,
             client_id=ClientId(name or DEFAULT_CLIENT_ID),
-            venue=BINANCE_VENUE,
+            venue=None,  # routed by client_id, or as the default client (docs/ROUTING.md)
             msgbus=msgbus,
             cache=cache,
             clock=clock,

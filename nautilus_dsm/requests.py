@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nautilus_trader.common.enums import LogColor
-from nautilus_trader.model.enums import AggregationSource
 
 from nautilus_dsm.bars import convert_frame, interval_for
 from nautilus_dsm.common import (
@@ -32,6 +31,7 @@ from nautilus_dsm.common import (
 from nautilus_dsm.constants import DAY_MS, NS_PER_MS
 from nautilus_dsm.errors import DSMError, InvalidInput, QualityBelowThreshold
 from nautilus_dsm.gaps import describe_invalid, fill_synthetic, format_gaps
+from nautilus_dsm.refusals import bar_type_refusal
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -190,16 +190,15 @@ def check_bar_type(
     Raises
     ------
     InvalidInput
-        For an ``INTERNAL`` bar type, a step no Binance interval has, an instrument of another
-        market (``MarketTypeMismatch``), or an interval the market does not serve.
+        For a price type other than LAST or an ``INTERNAL`` bar type (the text of
+        :func:`nautilus_dsm.refusals.bar_type_refusal`), a step no Binance interval has, an
+        instrument of another market (``MarketTypeMismatch``), or an interval the market does
+        not serve.
 
     """
-    if bar_type.aggregation_source != AggregationSource.EXTERNAL:
-        raise InvalidInput(
-            f"{bar_type} is internally aggregated; DSM serves Binance klines, so use "
-            f"{str(bar_type).rsplit('-', 1)[0]}-EXTERNAL (Nautilus aggregates INTERNAL bars "
-            "from them itself)"
-        )
+    refusal = bar_type_refusal(bar_type)  # a price type other than LAST, or INTERNAL
+    if refusal is not None:
+        raise InvalidInput(refusal)
     interval = interval_for(bar_type)
     resolved = resolve_instrument(bar_type.instrument_id.value, market_type)
     interval.check_market(resolved.market_type)

@@ -181,9 +181,10 @@ def test_check_bar_type_refuses_internal_aggregation() -> None:
         check_bar_type(internal, None)
 
     assert str(refused.value) == (
-        "BTCUSDT.BINANCE-1-MINUTE-LAST-INTERNAL is internally aggregated; DSM serves Binance "
-        "klines, so use BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL (Nautilus aggregates INTERNAL "
-        "bars from them itself)"
+        "BTCUSDT.BINANCE-1-MINUTE-LAST-INTERNAL is INTERNAL (aggregated by NautilusTrader); "
+        "DSMDataClient serves EXTERNAL Binance kline bars (LAST): use "
+        "BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL, or let NautilusTrader aggregate DSM bars "
+        "(e.g. BTCUSDT.BINANCE-5-MINUTE-LAST-INTERNAL@1-MINUTE-EXTERNAL)"
     )
 
 
