@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,43 @@ REALDATA = Path(
     os.environ.get("NAUTILUS_DSM_REALDATA")
     or Path(__file__).resolve().parents[2] / "shared" / "realdata"
 )
+
+
+_LOCAL_NAMES = {None, "", "localhost", "ip6-localhost"}
+
+
+def _is_local(host: object) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host in _LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_only() -> Iterator[None]:
+    """Refuse, in the test process, any name lookup or connection beyond 127.0.0.1 / ::1.
+
+    There is no internet here, and a test that reached for Binance would only time out; this
+    makes it fail at once, naming the host (subprocess tests point at the imitation by URL).
+    """
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not _is_local(host):
+            raise socket.gaierror(
+                f"test tried to resolve {host!r}: tests talk to the imitation on 127.0.0.1"
+            )
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        socket.getaddrinfo = real_getaddrinfo  # type: ignore[assignment]
 
 
 @pytest.fixture
