@@ -218,6 +218,13 @@ class RefusalsMixin:
     def _refuse_request(self, kind: str, subject: Any) -> None:
         self._logger.error(request_refusal(kind, subject))
 
+    def _refuse_instrument_request(self, kind: str, handler: str, request: Any) -> None:
+        # One error, then the base class's own empty answer for this kind of request.
+        self._refuse_request(kind, request.instrument_id)
+        getattr(self, handler)(
+            request.instrument_id, [], request.id, request.start, request.end, request.params
+        )
+
     def _ignore_unsubscribe(self, command: Any) -> None:
         self._logger.debug(f"Nothing to unsubscribe for {command}: never subscribed here")
 
@@ -310,34 +317,19 @@ class RefusalsMixin:
         )
 
     async def _request_quote_ticks(self, request: Any) -> None:
-        self._refuse_request("quote_ticks", request.instrument_id)
-        self._handle_quote_ticks(  # type: ignore[attr-defined]
-            request.instrument_id, [], request.id, request.start, request.end, request.params
-        )
+        self._refuse_instrument_request("quote_ticks", "_handle_quote_ticks", request)
 
     async def _request_trade_ticks(self, request: Any) -> None:
-        self._refuse_request("trade_ticks", request.instrument_id)
-        self._handle_trade_ticks(  # type: ignore[attr-defined]
-            request.instrument_id, [], request.id, request.start, request.end, request.params
-        )
+        self._refuse_instrument_request("trade_ticks", "_handle_trade_ticks", request)
 
     async def _request_funding_rates(self, request: Any) -> None:
-        self._refuse_request("funding_rates", request.instrument_id)
-        self._handle_funding_rates(  # type: ignore[attr-defined]
-            request.instrument_id, [], request.id, request.start, request.end, request.params
-        )
+        self._refuse_instrument_request("funding_rates", "_handle_funding_rates", request)
 
     async def _request_order_book_deltas(self, request: Any) -> None:
-        self._refuse_request("order_book_deltas", request.instrument_id)
-        self._handle_order_book_deltas(  # type: ignore[attr-defined]
-            request.instrument_id, [], request.id, request.start, request.end, request.params
-        )
+        self._refuse_instrument_request("order_book_deltas", "_handle_order_book_deltas", request)
 
     async def _request_order_book_depth(self, request: Any) -> None:
-        self._refuse_request("order_book_depth", request.instrument_id)
-        self._handle_order_book_depths(  # type: ignore[attr-defined]
-            request.instrument_id, [], request.id, request.start, request.end, request.params
-        )
+        self._refuse_instrument_request("order_book_depth", "_handle_order_book_depths", request)
 
     async def _request_order_book_snapshot(self, request: Any) -> None:
         self._refuse_request("order_book_snapshot", request.instrument_id)

@@ -252,22 +252,10 @@ class BinanceImitation:
         market, interval = MarketType.parse(market), Interval.parse(interval)
         return self._kline_series.expected(market, symbol, interval, start_ms, end_ms)
 
-    def _series(
-        self,
-        market: MarketType,
-        spec: SymbolSpec,
-        interval: Interval,
-        lo: int,
-        hi: int,
-        limit: int | None,
-        *,
-        from_end: bool = False,
-        now_ms: int | None = None,
-    ) -> pl.DataFrame:
-        """Raw bars of the series (:meth:`KlineSeries.select`); the websocket streams read them."""
-        return self._kline_series.select(
-            market, spec, interval, lo, hi, limit, from_end=from_end, now_ms=now_ms
-        )
+    @property
+    def series(self) -> KlineSeries:
+        """The kline series every endpoint reads (REST, Vision and the websocket streams)."""
+        return self._kline_series
 
     # ----------------------------------------------------------------------------------------
     # Routing and the request log

@@ -454,7 +454,9 @@ class KlineStreamServer:
         spec = imitation.symbols(stream.market).get(stream.symbol)
         if spec is None:
             return None
-        raw = imitation._series(stream.market, spec, stream.interval, lo, hi, None, now_ms=now_ms)
+        raw = imitation.series.select(
+            stream.market, spec, stream.interval, lo, hi, None, now_ms=now_ms
+        )
         return raw, klines.kline_spec(spec, stream.market)
 
     async def _push_closed(self, stream: _Stream, current: int, now: int) -> None:

@@ -9,6 +9,8 @@ else. A block preceded by ``<!-- no-run -->`` (on the line before its fence) is 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 _FENCE = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
@@ -43,3 +45,20 @@ def script(blocks: list[str], url: str, cache_dir: Path) -> str:
         parts.append(f"print('-- block {i} --', flush=True)\n{inject(block, url, cache_dir)}")
     parts.append("print('-- all blocks ran --', flush=True)\n")
     return "\n".join(parts)
+
+
+def run_page(page: Path, tmp_path: Path, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """Run ``page``'s blocks in one fresh Python against a fresh imitation; return the process."""
+    from nautilus_dsm.testing import BinanceImitation
+
+    path = tmp_path / f"{page.stem.lower()}_blocks.py"
+    with BinanceImitation() as srv:
+        path.write_text(script(python_blocks(page), srv.url, tmp_path / "cache"), encoding="utf-8")
+        return subprocess.run(
+            [sys.executable, str(path)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from nautilus_dsm.testing import BinanceImitation
-from tests.acceptance.readme_blocks import python_blocks, script
+from tests.acceptance.readme_blocks import python_blocks, run_page
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "INTEGRATION.md"
@@ -19,17 +16,7 @@ GUIDE = ROOT / "docs" / "INTEGRATION.md"
 def test_guide_python_blocks_run_in_order_against_the_imitation(tmp_path: Path) -> None:
     blocks = python_blocks(GUIDE)
     assert len(blocks) == 2
-    path = tmp_path / "guide_blocks.py"
-    with BinanceImitation() as srv:
-        path.write_text(script(blocks, srv.url, tmp_path / "cache"), encoding="utf-8")
-        proc = subprocess.run(
-            [sys.executable, str(path)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=150,
-            check=False,
-        )
+    proc = run_page(GUIDE, tmp_path, timeout_s=150)
 
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.splitlines() == [

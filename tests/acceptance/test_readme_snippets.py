@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from nautilus_dsm.testing import BinanceImitation
-from tests.acceptance.readme_blocks import python_blocks, script
+from tests.acceptance.readme_blocks import python_blocks, run_page
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,18 +25,7 @@ def test_readme_has_the_documented_python_blocks() -> None:
 
 @pytest.mark.timeout(300)
 def test_readme_python_blocks_run_in_order_against_the_imitation(tmp_path: Path) -> None:
-    blocks = python_blocks(ROOT / "README.md")
-    path = tmp_path / "readme_blocks.py"
-    with BinanceImitation() as srv:
-        path.write_text(script(blocks, srv.url, tmp_path / "cache"), encoding="utf-8")
-        proc = subprocess.run(
-            [sys.executable, str(path)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
+    proc = run_page(ROOT / "README.md", tmp_path, timeout_s=240)
 
     assert proc.returncode == 0, proc.stderr[-4000:]
     # NautilusTrader's Rust logger writes to the same stdout from its own thread, so a marker
