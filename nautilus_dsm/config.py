@@ -5,7 +5,6 @@ from __future__ import annotations
 from nautilus_trader.common.config import InstrumentProviderConfig, NautilusConfig
 from nautilus_trader.live.config import LiveDataClientConfig
 
-from nautilus_dsm.dsm.bounds import check_knobs
 from nautilus_dsm.dsm.settings import SourceSettings
 from nautilus_dsm.errors import InvalidInput
 
@@ -161,7 +160,6 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
 
     def __post_init__(self) -> None:
         # A node refuses a bad setting when its config is built, not at the first request.
-        check_knobs(self.max_retries, self.timeout_s, self.deadline_s, owner="DSMDataClientConfig.")
         if self.source is not None:
             fields = type(self).__struct_defaults__
             names = type(self).__struct_fields__
