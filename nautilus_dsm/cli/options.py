@@ -54,7 +54,9 @@ SHARED_OPTIONS = (*SOURCE_OPTIONS, *REQUEST_BOUNDS, *PROGRESS_OPTIONS)
 _BOUND_FIELDS = {"max_retries": "max_retries", "timeout": "timeout_s", "deadline": "deadline_s"}
 
 
-def source_options(*, omit: Iterable[str] = (), min_completeness: bool = False) -> Decorator:
+def source_options(
+    *, omit: Iterable[str] = (), min_completeness: bool = False, market_help: str | None = None
+) -> Decorator:
     """
     Return a decorator adding the shared options to a click command.
 
@@ -69,6 +71,9 @@ def source_options(*, omit: Iterable[str] = (), min_completeness: bool = False) 
         for a command that makes no request.
     min_completeness : bool, default False
         Also add ``--min-completeness`` (``SourceSettings.min_completeness``).
+    market_help : str, optional
+        The help of ``--market-type`` when it means something else than the market of the
+        command's instrument id (e.g. a filter of a listing).
 
     """
     omitted = set(omit)
@@ -77,6 +82,8 @@ def source_options(*, omit: Iterable[str] = (), min_completeness: bool = False) 
         raise ValueError(f"unknown shared options {sorted(unknown)}; use {SHARED_OPTIONS}")
     progress = "--no-progress" not in omitted
     options = [o for flag, o in _OPTIONS.items() if flag not in omitted]
+    if market_help is not None and "--market-type" not in omitted:
+        options[0] = _market_option(market_help)
     if min_completeness:  # listed just before --no-progress
         options.insert(len(options) - 1 if progress else len(options), _MIN_COMPLETENESS)
 
@@ -146,13 +153,21 @@ def _check_bound(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 _BOUND: dict[str, Any] = {"default": None, "callback": _check_bound}
 
-# Flag -> its click option, in the order a command's help lists them.
-_OPTIONS: dict[str, Decorator] = {
-    "--market-type": click.option(
+
+def _market_option(help_text: str) -> Decorator:
+    return click.option(
         "--market-type",
         type=click.Choice(MARKET_CHOICES, case_sensitive=False),
         default=None,
-        help="Binance market; inferred from the instrument id when omitted.",
+        help=help_text,
+    )
+
+
+# Flag -> its click option, in the order a command's help lists them.
+_OPTIONS: dict[str, Decorator] = {
+    "--market-type": _market_option(
+        "Binance market; inferred from the instrument id when omitted (a raw Binance "
+        "symbol needs it)."
     ),
     "--base-url-http": click.option(
         "--base-url-http",
