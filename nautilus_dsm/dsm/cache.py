@@ -40,7 +40,14 @@ import polars as pl
 
 from nautilus_dsm.common import Interval, MarketType, check_binance_symbol
 from nautilus_dsm.dsm.cache_checks import bulk_problem, frame_problem
-from nautilus_dsm.dsm.cache_files import cache_info, clear_cache, describe, write_atomic
+from nautilus_dsm.dsm.cache_files import (
+    cache_info,
+    clear_cache,
+    delete_periods,
+    describe,
+    list_periods,
+    write_atomic,
+)
 from nautilus_dsm.dsm.cache_paths import (
     FIRST_BAR_SUFFIX,
     KEY_RE,
@@ -51,6 +58,7 @@ from nautilus_dsm.dsm.cache_paths import (
     QUARANTINE_DIR,
     default_cache_dir,
 )
+from nautilus_dsm.dsm.cache_selection import CachePlan, CacheSelection, plan_selection
 from nautilus_dsm.dsm.cache_state import (
     META_KEY,
     PeriodState,
@@ -397,10 +405,54 @@ class KlineCache:
 
     # -- maintenance ---------------------------------------------------------------------
 
-    def info(self) -> dict[str, Any]:
-        """Files, provisional files and bytes in total and per market / symbol / interval, and
-        the files in quarantine (for the CLI). Symbolic links are not followed."""
-        return cache_info(self.root)
+    def info(self, selection: CacheSelection | None = None) -> dict[str, Any]:
+        """Files, provisional files and bytes in total and per market / symbol / interval of
+        the selected periods (all by default), and the files in quarantine (for the CLI).
+        Symbolic links are not followed."""
+        return cache_info(self.root, selection)
+
+    def plan(self, selection: CacheSelection | None = None) -> CachePlan:
+        """
+        Return the period files ``selection`` picks (all by default), per series.
+
+        Parameters
+        ----------
+        selection : CacheSelection, optional
+            Market, symbol, interval, time range, gaps only.
+
+        Returns
+        -------
+        CachePlan
+
+        """
+        selection = selection or CacheSelection()
+        return plan_selection(self.root, list_periods(self.root, selection), selection)
+
+    def clear_plan(self, plan: CachePlan) -> int:
+        """
+        Delete what :meth:`plan` selected; return how many period files were deleted.
+
+        A selection of whole series (no time range, not ``gaps_only``) clears them as
+        :meth:`clear` does (first-bar sidecars, idle locks, the quarantine when nothing narrows
+        it); otherwise only the planned period files go, so the next fetch gets exactly those
+        periods again.
+
+        Parameters
+        ----------
+        plan : CachePlan
+            A plan of this cache.
+
+        Returns
+        -------
+        int
+
+        """
+        if plan.root != self.root:
+            raise InvalidInput(f"the plan is of the cache {plan.root}, not {self.root}")
+        selection = plan.selection
+        if selection.whole_series:
+            return clear_cache(self.root, selection.market, selection.symbol, selection.interval)
+        return delete_periods(plan)
 
     def clear(
         self,

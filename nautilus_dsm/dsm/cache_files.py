@@ -28,6 +28,13 @@ from nautilus_dsm.dsm.cache_paths import (
     period_key,
     sidecar_interval,
 )
+from nautilus_dsm.dsm.cache_selection import (
+    CachedPeriod,
+    CachePlan,
+    CacheSelection,
+    plan_selection,
+)
+from nautilus_dsm.dsm.cache_state import PeriodState, read_state_json
 
 try:  # advisory locks mark a temp file as being written (POSIX); elsewhere clear() ages them
     import fcntl
@@ -168,39 +175,71 @@ def _interval_dirs(root: Path) -> list[tuple[Path, Path, Path]]:
 # -- info and clear ---------------------------------------------------------------------------
 
 
-def cache_info(root: Path) -> dict[str, Any]:
-    """Return files, provisional files and bytes in total and per market / symbol / interval,
-    and the files in quarantine (for the CLI). Symbolic links are not followed."""
-    entries: list[dict[str, Any]] = []
+def list_periods(root: Path, selection: CacheSelection | None = None) -> list[CachedPeriod]:
+    """Return the period files under ``root`` of the series ``selection`` can pick (all when
+    None), with their recorded gap counts when it is ``gaps_only``. Links are not followed."""
+    selection = selection or CacheSelection()
+    out: list[CachedPeriod] = []
     for market_dir, symbol_dir, interval_dir in _interval_dirs(root):
-        files = [
-            f
-            for f in _entries(interval_dir)
-            if f.is_file(follow_symlinks=False) and f.name.endswith(PERIOD_SUFFIX)
-        ]
-        if not files:
+        if not selection.has_series(market_dir.name, symbol_dir.name, interval_dir.name):
             continue
-        keys = sorted(period_key(f.name) for f in files)
-        entries.append(
-            {
-                "market": market_dir.name,
-                "symbol": symbol_dir.name,
-                "interval": interval_dir.name,
-                "files": len(files),
-                "provisional": sum(f.name.endswith(PROVISIONAL_SUFFIX) for f in files),
-                "bytes": sum(f.stat().st_size for f in files),
-                "first": keys[0],
-                "last": keys[-1],
-            }
-        )
-    return {
-        "root": str(root),
-        "files": sum(e["files"] for e in entries),
-        "provisional": sum(e["provisional"] for e in entries),
-        "bytes": sum(e["bytes"] for e in entries),
-        "quarantined": len(_walk_files(root / QUARANTINE_DIR, top=True)),
-        "entries": entries,
-    }
+        for entry in _entries(interval_dir):
+            if not (entry.is_file(follow_symlinks=False) and entry.name.endswith(PERIOD_SUFFIX)):
+                continue
+            path = Path(entry.path)
+            provisional = entry.name.endswith(PROVISIONAL_SUFFIX)
+            try:
+                size = entry.stat(follow_symlinks=False).st_size
+                gaps = _recorded_gaps(path, provisional) if selection.gaps_only else None
+            except FileNotFoundError:
+                continue  # deleted meanwhile (a concurrent clear)
+            out.append(
+                CachedPeriod(
+                    market_dir.name,
+                    symbol_dir.name,
+                    interval_dir.name,
+                    period_key(entry.name),
+                    provisional,
+                    size,
+                    path,
+                    gaps,
+                )
+            )
+    return out
+
+
+def _recorded_gaps(path: Path, provisional: bool) -> int:
+    state = PeriodState.from_json(read_state_json(path), final_default=not provisional)
+    return len(state.gaps)
+
+
+def quarantined_files(root: Path) -> int:
+    """Return how many files the quarantine holds."""
+    return len(_walk_files(root / QUARANTINE_DIR, top=True))
+
+
+def cache_info(root: Path, selection: CacheSelection | None = None) -> dict[str, Any]:
+    """Return files, provisional files and bytes in total and per market / symbol / interval
+    of the selected periods (all when None), and the files in quarantine (for the CLI).
+    Symbolic links are not followed."""
+    selection = selection or CacheSelection()
+    plan = plan_selection(root, list_periods(root, selection), selection)
+    return plan.to_dict(quarantined_files(root))
+
+
+def delete_periods(plan: CachePlan) -> int:
+    """Delete the period files of ``plan`` (a file gone meanwhile is skipped) and the series
+    folders left empty; return how many were deleted. First-bar sidecars and locks stay."""
+    removed = 0
+    for period in plan.periods:
+        with contextlib.suppress(FileNotFoundError):
+            period.path.unlink()
+            removed += 1
+    for series in plan.series:
+        folder = plan.root / PROVIDER_DIR / series.market / series.symbol / series.interval
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
+    return removed
 
 
 def clear_cache(
