@@ -2,7 +2,8 @@
 
 :func:`source_options` adds ``--market-type``, ``--base-url-http``, ``--base-url-vision``,
 ``--cache-dir``, the request bounds ``--max-retries``/``--timeout``/``--deadline`` and
-``--no-progress`` (``--min-completeness`` on request), and hands the command one
+``--no-progress/--progress`` (default: a bar only when stderr is a terminal;
+``--min-completeness`` on request), and hands the command one
 :class:`~nautilus_dsm.dsm.settings.SourceSettings` built from them (``settings=``) plus
 ``show_progress=``. A command leaves out the options that mean nothing to it (``omit``).
 Nothing here imports NautilusTrader.
@@ -20,6 +21,7 @@ import click
 
 from nautilus_dsm.cli.exits import EXIT_INVALID, exit_codes, fail
 from nautilus_dsm.cli.inputs import check_dir_path
+from nautilus_dsm.cli.progress import progress_enabled
 from nautilus_dsm.common import MarketType
 from nautilus_dsm.dsm.settings import SourceSettings
 from nautilus_dsm.errors import InvalidInput
@@ -93,7 +95,7 @@ def source_options(
             with exit_codes():
                 kwargs["settings"] = _settings(kwargs)
             if progress:
-                kwargs["show_progress"] = not kwargs.pop("no_progress")
+                kwargs["show_progress"] = progress_enabled(kwargs.pop("no_progress"))
             return fn(**kwargs)
 
         for option in reversed(options):
@@ -201,8 +203,13 @@ _OPTIONS: dict[str, Decorator] = {
         help="Total seconds per request try, connect to last byte (default: REST 60, Vision 300).",
         **_BOUND,
     ),
+    # Keyed "--no-progress" (the name commands omit it by); None: draw only on a terminal.
     "--no-progress": click.option(
-        "--no-progress", is_flag=True, default=False, help="Hide the progress bar (stderr)."
+        "--no-progress/--progress",
+        "no_progress",
+        default=None,
+        help="Hide / draw the progress bar on stderr (default: drawn only when stderr is a "
+        "terminal, so CI logs stay clean).",
     ),
 }
 _MIN_COMPLETENESS = click.option(

@@ -5,7 +5,34 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["ProgressBar"]
+__all__ = ["ProgressBar", "progress_enabled"]
+
+
+def progress_enabled(hide: bool | None, stream: Any = None) -> bool:
+    """
+    Return whether to draw the progress bar.
+
+    Parameters
+    ----------
+    hide : bool or None
+        ``--no-progress`` (True), ``--progress`` (False), neither (None: draw only when
+        ``stream`` is a terminal, so CI logs and redirected output get no bar).
+    stream : file-like, optional
+        The bar's stream; ``sys.stderr`` by default.
+
+    Returns
+    -------
+    bool
+
+    """
+    if hide is not None:
+        return not hide
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except (ValueError, OSError):  # a closed or detached stream
+        return False
 
 
 class ProgressBar:
@@ -31,6 +58,7 @@ class ProgressBar:
             self._bar = tqdm(total=0, desc=desc, unit=unit, file=sys.stderr, leave=False)
 
     def __call__(self, done: int, total: int) -> None:
+        """Show ``done`` of ``total``."""
         if self._bar is not None:
             self._bar.total = total
             self._bar.n = done
