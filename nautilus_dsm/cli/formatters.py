@@ -16,12 +16,14 @@ __all__ = [
     "CACHE_HIT_ALERT",
     "COMPLETENESS_ALERT",
     "QualityRow",
+    "cache_is_cold",
     "format_quality",
     "format_table",
     "invalid_line",
     "pct",
     "quality_line",
     "quality_rows",
+    "timings_line",
     "write_json",
 ]
 
@@ -56,8 +58,10 @@ def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 
 def quality_line(report: QualityReport, min_completeness: float, written: str | None) -> str:
-    """Return the one stderr line of exit code 3: how incomplete, where the data went, how to
-    accept it."""
+    """Return the one stderr line of exit code 3.
+
+    It says how incomplete the data is, where it went and how to accept it.
+    """
     accept = int(report.completeness * 10_000) / 10_000
     where = f"data written to {written}; " if written else ""
     return (
@@ -81,9 +85,10 @@ def invalid_line(report: Any) -> str:
 def quality_rows(
     report: QualityReport, bar_success_rate: float, min_completeness: float = COMPLETENESS_ALERT
 ) -> list[QualityRow]:
-    """Return the quality table: ``(name, value, threshold, alert)`` rows with the seed's
-    thresholds."""
-    checked = report.cache_hits + report.cache_misses
+    """Return the quality table: ``(name, value, threshold, alert)`` rows.
+
+    The thresholds are the seed project's; a cold cache raises no cache hit rate alert.
+    """
     completeness_alert = min(COMPLETENESS_ALERT, min_completeness)
     rows: list[QualityRow] = [
         (
@@ -101,12 +106,7 @@ def quality_rows(
             f"< {BAR_SUCCESS_ALERT:.0%}",
             bar_success_rate < BAR_SUCCESS_ALERT,
         ),
-        (
-            "cache hit rate",
-            pct(report.cache_hit_rate) if checked else "n/a",
-            f"< {CACHE_HIT_ALERT:.0%}",
-            bool(checked) and report.cache_hit_rate < CACHE_HIT_ALERT,
-        ),
+        _cache_row(report),
         (
             "sources",
             " ".join(f"{k}={v}" for k, v in report.sources.items() if v) or "none",
@@ -116,6 +116,35 @@ def quality_rows(
         ("ohlc violations", str(report.ohlc_violations), "", report.ohlc_violations > 0),
     ]
     return rows
+
+
+def cache_is_cold(report: QualityReport) -> bool:
+    """Tell whether the cache held none of the fetch's closed periods (a first fetch).
+
+    A cold cache's hit rate is 0 by construction, so it raises no alert: the cache hit rate
+    alert is about a warm cache that no longer serves what it held.
+    """
+    return report.cache_hits == 0 and report.cache_misses > 0
+
+
+def _cache_row(report: QualityReport) -> QualityRow:
+    checked = report.cache_hits + report.cache_misses
+    if not checked:  # use_cache off, or nothing closed to look up
+        return ("cache hit rate", "n/a", "", False)
+    if cache_is_cold(report):
+        return ("cache hit rate", pct(0.0), "", False)  # explained by a note line
+    rate = report.cache_hit_rate
+    return ("cache hit rate", pct(rate), f"< {CACHE_HIT_ALERT:.0%}", rate < CACHE_HIT_ALERT)
+
+
+def timings_line(report: QualityReport) -> str:
+    """Return the timings in words: wall time, and each source's summed (concurrent) seconds."""
+    t = report.timings
+    per_source = ", ".join(f"{k} {t[k]:.2f} s" for k in ("cache", "vision", "rest") if k in t)
+    text = f"timings: {t.get('total', 0.0):.2f} s wall"
+    if per_source:
+        text += f"; summed over concurrent calls: {per_source} (one can exceed the wall time)"
+    return text
 
 
 def format_quality(report: QualityReport, rows: list[QualityRow]) -> str:
@@ -133,6 +162,13 @@ def format_quality(report: QualityReport, rows: list[QualityRow]) -> str:
         lines.append(f"  gap {gap}")
     if len(report.gaps) > 10:
         lines.append(f"  ... and {len(report.gaps) - 10} more gap(s)")
+    if cache_is_cold(report):
+        periods = report.cache_misses
+        lines.append(
+            f"  note: cold cache (none of the {periods} closed period(s) was cached before this "
+            f"fetch); the cache hit rate alert (< {CACHE_HIT_ALERT:.0%}) applies once it is warm"
+        )
+    lines.append(f"  {timings_line(report)}")
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")
     return "\n".join(lines)

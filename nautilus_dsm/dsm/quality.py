@@ -55,6 +55,14 @@ class Gap:
         return f"{iso(self.start)}..{iso(self.end)} ({self.missing} bars)"
 
 
+# What the timings mean (in every JSON report, so a reader of one need not guess).
+TIMINGS_NOTE = (
+    "total is the fetch's wall time in seconds; cache, vision and rest sum the seconds of that "
+    "source's calls, which run concurrently (up to max_concurrency periods at once), so one of "
+    "them can exceed total"
+)
+
+
 @dataclass(slots=True)
 class QualityReport:
     """What a fetch returned and how good it is.
@@ -63,7 +71,8 @@ class QualityReport:
     ``[max(start, listing_time), end)`` (``end`` already capped at now); ``completeness`` is the
     share of expected open times present. ``sources`` counts returned rows per source,
     ``cache_hits``/``cache_misses`` count closed periods. ``timings`` holds wall seconds
-    (``total``) and the summed seconds spent in each source's calls. ``provisional_periods``
+    (``total``) and the summed seconds spent in each source's calls (:data:`TIMINGS_NOTE`:
+    calls run concurrently, so ``vision`` alone can exceed ``total``). ``provisional_periods``
     counts the closed periods of this fetch that are not final yet (their gaps are not
     confirmed by two sources; the next fetch re-checks them).
     """
@@ -139,6 +148,7 @@ class QualityReport:
             "endpoint_vision": self.endpoint_vision,
             "listing_time": iso(self.listing_time),
             "timings": dict(self.timings),
+            "timings_note": TIMINGS_NOTE,
             "warnings": list(self.warnings),
         }
 
