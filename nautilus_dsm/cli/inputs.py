@@ -12,6 +12,7 @@ from nautilus_dsm.common import (
     check_range,
     resolve_instrument,
 )
+from nautilus_dsm.common.symbols import refuse_marketless_symbol
 from nautilus_dsm.errors import InvalidInput
 
 __all__ = [
@@ -56,7 +57,11 @@ def parse_range(start: str, end: str) -> tuple[datetime, datetime]:
 def resolve(
     instrument_id: str, market_type: str | None, interval: str
 ) -> tuple[ResolvedInstrument, Interval]:
-    """Return the instrument and interval of a command, the interval checked against its market."""
+    """Return the instrument and interval of a command, the interval checked against its market.
+
+    A raw Binance symbol needs ``--market-type`` (``BTCUSDT`` is spot and a perpetual at once).
+    """
+    refuse_marketless_symbol(instrument_id, market_type)
     resolved = resolve_instrument(instrument_id, market_type)
     iv = Interval.parse(interval)
     iv.check_market(resolved.market_type)
@@ -87,8 +92,10 @@ def _check_no_file_above(path: Path, option: str) -> None:
 
 
 def check_dir_path(path: Path | None, option: str) -> Path | None:
-    """Refuse a directory option (``--cache-dir``, ``--catalog``) that is, or lies under, a
-    file, before any I/O (otherwise a raw OS error after the download)."""
+    """Refuse a directory option (``--cache-dir``, ``--catalog``) that is or lies under a file.
+
+    Checked before any I/O (otherwise a raw OS error after the download).
+    """
     if path is None:
         return None
     path = path.expanduser()
@@ -99,8 +106,10 @@ def check_dir_path(path: Path | None, option: str) -> Path | None:
 
 
 def check_report_path(report: Path | None, out: Path) -> None:
-    """Refuse a ``--report`` that cannot be written, or that is the ``--out`` file itself
-    (the report would silently replace the bars), before any I/O."""
+    """Refuse a ``--report`` that cannot be written, or that is the ``--out`` file itself.
+
+    The report would silently replace the bars; checked before any I/O.
+    """
     if report is None:
         return
     if report.expanduser().resolve() == out.expanduser().resolve():

@@ -133,6 +133,78 @@ def resolve_instrument(
     return ResolvedInstrument(f"{to_nautilus_symbol(raw, market)}.{VENUE}", raw, market)
 
 
+_MARKET_WORDS = {
+    MarketType.SPOT: "spot",
+    MarketType.FUTURES_USDT: "USDT-M perpetual",
+    MarketType.FUTURES_COIN: "COIN-M perpetual",
+}
+
+
+def candidate_ids(symbol: str) -> list[tuple[str, MarketType]]:
+    """
+    Return the instrument ids a raw Binance symbol could mean, one per market (pure).
+
+    ``BTCUSDT`` -> ``BTCUSDT.BINANCE`` (spot), ``BTCUSDT-PERP.BINANCE`` (USDT-M) and
+    ``BTCUSD-PERP.BINANCE`` (COIN-M, the same base against USD); a market's form is left out
+    when the symbol cannot have one (``ETHBTC`` has no USDT-M or COIN-M perpetual form). Only
+    the shape of the symbol is looked at: whether Binance lists each id is not checked.
+
+    Parameters
+    ----------
+    symbol : str
+        A raw Binance symbol without venue, e.g. ``BTCUSDT``.
+
+    Returns
+    -------
+    list[tuple[str, MarketType]]
+
+    """
+    raw = symbol.strip().upper()
+    found = [(f"{raw}.{VENUE}", MarketType.SPOT)]
+    if _is_linear(raw):
+        found.append((f"{raw}-PERP.{VENUE}", MarketType.FUTURES_USDT))
+    quotes = sorted(_LINEAR_QUOTES, key=len, reverse=True) if _is_linear(raw) else ["USD"]
+    quote = next((q for q in quotes if raw.endswith(q)), "")
+    base = raw[: -len(quote)] if quote else ""
+    if base and market_type_of(f"{base}USD-PERP") is MarketType.FUTURES_COIN:
+        found.append((f"{base}USD-PERP.{VENUE}", MarketType.FUTURES_COIN))
+    return found
+
+
+def refuse_marketless_symbol(instrument_id_or_symbol: str, market_type: object) -> None:
+    """
+    Refuse a raw Binance symbol that names no market when no market type is given.
+
+    ``BTCUSDT`` is spot, a USDT-M perpetual and (as ``BTCUSD_PERP``) a COIN-M perpetual at
+    once; guessing one would serve another market's data under the user's name for it. An
+    instrument id (``BTCUSDT-PERP.BINANCE``), a symbol carrying its market (``BTCUSD_PERP``,
+    ``BTCUSDT_240628``) or an explicit ``market_type`` passes.
+
+    Parameters
+    ----------
+    instrument_id_or_symbol : str
+        What the user typed.
+    market_type : object
+        The explicit market type, or None.
+
+    Raises
+    ------
+    InvalidInput
+        Naming the ids the symbol could mean and ``--market-type``.
+
+    """
+    text = str(instrument_id_or_symbol).strip()
+    raw = text.upper()
+    if market_type is not None or "." in text or "_" in raw or raw.endswith("-PERP"):
+        return
+    _check_symbol(raw, BINANCE_SYMBOL_RE, text)
+    meanings = ", ".join(f"{i} ({_MARKET_WORDS[m]})" for i, m in candidate_ids(raw))
+    raise InvalidInput(
+        f"{text!r} is a Binance symbol without a market; use the instrument id you mean: "
+        f"{meanings}, or pass --market-type (spot, futures_usdt, futures_coin)"
+    )
+
+
 def check_binance_symbol(symbol: str) -> str:
     """Return ``symbol`` when it is a Binance symbol (``BTCUSDT``, ``BTCUSD_PERP``), else raise.
 

@@ -1,4 +1,5 @@
-"""``nautilus-dsm instruments``: --json, --symbol / --quote filters, --include-non-trading."""
+"""``nautilus-dsm instruments`` (--json, --symbol / --quote, --include-non-trading), and ids: a raw
+symbol without --market-type is refused by fetch, quality and ingest."""
 
 from __future__ import annotations
 
@@ -120,3 +121,54 @@ def test_non_trading_symbols_only_on_request() -> None:
         )
     ]
     assert settling[0].cells(True)[-1] == "SETTLING"
+
+
+# -- a raw symbol without --market-type (issue 14) ----------------------------------------------
+
+
+def test_fetch_of_a_raw_symbol_is_refused_with_exit_2_before_any_request(
+    imitation: object, cache_dir: Path, tmp_path: Path
+) -> None:
+    url = imitation.url  # type: ignore[attr-defined]
+    base = ["--interval", "1m", "--start", "2024-01-01", "--end", "2024-01-02"]
+    sources = ["--base-url-http", url, "--base-url-vision", url, "--cache-dir", str(cache_dir)]
+    out = ["--out", str(tmp_path / "x.parquet")]
+    runs = {
+        "fetch": ["fetch", "BTCUSDT", *base, *sources, *out],
+        "quality": ["quality", "BTCUSDT", *base, *sources],
+        "ingest": ["ingest", "BTCUSDT", *base, *sources, "--catalog", str(tmp_path / "cat")],
+    }
+
+    results = {name: CliRunner().invoke(cli, args) for name, args in runs.items()}
+
+    for result in results.values():
+        assert result.exit_code == 2
+        assert result.stderr == (
+            "error: 'BTCUSDT' is a Binance symbol without a market; use the instrument id you "
+            "mean: BTCUSDT.BINANCE (spot), BTCUSDT-PERP.BINANCE (USDT-M perpetual), "
+            "BTCUSD-PERP.BINANCE (COIN-M perpetual), or pass --market-type (spot, "
+            "futures_usdt, futures_coin)\n"
+        )
+    assert imitation.requests == []  # type: ignore[attr-defined]
+    assert not (tmp_path / "cat").exists()
+
+
+def test_fetch_of_a_raw_symbol_with_market_type_runs(
+    imitation: object, cache_dir: Path, tmp_path: Path
+) -> None:
+    url = imitation.url  # type: ignore[attr-defined]
+    result = CliRunner().invoke(
+        cli,
+        [
+            "fetch",
+            "BTCUSDT",
+            "--market-type",
+            "futures_usdt",
+            *["--interval", "1h", "--start", "2024-01-01", "--end", "2024-01-02"],
+            *["--base-url-http", url, "--base-url-vision", url, "--cache-dir", str(cache_dir)],
+            *["--out", str(tmp_path / "x.parquet")],
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("BTCUSDT-PERP.BINANCE 1h ")
