@@ -28,7 +28,6 @@ from nautilus_dsm.common import Interval, resolve_instrument, to_ms
 from nautilus_dsm.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from nautilus_dsm.dsm.cache import KlineCache
     from nautilus_dsm.dsm.cache_selection import CachePlan, CacheSelection
     from nautilus_dsm.dsm.settings import SourceSettings
 
@@ -44,13 +43,21 @@ def cache() -> None:
     """Inspect or clear the kline cache (all of it, or a selection)."""
 
 
-def _kline_cache(settings: SourceSettings) -> KlineCache:
-    from nautilus_dsm.dsm.cache import KlineCache
+def _cache_root(settings: SourceSettings) -> Path:
+    # The file-level helpers, not KlineCache: listing and deleting need no polars, so
+    # `nautilus-dsm cache` starts in about half a second.
     from nautilus_dsm.dsm.cache_paths import endpoint_cache_dir
 
     if settings.cache_dir is not None:
-        return KlineCache(Path(settings.cache_dir))
-    return KlineCache(endpoint_cache_dir(settings.base_url_http, settings.base_url_vision))
+        return Path(settings.cache_dir)
+    return endpoint_cache_dir(settings.base_url_http, settings.base_url_vision)
+
+
+def _plan(root: Path, selection: CacheSelection) -> CachePlan:
+    from nautilus_dsm.dsm.cache_files import list_periods
+    from nautilus_dsm.dsm.cache_selection import plan_selection
+
+    return plan_selection(root, list_periods(root, selection), selection)
 
 
 def selection_of(
@@ -158,8 +165,11 @@ def _plan_rows(plan: CachePlan) -> list[tuple[str, ...]]:
 def cache_info(as_json: bool, settings: SourceSettings, selection: CacheSelection) -> None:
     """Files, provisional files and bytes per market / symbol / interval."""
     with exit_codes():
-        kline_cache = _kline_cache(settings)
-        info = kline_cache.info(selection)
+        from nautilus_dsm.dsm.cache_files import quarantined_files
+
+        root = _cache_root(settings)
+        plan = _plan(root, selection)
+        info = plan.to_dict(quarantined_files(root))
         if as_json:
             click.echo(json.dumps(info, indent=2))
             return
@@ -167,7 +177,7 @@ def cache_info(as_json: bool, settings: SourceSettings, selection: CacheSelectio
             f"cache {info['root']}: {info['files']} file(s), {info['bytes']:,} bytes"
             + ("" if selection.everything else f" of {selection.describe()}")
         )
-        rows = _plan_rows(kline_cache.plan(selection))
+        rows = _plan_rows(plan)
         if rows:
             click.echo(format_table(INFO_HEADER, rows))
 
@@ -183,19 +193,21 @@ def cache_clear(yes: bool, settings: SourceSettings, selection: CacheSelection) 
     exits 0. A fetch after a clear gets the deleted periods again from Vision or REST.
     """
     with exit_codes():
-        kline_cache = _kline_cache(settings)
-        plan = kline_cache.plan(selection)
+        from nautilus_dsm.dsm.cache_files import clear_selected
+
+        root = _cache_root(settings)
+        plan = _plan(root, selection)
         what = selection.describe()
         if plan.files == 0:
-            click.echo(f"nothing to delete: no cached file of {what} under {kline_cache.root}")
+            click.echo(f"nothing to delete: no cached file of {what} under {root}")
             return
         click.echo(
             f"will delete {plan.files} cached file(s), {plan.bytes:,} bytes, of {what} "
-            f"under {kline_cache.root}:"
+            f"under {root}:"
         )
         click.echo(format_table(INFO_HEADER, _plan_rows(plan)))
         if not yes and not click.confirm("delete them?", default=False):
             click.echo("nothing deleted")
             return
-        removed = kline_cache.clear_plan(plan)
-        click.echo(f"removed {removed} cached file(s) of {what} from {kline_cache.root}")
+        removed = clear_selected(plan)
+        click.echo(f"removed {removed} cached file(s) of {what} from {root}")

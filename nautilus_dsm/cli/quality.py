@@ -48,13 +48,13 @@ def quality(
     """
 
     async def main() -> int:
+        resolved, iv = resolve(instrument_id, settings.market_type, interval)
+        start_dt, end_dt = parse_range(start, end)
         # The bar success rate converts the klines to Nautilus bars: NautilusTrader is
-        # imported here, not by the command line itself.
+        # imported here, once the input is checked, not by the command line itself.
         from nautilus_dsm.bars import bar_type_for, convert_frame
         from nautilus_dsm.providers import DSMInstrumentProvider
 
-        resolved, iv = resolve(instrument_id, settings.market_type, interval)
-        start_dt, end_dt = parse_range(start, end)
         async with open_manager(settings) as dsm:
             result, code = await fetch_with_progress(
                 dsm, resolved, iv, start_dt, end_dt, show_progress

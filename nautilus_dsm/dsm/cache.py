@@ -43,7 +43,7 @@ from nautilus_dsm.dsm.cache_checks import bulk_problem, frame_problem
 from nautilus_dsm.dsm.cache_files import (
     cache_info,
     clear_cache,
-    delete_periods,
+    clear_selected,
     describe,
     list_periods,
     write_atomic,
@@ -430,12 +430,7 @@ class KlineCache:
 
     def clear_plan(self, plan: CachePlan) -> int:
         """
-        Delete what :meth:`plan` selected; return how many period files were deleted.
-
-        A selection of whole series (no time range, not ``gaps_only``) clears them as
-        :meth:`clear` does (first-bar sidecars, idle locks, the quarantine when nothing narrows
-        it); otherwise only the planned period files go, so the next fetch gets exactly those
-        periods again.
+        Delete what :meth:`plan` selected (see :func:`cache_files.clear_selected`).
 
         Parameters
         ----------
@@ -445,14 +440,12 @@ class KlineCache:
         Returns
         -------
         int
+            How many period files were deleted.
 
         """
         if plan.root != self.root:
             raise InvalidInput(f"the plan is of the cache {plan.root}, not {self.root}")
-        selection = plan.selection
-        if selection.whole_series:
-            return clear_cache(self.root, selection.market, selection.symbol, selection.interval)
-        return delete_periods(plan)
+        return clear_selected(plan)
 
     def clear(
         self,

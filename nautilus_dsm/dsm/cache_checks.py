@@ -7,27 +7,15 @@ A file failing them is quarantined by the cache and fetched again.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import numpy as np
 import polars as pl
 
-from nautilus_dsm.common import Interval, to_ms
+from nautilus_dsm.common import Interval
 from nautilus_dsm.constants import DAY_MS
+from nautilus_dsm.dsm.cache_paths import period_bounds
 from nautilus_dsm.dsm.schema import FRAME_SCHEMA
 
-
-def period_bounds(key: str) -> tuple[int, int]:
-    """``[start_ms, end_ms)`` of a cache key: a UTC day (``YYYY-MM-DD``) or year (``YYYY``)."""
-    if len(key) == 4:
-        year = int(key)
-        return (
-            to_ms(datetime(year, 1, 1, tzinfo=UTC)),
-            to_ms(datetime(year + 1, 1, 1, tzinfo=UTC)),
-        )
-    day = datetime.strptime(key, "%Y-%m-%d").replace(tzinfo=UTC)
-    start = to_ms(day)
-    return start, start + DAY_MS
+__all__ = ["bulk_problem", "frame_problem", "period_bounds"]
 
 
 def frame_problem(frame: pl.DataFrame, interval: Interval, key: str) -> str:

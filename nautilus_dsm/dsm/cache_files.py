@@ -34,7 +34,6 @@ from nautilus_dsm.dsm.cache_selection import (
     CacheSelection,
     plan_selection,
 )
-from nautilus_dsm.dsm.cache_state import PeriodState, read_state_json
 
 try:  # advisory locks mark a temp file as being written (POSIX); elsewhere clear() ages them
     import fcntl
@@ -209,6 +208,10 @@ def list_periods(root: Path, selection: CacheSelection | None = None) -> list[Ca
 
 
 def _recorded_gaps(path: Path, provisional: bool) -> int:
+    # Imported here: the state is in the parquet footer (polars), which info/clear need only
+    # for --gaps-only; `nautilus-dsm cache` starts without polars otherwise.
+    from nautilus_dsm.dsm.cache_state import PeriodState, read_state_json
+
     state = PeriodState.from_json(read_state_json(path), final_default=not provisional)
     return len(state.gaps)
 
@@ -225,6 +228,31 @@ def cache_info(root: Path, selection: CacheSelection | None = None) -> dict[str,
     selection = selection or CacheSelection()
     plan = plan_selection(root, list_periods(root, selection), selection)
     return plan.to_dict(quarantined_files(root))
+
+
+def clear_selected(plan: CachePlan) -> int:
+    """
+    Delete what a plan selected; return how many period files were deleted.
+
+    A selection of whole series (no time range, not ``gaps_only``) clears them as
+    :func:`clear_cache` does (first-bar sidecars, idle locks, the quarantine when nothing
+    narrows it); otherwise only the planned period files go, so the next fetch gets exactly
+    those periods again.
+
+    Parameters
+    ----------
+    plan : CachePlan
+        What :func:`list_periods` + :func:`plan_selection` selected.
+
+    Returns
+    -------
+    int
+
+    """
+    selection = plan.selection
+    if selection.whole_series:
+        return clear_cache(plan.root, selection.market, selection.symbol, selection.interval)
+    return delete_periods(plan)
 
 
 def delete_periods(plan: CachePlan) -> int:

@@ -18,10 +18,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import platformdirs
+
+from nautilus_dsm.common.times import to_ms
+from nautilus_dsm.constants import DAY_MS
 
 # The environment variable naming the default cache root (used when cache_dir is None).
 CACHE_DIR_ENV = "NAUTILUS_DSM_CACHE_DIR"
@@ -105,3 +109,16 @@ def sidecar_interval(name: str) -> str | None:
     if name.startswith(".") and name.endswith(".tmp") and stem in name:
         return name[1 : name.index(stem)]
     return None
+
+
+def period_bounds(key: str) -> tuple[int, int]:
+    """Return ``[start_ms, end_ms)`` of a cache key: a UTC day (``YYYY-MM-DD``) or a year."""
+    if len(key) == 4:
+        year = int(key)
+        return (
+            to_ms(datetime(year, 1, 1, tzinfo=UTC)),
+            to_ms(datetime(year + 1, 1, 1, tzinfo=UTC)),
+        )
+    day = datetime.strptime(key, "%Y-%m-%d").replace(tzinfo=UTC)
+    start = to_ms(day)
+    return start, start + DAY_MS

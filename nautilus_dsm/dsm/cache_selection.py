@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nautilus_dsm.common.times import iso_ms
-from nautilus_dsm.dsm.cache_checks import period_bounds
+from nautilus_dsm.dsm.cache_paths import period_bounds
 
 __all__ = ["CachePlan", "CacheSelection", "CachedPeriod", "SeriesSummary", "plan_selection"]
 

@@ -183,3 +183,18 @@ def test_bad_range_exits_2_with_one_line(filled: Path) -> None:
         result.stderr == "error: --end '2024-01-01' is not after --start '2024-01-03'; swap them\n"
     )
     assert len(_entries(filled)) == 2
+
+
+def test_the_engine_api_plans_and_clears_the_same_selection(filled: Path, tmp_path: Path) -> None:
+    from nautilus_dsm.dsm.cache import KlineCache
+    from nautilus_dsm.dsm.cache_selection import CacheSelection
+    from nautilus_dsm.errors import InvalidInput
+
+    cache = KlineCache(filled)
+    plan = cache.plan(CacheSelection(market="spot", start_ms=D0 + 24 * HOUR))
+
+    assert [(p.market, p.interval, p.key) for p in plan.periods] == [("spot", "1h", "2024-01-02")]
+    with pytest.raises(InvalidInput, match="the plan is of the cache"):
+        KlineCache(tmp_path / "other").clear_plan(plan)
+    assert cache.clear_plan(plan) == 1
+    assert cache.info(CacheSelection(market="spot"))["files"] == 1
