@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +51,7 @@ __all__ = [
     "REAL_LABEL",
     "SYNTHETIC_LABEL",
     "BacktestSummary",
+    "default_demo_dir",
     "demo_source",
     "ema_cross_run_config",
     "internet_reachable",
@@ -257,6 +257,24 @@ def demo_source(offline: bool) -> Iterator[tuple[str | None, str]]:
         yield srv.url, f"the bundled Binance imitation at {srv.url} ({why})"
 
 
+def default_demo_dir() -> Path:
+    """
+    Return the demo's default folder: ``demo/`` under the default cache root.
+
+    That root is ``$NAUTILUS_DSM_CACHE_DIR`` or the per-user cache dir; the kline cache's own
+    files live beside it under ``binance/``, which ``cache clear`` empties, so the demo's
+    catalog survives a cache clear.
+
+    Returns
+    -------
+    Path
+
+    """
+    from nautilus_dsm.dsm.cache_paths import default_cache_dir
+
+    return default_cache_dir() / "demo"
+
+
 def run_demo(
     *,
     offline: bool = False,
@@ -275,7 +293,8 @@ def run_demo(
     offline : bool, default False
         Use the bundled imitation (SYNTHETIC prices) even when Binance is reachable.
     output : Path, optional
-        Directory for the catalog and the synthetic cache; a new temporary one when None.
+        Directory for the catalog and the synthetic cache; :func:`default_demo_dir` when None
+        (one stable folder: a re-run reuses it, no new temporary folder per run).
     days : int, default 7
         Days of 1m bars.
     progress : Callable[[int, int], None], optional
@@ -295,9 +314,7 @@ def run_demo(
     """
     out = echo or print
     started = time.perf_counter()
-    output = (
-        Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="nautilus-dsm-demo-"))
-    )
+    output = Path(output).expanduser() if output is not None else default_demo_dir()
     output.mkdir(parents=True, exist_ok=True)
 
     with demo_source(offline) as (base_url, source):

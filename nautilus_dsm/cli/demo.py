@@ -3,8 +3,8 @@
 The work is :func:`nautilus_dsm.backtest.demo.run_demo` (imported when the command runs, so
 ``--help`` costs no NautilusTrader); this module adds the options and the progress bar. The
 demo picks its source itself (Binance, else the bundled imitation) and keeps synthetic data in
-``--output``, so it takes the request bounds and ``--no-progress`` of the shared options but
-not ``--market-type`` (the instrument is fixed), the base URLs (they would decide whether the
+``--out`` (one stable folder, ``demo/`` under the user cache by default), so it takes the
+request bounds and the progress options of the shared options but not ``--market-type`` (the instrument is fixed), the base URLs (they would decide whether the
 output is labelled SYNTHETIC) nor ``--cache-dir`` (synthetic bars never go to a user's cache).
 """
 
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from nautilus_dsm.cli.exits import exit_codes
+from nautilus_dsm.cli.inputs import check_dir_path
 from nautilus_dsm.cli.options import SOURCE_OPTIONS, source_options
 from nautilus_dsm.cli.progress import ProgressBar
 
@@ -26,8 +27,11 @@ __all__ = ["demo"]
 
 
 class _FetchBar:
-    """The demo fetch's progress bar, drawn from the first call on: after the header lines the
-    demo prints once its source is up (a bar drawn earlier would share their line)."""
+    """The demo fetch's progress bar, drawn from the first call on.
+
+    That is after the header lines the demo prints once its source is up (a bar drawn earlier
+    would share their line).
+    """
 
     def __init__(self) -> None:
         self._bar: ProgressBar | None = None
@@ -46,10 +50,13 @@ class _FetchBar:
 @click.command()
 @click.option("--offline", is_flag=True, help="Use the bundled Binance imitation (synthetic).")
 @click.option(
+    "--out",
     "--output",
+    "output",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Directory for the catalog and cache (a new temporary directory by default).",
+    help="Directory for the catalog (and the synthetic cache), reused by every run (default: "
+    "demo/ under the user cache dir or $NAUTILUS_DSM_CACHE_DIR; the demo prints it).",
 )
 @click.option(
     "--days",
@@ -68,6 +75,8 @@ def demo(
     are SYNTHETIC and labelled so on every section of the output.
     """
     with exit_codes():
+        if output is not None:
+            check_dir_path(output, "--out")
         from nautilus_dsm.backtest.demo import run_demo
 
         progress = _FetchBar() if show_progress else None
