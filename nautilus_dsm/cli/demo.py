@@ -4,8 +4,9 @@ The work is :func:`nautilus_dsm.backtest.demo.run_demo` (imported when the comma
 ``--help`` costs no NautilusTrader); this module adds the options and the progress bar. The
 demo picks its source itself (Binance, else the bundled imitation) and keeps synthetic data in
 ``--out`` (one stable folder, ``demo/`` under the user cache by default), so it takes the
-request bounds and the progress options of the shared options but not ``--market-type`` (the instrument is fixed), the base URLs (they would decide whether the
-output is labelled SYNTHETIC) nor ``--cache-dir`` (synthetic bars never go to a user's cache).
+request bounds and the progress options of the shared options but not ``--market-type`` (the
+instrument is fixed), the base URLs (they would decide whether the output is labelled
+SYNTHETIC) nor ``--cache-dir`` (synthetic bars never go to a user's cache).
 """
 
 from __future__ import annotations
