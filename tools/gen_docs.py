@@ -7,7 +7,10 @@ same comparison in ``tests/unit/test_generated_docs.py``).
 Generated sections sit between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->``:
 - ``config:<Class>``: a table of the class's fields (type, default, meaning) from its NumPy
   docstring's Parameters section and the msgspec struct's defaults;
-- ``cli``: every command's ``--help`` as click renders it, 100 columns wide.
+- ``cli``: every command's ``--help`` as click renders it, 100 columns wide;
+- ``cli-options``: which command takes which option, a table (in the README too).
+
+Both ``docs/INTEGRATION.md`` and ``README.md`` are scanned for sections.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "INTEGRATION.md"
+README = ROOT / "README.md"
+DOCS = (GUIDE, README)
 _SECTION = re.compile(
     r"(<!-- generated:(?P<name>[^ ]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S
 )
@@ -119,13 +124,56 @@ def cli_reference() -> str:
     return "\n".join(blocks)
 
 
+def _leaf_commands() -> list[tuple[str, Any]]:
+    """``(name, command)`` of every command that runs (groups left out), registration order."""
+    import click
+
+    from nautilus_dsm.cli import cli
+
+    found: list[tuple[str, Any]] = []
+
+    def walk(group: click.Group, prefix: str) -> None:
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                walk(command, f"{prefix}{name} ")
+            else:
+                found.append((f"{prefix}{name}", command))
+
+    walk(cli, "")
+    return found
+
+
+def cli_options_table() -> str:
+    """Markdown table: a row per option, a column per command, ✓ where the command takes it."""
+    import click
+
+    commands = _leaf_commands()
+    options: dict[str, set[str]] = {}
+    for name, command in commands:
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                flag = " / ".join([*param.opts[:1], *param.secondary_opts])
+                options.setdefault(flag, set()).add(name)
+    names = [name for name, _ in commands]
+    rows = [
+        "| option | " + " | ".join(f"`{n}`" for n in names) + " |",
+        "| --- |" + " :-: |" * len(names),
+    ]
+    for flag, takers in options.items():
+        cells = " | ".join("✓" if n in takers else "" for n in names)
+        rows.append(f"| `{flag}` | {cells} |")
+    return "\n".join(rows) + "\n"
+
+
 def render(name: str) -> str:
     """The fresh body of one generated section."""
     if name == "cli":
         return cli_reference()
+    if name == "cli-options":
+        return cli_options_table()
     if name.startswith("config:"):
         return config_table(name.split(":", 1)[1])
-    raise SystemExit(f"unknown generated section {name!r} in {GUIDE}")
+    raise SystemExit(f"unknown generated section {name!r} in {', '.join(map(str, DOCS))}")
 
 
 def regenerate(text: str) -> str:
@@ -137,16 +185,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when the guide is stale")
     args = parser.parse_args()
-    text = GUIDE.read_text()
-    fresh = regenerate(text)
-    if args.check:
-        if fresh != text:
-            print(f"{GUIDE} is stale; run: uv run python tools/gen_docs.py")
-            return 1
-        print(f"{GUIDE}: generated sections up to date")
-        return 0
-    GUIDE.write_text(fresh)
-    print(f"{GUIDE}: generated sections rewritten")
+    stale = []
+    for doc in DOCS:
+        text = doc.read_text()
+        fresh = regenerate(text)
+        if fresh == text:
+            continue
+        if args.check:
+            stale.append(doc)
+        else:
+            doc.write_text(fresh)
+            print(f"{doc}: generated sections rewritten")
+    if stale:
+        print(f"{', '.join(map(str, stale))} stale; run: uv run python tools/gen_docs.py")
+        return 1
+    print(f"{', '.join(str(d.relative_to(ROOT)) for d in DOCS)}: generated sections up to date")
     return 0
 
 

@@ -193,21 +193,25 @@ def cache_clear(yes: bool, settings: SourceSettings, selection: CacheSelection) 
     exits 0. A fetch after a clear gets the deleted periods again from Vision or REST.
     """
     with exit_codes():
-        from nautilus_dsm.dsm.cache_files import clear_selected
+        from nautilus_dsm.dsm.cache_files import clear_selected, quarantined_files
 
         root = _cache_root(settings)
         plan = _plan(root, selection)
         what = selection.describe()
-        if plan.files == 0:
+        # Clearing everything empties the quarantine too: count it in the plan.
+        quarantined = quarantined_files(root) if selection.everything else 0
+        if plan.files == 0 and quarantined == 0:
             click.echo(f"nothing to delete: no cached file of {what} under {root}")
             return
+        also = f" and {quarantined} quarantined file(s)" if quarantined else ""
         click.echo(
-            f"will delete {plan.files} cached file(s), {plan.bytes:,} bytes, of {what} "
+            f"will delete {plan.files} cached file(s), {plan.bytes:,} bytes, of {what}{also} "
             f"under {root}:"
         )
-        click.echo(format_table(INFO_HEADER, _plan_rows(plan)))
+        if plan.files:
+            click.echo(format_table(INFO_HEADER, _plan_rows(plan)))
         if not yes and not click.confirm("delete them?", default=False):
             click.echo("nothing deleted")
             return
         removed = clear_selected(plan)
-        click.echo(f"removed {removed} cached file(s) of {what} from {root}")
+        click.echo(f"removed {removed} cached file(s) of {what}{also} from {root}")

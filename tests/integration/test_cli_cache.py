@@ -198,3 +198,24 @@ def test_the_engine_api_plans_and_clears_the_same_selection(filled: Path, tmp_pa
         KlineCache(tmp_path / "other").clear_plan(plan)
     assert cache.clear_plan(plan) == 1
     assert cache.info(CacheSelection(market="spot"))["files"] == 1
+
+
+def test_clearing_everything_counts_and_empties_the_quarantine(filled: Path) -> None:
+    quarantine = filled / "quarantine" / "binance" / "spot"
+    quarantine.mkdir(parents=True)
+    (quarantine / "2024-01-05.parquet").write_bytes(b"bad")
+
+    result = _invoke("cache", "clear", "--cache-dir", str(filled), "--yes")
+
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("will delete 4 cached file(s), ")
+    assert lines[0].endswith(
+        f" bytes, of every market / every symbol / every interval and 1 quarantined file(s) "
+        f"under {filled}:"
+    )
+    assert lines[-1] == (
+        "removed 4 cached file(s) of every market / every symbol / every interval and 1 "
+        f"quarantined file(s) from {filled}"
+    )
+    assert list((filled / "quarantine").rglob("*.parquet")) == []

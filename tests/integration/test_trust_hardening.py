@@ -105,7 +105,11 @@ def test_cli_cache_clear_leaves_files_behind_symlinked_top_level_folders(tmp_pat
     )  # fmt: skip
 
     assert proc.returncode == 0
-    assert proc.stdout == f"removed 0 cached file(s) of every market / every symbol from {root}\n"
+    # Issue 14: clear prints its plan; the links hide nothing to delete.
+    assert proc.stdout == (
+        f"nothing to delete: no cached file of every market / every symbol / every interval "
+        f"under {root}\n"
+    )
     assert "binance is a symbolic link; not followed" in proc.stderr
     assert _outside_files(outside) == BEFORE
 
