@@ -50,15 +50,15 @@ def quality(
     async def main() -> int:
         resolved, iv = resolve(instrument_id, settings.market_type, interval)
         start_dt, end_dt = parse_range(start, end)
-        # The bar success rate converts the klines to Nautilus bars: NautilusTrader is
-        # imported here, once the input is checked, not by the command line itself.
-        from nautilus_dsm.bars import bar_type_for, convert_frame
-        from nautilus_dsm.providers import DSMInstrumentProvider
-
         async with open_manager(settings) as dsm:
             result, code = await fetch_with_progress(
                 dsm, resolved, iv, start_dt, end_dt, show_progress
             )
+            # The bar success rate converts the klines to Nautilus bars: NautilusTrader is
+            # imported here, once the fetch is done, not when the command starts.
+            from nautilus_dsm.bars import bar_type_for, convert_frame
+            from nautilus_dsm.providers import DSMInstrumentProvider
+
             # History is wanted, so symbols listed but not trading count.
             instrument = await DSMInstrumentProvider(dsm.exchange_info).instrument_for(
                 resolved.instrument_id, include_non_trading=True
