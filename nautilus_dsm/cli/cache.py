@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nautilus_dsm.cli.exits import exit_codes
+from nautilus_dsm.cli.exits import EXIT_FAILURE, exit_codes, fail
 from nautilus_dsm.cli.formatters import format_table
 from nautilus_dsm.cli.inputs import DATE_HELP, parse_utc
 from nautilus_dsm.cli.options import PROGRESS_OPTIONS, REQUEST_BOUNDS, source_options
@@ -182,6 +182,14 @@ def cache_info(as_json: bool, settings: SourceSettings, selection: CacheSelectio
             click.echo(format_table(INFO_HEADER, rows))
 
 
+def _confirmed() -> bool:
+    """Ask; no answer at all (stdin closed, Ctrl-C) deletes nothing and fails (exit 1)."""
+    try:
+        return click.confirm("delete them?", default=False)
+    except click.Abort:
+        fail(EXIT_FAILURE, "cache clear: no answer, nothing deleted; pass --yes in scripts")
+
+
 @cache.command(name="clear")
 @source_options(omit=_NO_REQUESTS, market_help=_MARKET_HELP)
 @_selection_options
@@ -210,7 +218,7 @@ def cache_clear(yes: bool, settings: SourceSettings, selection: CacheSelection) 
         )
         if plan.files:
             click.echo(format_table(INFO_HEADER, _plan_rows(plan)))
-        if not yes and not click.confirm("delete them?", default=False):
+        if not yes and not _confirmed():
             click.echo("nothing deleted")
             return
         removed = clear_selected(plan)

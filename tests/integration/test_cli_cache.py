@@ -219,3 +219,12 @@ def test_clearing_everything_counts_and_empties_the_quarantine(filled: Path) -> 
         f"quarantined file(s) from {filled}"
     )
     assert list((filled / "quarantine").rglob("*.parquet")) == []
+
+
+def test_no_answer_at_all_deletes_nothing_and_fails(filled: Path) -> None:
+    # stdin closed without an answer (a script that forgot --yes): not a "no", not a "yes".
+    result = _invoke("cache", "clear", "--cache-dir", str(filled), input="")
+
+    assert result.exit_code == 1
+    assert result.stderr == "cache clear: no answer, nothing deleted; pass --yes in scripts\n"
+    assert len(_entries(filled)) == 2
