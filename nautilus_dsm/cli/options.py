@@ -183,7 +183,8 @@ _OPTIONS: dict[str, Decorator] = {
         "--cache-dir",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
-        help="Kline cache directory (the per-user cache dir by default).",
+        help="Kline cache directory (default: $NAUTILUS_DSM_CACHE_DIR, else the per-user "
+        "cache dir).",
     ),
     "--max-retries": click.option(
         "--max-retries",
