@@ -228,3 +228,42 @@ def test_no_answer_at_all_deletes_nothing_and_fails(filled: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr == "cache clear: no answer, nothing deleted; pass --yes in scripts\n"
     assert len(_entries(filled)) == 2
+
+
+def test_gaps_only_picks_a_provisional_period_beside_final_ones(
+    imitation: object, filled: Path
+) -> None:
+    from nautilus_dsm.common import Interval, MarketType
+    from nautilus_dsm.dsm.cache import KlineCache
+    from nautilus_dsm.dsm.cache_state import PeriodGap, PeriodState
+
+    day3 = D0 + 48 * HOUR
+    frame = imitation.expected(MarketType.SPOT, "BTCUSDT", "1h", day3, day3 + 20 * HOUR)  # type: ignore[attr-defined]
+    state = PeriodState(final=False, gaps=(PeriodGap(day3 + 20 * HOUR, day3 + 24 * HOUR),))
+    KlineCache(filled).write(
+        MarketType.SPOT, "BTCUSDT", Interval.parse("1h"), "2024-01-03", frame, state=state
+    )
+
+    listed = _invoke("cache", "info", "--cache-dir", str(filled), "--gaps-only", "--json")
+    cleared = _invoke(
+        "cache",
+        "clear",
+        "--cache-dir",
+        str(filled),
+        "--gaps-only",
+        "--market-type",
+        "spot",
+        "--yes",
+    )
+
+    entries = json.loads(listed.stdout)["entries"]
+    assert [
+        (e["market"], e["interval"], e["files"], e["provisional"], e["first"]) for e in entries
+    ] == [
+        ("futures_usdt", "1m", 1, 0, "2024-01-02"),
+        ("spot", "1h", 1, 1, "2024-01-03"),
+    ]
+    assert cleared.exit_code == 0
+    assert cleared.stdout.splitlines()[-1].startswith("removed 1 cached file(s) of spot / ")
+    spot = filled / "binance" / "spot" / "BTCUSDT" / "1h"
+    assert sorted(p.name for p in spot.iterdir()) == ["2024-01-01.parquet", "2024-01-02.parquet"]
