@@ -30,8 +30,8 @@ __all__ = ["demo"]
 class _FetchBar:
     """The demo fetch's progress bar, drawn from the first call on.
 
-    That is after the header lines the demo prints once its source is up (a bar drawn earlier
-    would share their line).
+    That call comes after the header lines the demo prints once its source is up (a bar drawn
+    earlier would share their line).
     """
 
     def __init__(self) -> None:

@@ -58,9 +58,9 @@ def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 
 def quality_line(report: QualityReport, min_completeness: float, written: str | None) -> str:
-    """Return the one stderr line of exit code 3.
+    """Return the one stderr line of exit code 3 (completeness below ``--min-completeness``).
 
-    It says how incomplete the data is, where it went and how to accept it.
+    It says how incomplete the bars are, where the data went and how to accept it.
     """
     accept = int(report.completeness * 10_000) / 10_000
     where = f"data written to {written}; " if written else ""
@@ -85,9 +85,10 @@ def invalid_line(report: Any) -> str:
 def quality_rows(
     report: QualityReport, bar_success_rate: float, min_completeness: float = COMPLETENESS_ALERT
 ) -> list[QualityRow]:
-    """Return the quality table: ``(name, value, threshold, alert)`` rows.
+    """Return the quality table as ``(name, value, threshold, alert)`` rows.
 
-    The thresholds are the seed project's; a cold cache raises no cache hit rate alert.
+    The thresholds are the seed's alert levels; the completeness one is lowered to
+    ``min_completeness`` when that is lower. A cold cache raises no cache hit rate alert.
     """
     completeness_alert = min(COMPLETENESS_ALERT, min_completeness)
     rows: list[QualityRow] = [

@@ -108,7 +108,7 @@ def check_dir_path(path: Path | None, option: str) -> Path | None:
 def check_report_path(report: Path | None, out: Path) -> None:
     """Refuse a ``--report`` that cannot be written, or that is the ``--out`` file itself.
 
-    The report would silently replace the bars; checked before any I/O.
+    Checked before any I/O; a report at ``--out`` would silently replace the bars.
     """
     if report is None:
         return

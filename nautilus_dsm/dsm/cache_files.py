@@ -90,8 +90,10 @@ def describe(exc: BaseException) -> str:
 
 
 def unlink_unless_busy(path: Path) -> bool:
-    """True when a temp file may be deleted: no writer holds its lock (or, without advisory
-    locks, it is older than an hour)."""
+    """Return True when a temp file may be deleted (the caller deletes it).
+
+    It may when no writer holds its lock (or, without advisory locks, it is older than an hour).
+    """
     if fcntl is None:  # pragma: no cover - Windows
         try:
             return time.time() - path.stat().st_mtime > _TMP_STALE_S
@@ -132,8 +134,10 @@ def _dirs(folder: Path) -> list[os.DirEntry[str]]:
 
 
 def _is_link(path: Path) -> bool:
-    """True (and logged) when a top-level cache folder is a symbolic link: clear/info never
-    follow it, so files outside the cache root are neither deleted nor counted."""
+    """Return True (and log it) when a top-level cache folder is a symbolic link.
+
+    clear/info never follow it, so files outside the cache root are neither deleted nor counted.
+    """
     if path.is_symlink():
         log.warning("cache: %s is a symbolic link; not followed (its target is left alone)", path)
         return True
@@ -175,8 +179,11 @@ def _interval_dirs(root: Path) -> list[tuple[Path, Path, Path]]:
 
 
 def list_periods(root: Path, selection: CacheSelection | None = None) -> list[CachedPeriod]:
-    """Return the period files under ``root`` of the series ``selection`` can pick (all when
-    None), with their recorded gap counts when it is ``gaps_only``. Links are not followed."""
+    """Return the period files under ``root`` of the series ``selection`` can pick.
+
+    All series when None; with their recorded gap counts when it is ``gaps_only``. Links are
+    not followed.
+    """
     selection = selection or CacheSelection()
     out: list[CachedPeriod] = []
     for market_dir, symbol_dir, interval_dir in _interval_dirs(root):
@@ -222,9 +229,11 @@ def quarantined_files(root: Path) -> int:
 
 
 def cache_info(root: Path, selection: CacheSelection | None = None) -> dict[str, Any]:
-    """Return files, provisional files and bytes in total and per market / symbol / interval
-    of the selected periods (all when None), and the files in quarantine (for the CLI).
-    Symbolic links are not followed."""
+    """Return the size of the selected periods (all when None), in total and per series.
+
+    Sizes are files, provisional files and bytes per market / symbol / interval, and the files
+    in quarantine (for the CLI). Symbolic links are not followed.
+    """
     selection = selection or CacheSelection()
     plan = plan_selection(root, list_periods(root, selection), selection)
     return plan.to_dict(quarantined_files(root))
@@ -256,8 +265,11 @@ def clear_selected(plan: CachePlan) -> int:
 
 
 def delete_periods(plan: CachePlan) -> int:
-    """Delete the period files of ``plan`` (a file gone meanwhile is skipped) and the series
-    folders left empty; return how many were deleted. First-bar sidecars and locks stay."""
+    """Delete the period files of ``plan``; return how many were deleted.
+
+    A file gone meanwhile is skipped; series folders left empty go too. First-bar sidecars and
+    locks stay.
+    """
     removed = 0
     for period in plan.periods:
         with contextlib.suppress(FileNotFoundError):
@@ -273,8 +285,11 @@ def delete_periods(plan: CachePlan) -> int:
 def clear_cache(
     root: Path, market_name: str | None, symbol_name: str | None, interval_name: str | None
 ) -> int:
-    """Delete the period files (and sidecars, idle locks) matching the folder names given (all
-    when none, the quarantine too); return how many period files were deleted."""
+    """Delete the period files (and sidecars, idle locks) matching the folder names given.
+
+    With no name given, everything is deleted, the quarantine too. Return how many period
+    files were deleted.
+    """
     removed = 0
     for market_dir, symbol_dir in _symbol_dirs(root):
         if market_name is not None and market_dir.name != market_name:
