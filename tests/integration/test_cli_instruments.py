@@ -172,3 +172,14 @@ def test_fetch_of_a_raw_symbol_with_market_type_runs(
 
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("BTCUSDT-PERP.BINANCE 1h ")
+
+
+def test_rows_of_recorded_binance_exchange_info(realdata: Path) -> None:
+    info = json.loads((realdata / "exchange_info_futures_um.json").read_text())
+
+    rows = instrument_rows(MarketType.FUTURES_USDT, info, symbols=["BTC*"])
+
+    assert [(r.id, r.symbol, r.kind, r.tick, r.price_precision) for r in rows] == [
+        ("BTCUSDT-PERP.BINANCE", "BTCUSDT", "perpetual", "0.10", 2),
+        ("BTCUSDT_220325.BINANCE", "BTCUSDT_220325", "future", "0.1", 1),
+    ]
