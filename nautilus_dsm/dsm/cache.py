@@ -39,6 +39,7 @@ from typing import Any
 import polars as pl
 
 from nautilus_dsm.common import Interval, MarketType, check_binance_symbol
+from nautilus_dsm.common.datasets import Dataset
 from nautilus_dsm.dsm.cache_checks import bulk_problem, frame_problem
 from nautilus_dsm.dsm.cache_files import cache_info, clear_cache, describe, write_atomic
 from nautilus_dsm.dsm.cache_paths import (
@@ -76,16 +77,37 @@ class KlineCache:
     ----------
     root : Path, optional
         Cache root; the per-user cache directory when None.
+    provider_dir : str, default "binance"
+        The folder under the root holding this cache's series: ``binance`` for klines,
+        ``binance-{dataset}`` for the other kline-shaped datasets (see :meth:`for_dataset`).
 
     """
 
     def __init__(
-        self, root: Path | str | None = None, *, lock_timeout_s: float = LOCK_TIMEOUT_S
+        self,
+        root: Path | str | None = None,
+        *,
+        lock_timeout_s: float = LOCK_TIMEOUT_S,
+        provider_dir: str = PROVIDER_DIR,
     ) -> None:
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
         self.lock_timeout_s = lock_timeout_s
+        self.provider_dir = provider_dir
         self.corrupt = 0  # files found unreadable / invalid and discarded
         self.quarantined = 0  # period files among them moved to {root}/quarantine/
+
+    def for_dataset(self, dataset: Dataset) -> KlineCache:
+        """
+        Return the cache of a kline-shaped dataset under the same root.
+
+        Klines keep this cache (its layout is unchanged); mark, index and premium-index klines
+        live beside it under ``{root}/binance-{dataset}/``, with the same layout and rules.
+        """
+        if dataset.cache_dir == self.provider_dir:
+            return self
+        return KlineCache(
+            self.root, lock_timeout_s=self.lock_timeout_s, provider_dir=dataset.cache_dir
+        )
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -94,7 +116,7 @@ class KlineCache:
         market = MarketType.parse(market)
         interval = Interval.parse(interval)
         check_binance_symbol(symbol)
-        path = self.root / PROVIDER_DIR / market.value / symbol / interval.path_label
+        path = self.root / self.provider_dir / market.value / symbol / interval.path_label
         self._check_under_root(path)
         return path
 
