@@ -21,13 +21,20 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+import polars as pl
+
 from nautilus_dsm.common import Interval, MarketType
 from nautilus_dsm.common.datasets import DAPI_KLINE_WINDOW_MS, Dataset, pair_of
 from nautilus_dsm.constants import MONTH_PATH_LABEL
-from nautilus_dsm.testing.derived import derive, derived_rest_rows, derived_vision_csv
+from nautilus_dsm.testing.derived import (
+    derive,
+    derived_rest_rows,
+    derived_vision_csv,
+    expected_frame,
+)
 from nautilus_dsm.testing.faults import Faults
 from nautilus_dsm.testing.funding import HOUR_MS, FundingSeries
-from nautilus_dsm.testing.klines import kline_spec
+from nautilus_dsm.testing.klines import from_frame, kline_spec
 from nautilus_dsm.testing.responses import Response, error_response, json_response
 from nautilus_dsm.testing.series import KlineSeries, without
 from nautilus_dsm.testing.vision import (
@@ -81,6 +88,34 @@ class DatasetApi:
         self._lock = threading.Lock()
         self._funding_sent: dict[MarketType, deque[float]] = {}
         self.funding_limit = FUNDING_REQUESTS
+
+    # -- source truth -----------------------------------------------------------------------
+
+    def expected(
+        self,
+        market: MarketType,
+        symbol: str,
+        dataset: Dataset,
+        interval: Interval,
+        start_ms: int,
+        end_ms: int,
+    ) -> pl.DataFrame:
+        """The closed rows of a kline-shaped dataset in ``[start_ms, end_ms)`` (FRAME_SCHEMA)."""
+        base = self._series.expected(market, symbol, interval, start_ms, end_ms)
+        if dataset is Dataset.KLINES or base.height == 0:
+            return base
+        ks = kline_spec(self._series.spec(market, symbol), market)
+        return expected_frame(derive(from_frame(base), dataset, ks), dataset)
+
+    def expected_funding(
+        self, market: MarketType, symbol: str, start_ms: int, end_ms: int
+    ) -> list[tuple[int, int, int, str, str | None]]:
+        """``(boundary_ms, calc_ms, hours, rate, mark)`` of the events in ``[start_ms, end_ms)``."""
+        spec = self._series.spec(market, symbol)
+        return [
+            (e.boundary_ms, e.calc_ms, e.hours, e.rate, e.mark)
+            for e in self.funding.events(market, spec, start_ms, end_ms)
+        ]
 
     # -- REST -----------------------------------------------------------------------------
 
