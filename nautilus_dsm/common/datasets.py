@@ -95,7 +95,7 @@ class Dataset(Enum):
         return "binance" if self is Dataset.KLINES else f"binance-{self.value}"
 
     def rest_symbol(self, symbol: str) -> str:
-        """The value of :attr:`symbol_param` for a Binance symbol (the pair for index klines)."""
+        """Return the value of :attr:`symbol_param` for a Binance symbol."""
         return pair_of(symbol) if self is Dataset.INDEX_PRICE_KLINES else symbol
 
     def check_market(self, market_type: MarketType) -> None:

@@ -44,7 +44,7 @@ class FundingCache:
         self.corrupt = 0
 
     def path(self, market: MarketType, symbol: str, month: str) -> Path:
-        """The file of one month (``month`` is ``YYYY-MM``)."""
+        """Return the file of one month (``month`` is ``YYYY-MM``)."""
         check_binance_symbol(symbol)
         if not _MONTH_RE.match(month):
             raise InvalidInput(f"invalid funding cache month {month!r}; use YYYY-MM")
@@ -56,7 +56,7 @@ class FundingCache:
     def read(
         self, market: MarketType, symbol: str, month: str, start_ms: int, end_ms: int
     ) -> pl.DataFrame | None:
-        """The cached month, or None when absent or invalid (then deleted, fetched again)."""
+        """Return the cached month, or None when absent or invalid (then deleted, fetched again)."""
         file = self.path(market, symbol, month)
         try:
             frame = pl.read_parquet(file)

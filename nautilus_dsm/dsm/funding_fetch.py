@@ -56,7 +56,7 @@ class _Month:
 
 
 def months_for(start_ms: int, end_ms: int) -> list[_Month]:
-    """The calendar months overlapping ``[start_ms, end_ms)``. Pure."""
+    """Return the calendar months overlapping ``[start_ms, end_ms)``. Pure."""
     month_iv = Interval.MONTH_1
     out: list[_Month] = []
     cursor = month_iv.floor_ms(start_ms)
@@ -99,18 +99,18 @@ class FundingFetcher:
         self._windows: dict[MarketType, RequestWindow] = {}
 
     def cache(self) -> FundingCache:
-        """The funding cache under the manager's cache root."""
+        """Return the funding cache under the manager's cache root."""
         return FundingCache(self._sources.cache.root)
 
     def rest(self, market: MarketType) -> FundingRest:
-        """The market's funding REST pager (its window shared across fetches)."""
+        """Return the market's funding REST pager (its window shared across fetches)."""
         window = self._windows.setdefault(market, RequestWindow(*FUNDING_WINDOW))
         return FundingRest(self._sources.rest_client(market), window)
 
     async def fetch(
         self, instrument: ResolvedInstrument, start_ms: int, end_ms: int, now_ms: int
     ) -> FundingResult:
-        """The funding events with boundary in ``[start_ms, min(end_ms, now_ms))``."""
+        """Return the funding events with boundary in ``[start_ms, min(end_ms, now_ms))``."""
         Dataset.FUNDING_RATES.check_market(instrument.market_type)
         stop_ms = min(end_ms, now_ms)
         warnings: list[str] = []

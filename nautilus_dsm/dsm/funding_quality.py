@@ -124,7 +124,7 @@ def _boundaries_between(lo_ms: int, hi_ms: int, step_ms: int) -> list[int]:
 def expected_gaps(
     times_ms: list[int], hours: list[int | None], start_ms: int, end_ms: int
 ) -> list[FundingGap]:
-    """The runs of missing boundaries around and between events (see the module docstring)."""
+    """Return the runs of missing boundaries around and between events."""
     gaps: list[FundingGap] = []
 
     def add(boundaries: list[int], step_h: int) -> None:

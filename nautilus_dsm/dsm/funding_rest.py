@@ -98,8 +98,11 @@ class FundingRest:
         self.requests = 0
 
     async def funding(self, symbol: str, start_ms: int, end_ms: int) -> pl.DataFrame:
-        """Every funding event with ``fundingTime`` in ``[start_ms, end_ms)`` (FUNDING_SCHEMA,
-        intervals null: REST does not state them), in the source's order."""
+        """
+        Return every funding event with ``fundingTime`` in ``[start_ms, end_ms)``.
+
+        FUNDING_SCHEMA rows in the source's order, intervals null (REST does not state them).
+        """
         frames: list[pl.DataFrame] = []
         cursor = start_ms
         while cursor < end_ms:

@@ -232,8 +232,12 @@ def infer_intervals(times_ms: list[int], known: list[int | None]) -> list[int | 
 
 
 def normalise_funding(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Sort by boundary and keep one row per boundary (the first seen); return the count
-    of repeated rows dropped (a repeat is the same boundary served twice, e.g. page overlap)."""
+    """
+    Sort by boundary and keep one row per boundary (the first seen).
+
+    Returns the frame and the count of repeated rows dropped (a repeat is the same boundary
+    served twice, e.g. page overlap).
+    """
     if frame.height == 0:
         return frame, 0
     unique = frame.unique(subset=["funding_time"], keep="first", maintain_order=True)

@@ -100,7 +100,7 @@ class DatasetApi:
         start_ms: int,
         end_ms: int,
     ) -> pl.DataFrame:
-        """The closed rows of a kline-shaped dataset in ``[start_ms, end_ms)`` (FRAME_SCHEMA)."""
+        """Return the closed rows of a kline-shaped dataset in ``[start_ms, end_ms)``."""
         base = self._series.expected(market, symbol, interval, start_ms, end_ms)
         if dataset is Dataset.KLINES or base.height == 0:
             return base
@@ -120,7 +120,7 @@ class DatasetApi:
     # -- REST -----------------------------------------------------------------------------
 
     def answer(self, market: MarketType, endpoint: str, query: dict[str, str]) -> Response:
-        """The REST answer of ``endpoint`` (one of :data:`ENDPOINT_NAMES`) on ``market``."""
+        """Return the REST answer of ``endpoint`` (one of :data:`ENDPOINT_NAMES`) on ``market``."""
         if not market.is_futures:
             return error_response(404, -5000, "Path not found")
         if endpoint == "fundingRate":
@@ -231,7 +231,7 @@ class DatasetApi:
     # -- Vision ---------------------------------------------------------------------------
 
     def vision(self, path: str) -> Response | None:
-        """The Vision answer of a dataset ``path``; None when the path is not one of them."""
+        """Return the Vision answer of a dataset ``path``; None when the path is not one of them."""
         match = _KLINE_RE.match(path)
         if match is not None:
             return self._serve(match, self._kline_zip(match))

@@ -25,13 +25,13 @@ _ZEROED = ("volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_v
 
 
 def _premium_units(times: np.ndarray) -> np.ndarray:
-    """A signed premium in 1e-8 units at each time (|p| < 0.0002)."""
+    """Return a signed premium in 1e-8 units at each time (|p| < 0.0002)."""
     h = splitmix64(times.astype(np.uint64) ^ np.uint64(0x5EED))
     return (h % np.uint64(40001)).astype(np.int64) - 20000
 
 
 def derive(raw: pl.DataFrame, dataset: Dataset, ks: KlineSpec) -> pl.DataFrame:
-    """The raw rows (1e-8 integer units) of ``dataset`` from the raw klines ``raw``."""
+    """Return the raw rows (1e-8 integer units) of ``dataset`` from the raw klines ``raw``."""
     if dataset is Dataset.KLINES or len(raw) == 0:
         return raw
     zeros = [pl.lit(0, pl.Int64).alias(name) for name in _ZEROED]
@@ -91,19 +91,19 @@ def _table(raw: pl.DataFrame, dataset: Dataset, ks: KlineSpec) -> pl.DataFrame:
 def derived_rest_rows(
     raw: pl.DataFrame, dataset: Dataset, ks: KlineSpec
 ) -> list[tuple[object, ...]]:
-    """Derived raw rows -> Binance's 12-field JSON arrays."""
+    """Return derived raw rows -> Binance's 12-field JSON arrays."""
     return list(_table(raw, dataset, ks).iter_rows())
 
 
 def derived_vision_csv(raw: pl.DataFrame, dataset: Dataset, ks: KlineSpec) -> bytes:
-    """Derived raw rows -> a Vision CSV with the futures header."""
+    """Return derived raw rows -> a Vision CSV with the futures header."""
     buffer = io.BytesIO()
     _table(raw, dataset, ks).write_csv(buffer, include_header=True, quote_style="never")
     return buffer.getvalue()
 
 
 def expected_frame(raw: pl.DataFrame, dataset: Dataset) -> pl.DataFrame:
-    """Derived raw rows -> FRAME_SCHEMA (what a perfect client returns)."""
+    """Return derived raw rows -> FRAME_SCHEMA (what a perfect client returns)."""
     from nautilus_dsm.dsm.schema import COLUMNS, FRAME_SCHEMA
 
     values = [signed_decimal(p, 8).cast(FRAME_SCHEMA[p]) for p in _PRICES]

@@ -93,7 +93,7 @@ class FundingSeries:
     def events(
         self, market: MarketType, spec: SymbolSpec, lo: int, hi: int, *, marks: bool = True
     ) -> list[FundingEvent]:
-        """The funding events with boundary in ``[lo, hi)``, in time order."""
+        """Return the funding events with boundary in ``[lo, hi)``, in time order."""
         times = self.boundaries(market, spec, lo, hi)
         if not times:
             return []
@@ -113,7 +113,7 @@ class FundingSeries:
         return out
 
     def _marks(self, market: MarketType, spec: SymbolSpec, times: list[int]) -> list[str | None]:
-        """The close of the 1m mark kline closing at each boundary (USD-M REST only)."""
+        """Return the close of the 1m mark kline closing at each boundary (USD-M REST only)."""
         if market is not MarketType.FUTURES_USDT:
             return [None] * len(times)
         ks = kline_spec(spec, market)
@@ -125,7 +125,7 @@ class FundingSeries:
         return out
 
     def vision_csv(self, events: list[FundingEvent]) -> bytes:
-        """A Vision ``fundingRate`` CSV (with its header)."""
+        """Return a Vision ``fundingRate`` CSV (with its header)."""
         out = io.StringIO()
         out.write("calc_time,funding_interval_hours,last_funding_rate\n")
         for e in events:
