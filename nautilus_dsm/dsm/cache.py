@@ -422,7 +422,11 @@ class KlineCache:
     def info(self) -> dict[str, Any]:
         """Files, provisional files and bytes in total and per market / symbol / interval, and
         the files in quarantine (for the CLI). Symbolic links are not followed."""
-        return cache_info(self.root)
+        # The kline cache also reports the other kline-shaped datasets under its root.
+        dirs = (self.provider_dir,)
+        if self.provider_dir == PROVIDER_DIR:
+            dirs += tuple(d.cache_dir for d in Dataset if d.is_kline and d is not Dataset.KLINES)
+        return cache_info(self.root, dirs)
 
     def clear(
         self,
@@ -436,12 +440,18 @@ class KlineCache:
         Never follows a symbolic link (a link is left in place, its target untouched), and
         skips temp files that a running fetch is still writing, so it cannot break that fetch.
         """
-        return clear_cache(
-            self.root,
+        names = (
             MarketType.parse(market).value if market is not None else None,
             symbol.upper() if symbol is not None else None,
             Interval.parse(interval).path_label if interval is not None else None,
         )
+        removed = clear_cache(self.root, *names, provider_dir=self.provider_dir)
+        if self.provider_dir == PROVIDER_DIR:  # the other datasets' caches go with klines'
+            for dataset in Dataset:
+                if dataset.is_kline and dataset is not Dataset.KLINES:
+                    removed += clear_cache(self.root, *names, provider_dir=dataset.cache_dir)
+            removed += _clear_funding(self.root, names[0], names[1], names[2])
+        return removed
 
 
 def _refuse_invalid(
@@ -459,3 +469,26 @@ def _refuse_invalid(
     if problem:
         raise InvalidInput(f"refusing to cache {symbol} {interval.value} {key}: {problem}")
     return interval
+
+
+def _clear_funding(
+    root: Path, market_name: str | None, symbol_name: str | None, interval_name: str | None
+) -> int:
+    """Delete cached funding months matching the filters (funding has no interval: an
+    interval filter keeps them)."""
+    if interval_name is not None:
+        return 0
+    base = root / Dataset.FUNDING_RATES.cache_dir
+    removed = 0
+    if base.is_symlink() or not base.is_dir():
+        return 0
+    for file in sorted(base.glob("*/*/*.parquet")):
+        market_dir, symbol_dir = file.parent.parent.name, file.parent.name
+        if market_name not in (None, market_dir) or symbol_name not in (None, symbol_dir):
+            continue
+        if file.is_symlink() or file.parent.is_symlink() or file.parent.parent.is_symlink():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            file.unlink()
+            removed += 1
+    return removed

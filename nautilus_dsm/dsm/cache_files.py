@@ -146,8 +146,8 @@ def _walk_files(folder: Path, *, top: bool = False) -> list[Path]:
     return out
 
 
-def _symbol_dirs(root: Path) -> list[tuple[Path, Path]]:
-    base = root / PROVIDER_DIR
+def _symbol_dirs(root: Path, provider_dir: str = PROVIDER_DIR) -> list[tuple[Path, Path]]:
+    base = root / provider_dir
     if _is_link(base) or not base.is_dir():
         return []
     return [
@@ -157,10 +157,10 @@ def _symbol_dirs(root: Path) -> list[tuple[Path, Path]]:
     ]
 
 
-def _interval_dirs(root: Path) -> list[tuple[Path, Path, Path]]:
+def _interval_dirs(root: Path, provider_dir: str = PROVIDER_DIR) -> list[tuple[Path, Path, Path]]:
     return [
         (market_dir, symbol_dir, Path(interval_dir.path))
-        for market_dir, symbol_dir in _symbol_dirs(root)
+        for market_dir, symbol_dir in _symbol_dirs(root, provider_dir)
         for interval_dir in sorted(_dirs(symbol_dir), key=lambda e: e.name)
     ]
 
@@ -168,11 +168,29 @@ def _interval_dirs(root: Path) -> list[tuple[Path, Path, Path]]:
 # -- info and clear ---------------------------------------------------------------------------
 
 
-def cache_info(root: Path) -> dict[str, Any]:
+def cache_info(root: Path, provider_dirs: tuple[str, ...] = (PROVIDER_DIR,)) -> dict[str, Any]:
     """Return files, provisional files and bytes in total and per market / symbol / interval,
-    and the files in quarantine (for the CLI). Symbolic links are not followed."""
+    and the files in quarantine (for the CLI). Symbolic links are not followed.
+
+    Entries of a provider folder other than ``binance`` (the other kline-shaped datasets)
+    carry a ``dataset`` key naming it.
+    """
     entries: list[dict[str, Any]] = []
-    for market_dir, symbol_dir, interval_dir in _interval_dirs(root):
+    for provider_dir in provider_dirs:
+        entries += _info_entries(root, provider_dir)
+    return {
+        "root": str(root),
+        "files": sum(e["files"] for e in entries),
+        "provisional": sum(e["provisional"] for e in entries),
+        "bytes": sum(e["bytes"] for e in entries),
+        "quarantined": len(_walk_files(root / QUARANTINE_DIR, top=True)),
+        "entries": entries,
+    }
+
+
+def _info_entries(root: Path, provider_dir: str) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    for market_dir, symbol_dir, interval_dir in _interval_dirs(root, provider_dir):
         files = [
             f
             for f in _entries(interval_dir)
@@ -193,23 +211,22 @@ def cache_info(root: Path) -> dict[str, Any]:
                 "last": keys[-1],
             }
         )
-    return {
-        "root": str(root),
-        "files": sum(e["files"] for e in entries),
-        "provisional": sum(e["provisional"] for e in entries),
-        "bytes": sum(e["bytes"] for e in entries),
-        "quarantined": len(_walk_files(root / QUARANTINE_DIR, top=True)),
-        "entries": entries,
-    }
+        if provider_dir != PROVIDER_DIR:
+            entries[-1]["dataset"] = provider_dir.removeprefix(PROVIDER_DIR + "-")
+    return entries
 
 
 def clear_cache(
-    root: Path, market_name: str | None, symbol_name: str | None, interval_name: str | None
+    root: Path,
+    market_name: str | None,
+    symbol_name: str | None,
+    interval_name: str | None,
+    provider_dir: str = PROVIDER_DIR,
 ) -> int:
     """Delete the period files (and sidecars, idle locks) matching the folder names given (all
     when none, the quarantine too); return how many period files were deleted."""
     removed = 0
-    for market_dir, symbol_dir in _symbol_dirs(root):
+    for market_dir, symbol_dir in _symbol_dirs(root, provider_dir):
         if market_name is not None and market_dir.name != market_name:
             continue
         if symbol_name is not None and symbol_dir.name != symbol_name:

@@ -345,3 +345,24 @@ def test_funding_file_failing_its_checksum_comes_from_rest(srv, cache_dir):
         srv, CM, "BTCUSD_PERP", "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z"
     )
     assert _rows(result.frame) == [(b, c, h, Decimal(r)) for b, c, h, r, _ in expected]
+
+
+def test_cache_info_and_clear_cover_the_dataset_caches(srv, cache_dir):
+    dsm = make(srv, cache_dir)
+    dsm.fetch_sync("BTCUSDT-PERP.BINANCE", "1h", "2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z")
+    dsm.fetch_sync(
+        "BTCUSDT-PERP.BINANCE", "1h", "2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", dataset="mark"
+    )
+    dsm.fetch_funding_rates_sync(
+        "BTCUSDT-PERP.BINANCE", "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z"
+    )
+
+    info = dsm.cache.info()
+    assert [(e["interval"], e.get("dataset")) for e in info["entries"]] == [
+        ("1h", None),
+        ("1h", "mark_price_klines"),
+    ]
+    assert (cache_dir / "binance-funding_rates/futures_usdt/BTCUSDT/2024-01.parquet").is_file()
+    assert dsm.cache.clear() == 3
+    assert dsm.cache.info()["files"] == 0
+    assert list((cache_dir / "binance-funding_rates").rglob("*.parquet")) == []

@@ -228,3 +228,66 @@ def test_ingest_refuses_premium_and_spot_funding_before_io(tmp_path):
     with pytest.raises(InvalidInput, match="exists only on the futures markets"):
         ingest(str(tmp_path / "c"), ["BTCUSDT.BINANCE"], ["1h"], START, END, datasets=["funding"])
     assert not (tmp_path / "c").exists()
+
+
+def _dsm(srv, root, **kw) -> DataSourceManager:
+    return DataSourceManager.create(
+        base_url_http=srv.url,
+        base_url_vision=srv.url,
+        cache_dir=root / "cache",
+        clock=lambda: NOW,
+        **kw,
+    )
+
+
+def test_funding_ingest_resumes_with_only_what_is_missing(tmp_path):
+    catalog = str(tmp_path / "catalog")
+    with BinanceImitation(clock=lambda: NOW) as srv:
+        dsm = _dsm(srv, tmp_path)
+        first = ingest(
+            catalog,
+            [INVERSE],
+            ["1h"],
+            START,
+            datetime(2024, 3, 11, tzinfo=UTC),
+            dsm=dsm,
+            datasets=["funding"],
+        )
+        second = ingest(catalog, [INVERSE], ["1h"], START, END, dsm=dsm, datasets=["funding"])
+
+    key = f"FundingRateUpdate {INVERSE}"
+    assert (first.events_written[key], second.events_written[key]) == (30, 63)
+    rows = ParquetDataCatalog(catalog).funding_rates(instrument_ids=[INVERSE])
+    times = [r.ts_event for r in rows]
+    assert len(times) == 93 and times == sorted(set(times))
+
+
+def test_funding_gap_is_recorded_and_filled_by_a_later_run(tmp_path):
+    catalog = str(tmp_path / "catalog")
+    missing = to_ms(datetime(2024, 3, 2, 8, tzinfo=UTC))
+    with BinanceImitation(clock=lambda: NOW) as srv:
+        original = srv.datasets.funding.events
+        srv.datasets.funding.events = lambda m, spec, lo, hi, *, marks=True: [
+            e for e in original(m, spec, lo, hi, marks=marks) if e.boundary_ms != missing
+        ]
+        gappy = ingest(
+            catalog, [INVERSE], ["1h"], START, END, dsm=_dsm(srv, tmp_path), datasets=["funding"]
+        )
+        sidecars = list((tmp_path / "catalog").rglob("*.gaps.json"))
+        srv.datasets.funding.events = original
+        filled = ingest(
+            catalog,
+            [INVERSE],
+            ["1h"],
+            START,
+            END,
+            dsm=_dsm(srv, tmp_path, use_cache=False),
+            datasets=["funding"],
+        )
+
+    key = f"FundingRateUpdate {INVERSE}"
+    assert (gappy.events_written[key], filled.events_written[key]) == (92, 1)
+    assert len(sidecars) == 1
+    assert list((tmp_path / "catalog").rglob("*.gaps.json")) == []
+    rows = ParquetDataCatalog(catalog).funding_rates(instrument_ids=[INVERSE])
+    assert missing * 1_000_000 in [r.ts_event for r in rows] and len(rows) == 93
