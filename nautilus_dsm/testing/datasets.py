@@ -33,7 +33,7 @@ from nautilus_dsm.testing.derived import (
     expected_frame,
 )
 from nautilus_dsm.testing.faults import Faults
-from nautilus_dsm.testing.funding import HOUR_MS, FundingSeries
+from nautilus_dsm.testing.funding import HOUR_MS, FundingSeries, format_units
 from nautilus_dsm.testing.klines import from_frame, kline_spec
 from nautilus_dsm.testing.responses import Response, error_response, json_response
 from nautilus_dsm.testing.series import KlineSeries, without
@@ -213,14 +213,13 @@ class DatasetApi:
         mark = derive(raw, Dataset.MARK_PRICE_KLINES, ks)
         index = derive(raw, Dataset.INDEX_PRICE_KLINES, ks)
         past = self.funding.events(market, spec, now - 9 * HOUR_MS, now + 1, marks=False)
-        upcoming = self.funding.boundaries(market, spec, now + 1, now + 9 * HOUR_MS + 1)
-        from nautilus_dsm.testing.funding import _format_units
+        upcoming = self.funding.boundaries(market, spec, now + 1, now + 9 * HOUR_MS + 1, past=False)
 
         body = {
             "symbol": spec.symbol,
-            "markPrice": _format_units(int(mark["close"][0])) if len(mark) else "",
-            "indexPrice": _format_units(int(index["close"][0])) if len(index) else "",
-            "estimatedSettlePrice": _format_units(int(mark["close"][0])) if len(mark) else "",
+            "markPrice": format_units(int(mark["close"][0])) if len(mark) else "",
+            "indexPrice": format_units(int(index["close"][0])) if len(index) else "",
+            "estimatedSettlePrice": format_units(int(mark["close"][0])) if len(mark) else "",
             "lastFundingRate": past[-1].rate if past else "0.00000000",
             "interestRate": "0.00010000",
             "nextFundingTime": upcoming[0] if upcoming else 0,

@@ -45,7 +45,8 @@ class FundingEvent:
     mark: str | None  # REST markPrice (USD-M only)
 
 
-def _format_units(units: int, decimals: int = 8) -> str:
+def format_units(units: int, decimals: int = 8) -> str:
+    """Return a signed count of 1e-8 as a decimal string with ``decimals`` decimals."""
     sign = "-" if units < 0 else ""
     whole, frac = divmod(abs(units), UNIT)
     text = f"{sign}{whole}.{frac:08d}"
@@ -72,11 +73,13 @@ class FundingSeries:
         """Set ``(from_ms, hours)`` steps of a symbol's funding interval (sorted by time)."""
         self.schedules[(market, symbol)] = tuple(sorted(changes))
 
-    def boundaries(self, market: MarketType, spec: SymbolSpec, lo: int, hi: int) -> list[int]:
-        """Funding boundaries in ``[lo, hi)`` after the listing (and before now)."""
+    def boundaries(
+        self, market: MarketType, spec: SymbolSpec, lo: int, hi: int, *, past: bool = True
+    ) -> list[int]:
+        """Return funding boundaries in ``[lo, hi)`` after the listing (before now if ``past``)."""
         steps = self.schedules.get((market, spec.symbol), ((0, 8),))
         lo = max(lo, spec.listed_ms)
-        hi = min(hi, self._series.now_ms())
+        hi = min(hi, self._series.now_ms()) if past else hi
         out: list[int] = []
         for k, (start, hours) in enumerate(steps):
             end = steps[k + 1][0] if k + 1 < len(steps) else hi
@@ -109,7 +112,7 @@ class FundingSeries:
                 (t - previous[-1]) // HOUR_MS if previous else self._hours_before(market, spec, t)
             )
             calc = t + (t // HOUR_MS * 7) % 13
-            out.append(FundingEvent(t, calc, int(hours), _format_units(int(r)), m))
+            out.append(FundingEvent(t, calc, int(hours), format_units(int(r)), m))
         return out
 
     def _marks(self, market: MarketType, spec: SymbolSpec, times: list[int]) -> list[str | None]:
@@ -121,7 +124,7 @@ class FundingSeries:
         for t in times:
             raw = self._series.select(market, spec, Interval.MINUTE_1, t - 60_000, t - 60_000, 1)
             raw = derive(raw, Dataset.MARK_PRICE_KLINES, ks)
-            out.append(_format_units(int(raw["close"][0])) if len(raw) else None)
+            out.append(format_units(int(raw["close"][0])) if len(raw) else None)
         return out
 
     def vision_csv(self, events: list[FundingEvent]) -> bytes:

@@ -366,3 +366,27 @@ def test_cache_info_and_clear_cover_the_dataset_caches(srv, cache_dir):
     assert dsm.cache.clear() == 3
     assert dsm.cache.info()["files"] == 0
     assert list((cache_dir / "binance-funding_rates").rglob("*.parquet")) == []
+
+
+def test_imitation_premium_index_gives_mark_index_and_next_funding(srv):
+    import httpx
+
+    body = httpx.get(f"{srv.url}/fapi/v1/premiumIndex", params={"symbol": "BTCUSDT"}).json()
+
+    assert sorted(body) == sorted(
+        [
+            "symbol",
+            "markPrice",
+            "indexPrice",
+            "estimatedSettlePrice",
+            "lastFundingRate",
+            "interestRate",
+            "nextFundingTime",
+            "time",
+        ]
+    )
+    assert body["time"] == NOW
+    assert body["nextFundingTime"] == NOW + 4 * H  # 4 h funding after 2024-03-15
+    assert Decimal(body["markPrice"]) - Decimal(body["indexPrice"]) == Decimal("0.5")
+    last = srv.datasets.expected_funding(UM, "BTCUSDT", NOW - 4 * H, NOW + 1)
+    assert body["lastFundingRate"] == last[-1][3]
