@@ -13,11 +13,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from nautilus_dsm.common import Interval, MarketType, ResolvedInstrument, iso_ms
+from nautilus_dsm.common import (
+    Interval,
+    MarketType,
+    ResolvedInstrument,
+    check_not_future,
+    check_range,
+    iso_ms,
+    parse_instant,
+    resolve_instrument,
+)
 from nautilus_dsm.common.datasets import Dataset
 from nautilus_dsm.dsm.funding_cache import FundingCache
 from nautilus_dsm.dsm.funding_quality import FundingQualityReport, assess_funding
@@ -221,3 +233,60 @@ class FundingFetcher:
 
 def _tag(frame: pl.DataFrame, source: str) -> pl.DataFrame:
     return frame.select(FUNDING_COLUMNS).with_columns(pl.lit(source).alias(SOURCE_COL))
+
+
+class FundingRatesMixin:
+    """``fetch_funding_rates`` (and its blocking twin) of :class:`DataSourceManager`."""
+
+    market_type: MarketType | None
+    _funding: FundingFetcher
+    _clock: Callable[[], int]
+
+    if TYPE_CHECKING:  # provided by DataSourceManager and MarketSources (never shadowed)
+
+        def _run_sync[T](self, name: str, job: Coroutine[Any, Any, T]) -> T: ...
+
+        async def exchange_now_ms(self, market_type: MarketType | str) -> int:
+            """Return Binance's time now on the market (see ``MarketSources``)."""
+
+    def fetch_funding_rates_sync(
+        self, instrument_id_or_symbol: str, start: datetime | str, end: datetime | str
+    ) -> FundingResult:
+        """Blocking :meth:`fetch_funding_rates`; refuses to run inside a running event loop."""
+        return self._run_sync(
+            "fetch_funding_rates_sync",
+            self.fetch_funding_rates(instrument_id_or_symbol, start, end),
+        )
+
+    async def fetch_funding_rates(
+        self, instrument_id_or_symbol: str, start: datetime | str, end: datetime | str
+    ) -> FundingResult:
+        """
+        Fetch the funding events with boundary in ``[start, end)``.
+
+        Through cache -> Vision monthly ``fundingRate`` (SHA-256 checked) -> REST
+        ``/fapi/v1/fundingRate`` or ``/dapi/v1/fundingRate`` (paged by time, 500 requests per
+        5 minutes); see :mod:`nautilus_dsm.dsm.funding_fetch`. ``result.frame`` has
+        ``FUNDING_SCHEMA`` (``funding_time`` floored to the boundary, exact ``calc_time``,
+        ``funding_interval_hours``, ``funding_rate`` exact, ``mark_price`` where REST gives
+        it); ``result.report`` is a :class:`FundingQualityReport`.
+
+        Raises
+        ------
+        InvalidInput, MarketTypeMismatch
+            Before any I/O: a spot instrument, a bad range or a start in the future.
+        DataUnavailable
+            When a month could not be fetched from any source.
+
+        """
+        instrument = resolve_instrument(instrument_id_or_symbol, self.market_type)
+        Dataset.FUNDING_RATES.check_market(instrument.market_type)
+        start_ms, end_ms = check_range(parse_instant(start, "start"), parse_instant(end, "end"))
+        local = self._clock()
+        # Only a range reaching near now needs Binance's clock (which month is still open).
+        near_now = end_ms > local - 86_400_000
+        now_ms = await self.exchange_now_ms(instrument.market_type) if near_now else local
+        check_not_future(start_ms, now_ms)
+        result = await self._funding.fetch(instrument, start_ms, end_ms, now_ms)
+        log.debug("fetched %s", result.report.summary())
+        return result

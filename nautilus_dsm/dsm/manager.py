@@ -54,7 +54,7 @@ from nautilus_dsm.dsm.chain import PeriodChain
 from nautilus_dsm.dsm.exchange_clock import DEFAULT_RESYNC_S
 from nautilus_dsm.dsm.fetch_run import FetchRun, ProgressCallback
 from nautilus_dsm.dsm.fetch_time import fetch_now_ms, prove_recent
-from nautilus_dsm.dsm.funding_fetch import FundingFetcher, FundingResult
+from nautilus_dsm.dsm.funding_fetch import FundingFetcher, FundingRatesMixin
 from nautilus_dsm.dsm.http import gather_or_cancel
 from nautilus_dsm.dsm.listing import ListingLookup
 from nautilus_dsm.dsm.planner import FetchPlan, Period, closed_end_ms, periods_for, plan_fetch
@@ -80,7 +80,7 @@ class FetchResult:
     interval: Interval
 
 
-class DataSourceManager(MarketSources):
+class DataSourceManager(FundingRatesMixin, MarketSources):
     """
     Fetch Binance klines exactly, through cache -> Binance Vision -> REST.
 
@@ -302,48 +302,6 @@ class DataSourceManager(MarketSources):
                 await self.aclose()
 
         return asyncio.run(run())
-
-    def fetch_funding_rates_sync(
-        self, instrument_id_or_symbol: str, start: datetime | str, end: datetime | str
-    ) -> FundingResult:
-        """Blocking :meth:`fetch_funding_rates`; refuses to run inside a running event loop."""
-        return self._run_sync(
-            "fetch_funding_rates_sync",
-            self.fetch_funding_rates(instrument_id_or_symbol, start, end),
-        )
-
-    async def fetch_funding_rates(
-        self, instrument_id_or_symbol: str, start: datetime | str, end: datetime | str
-    ) -> FundingResult:
-        """
-        Fetch the funding events with boundary in ``[start, end)``.
-
-        Through cache -> Vision monthly ``fundingRate`` (SHA-256 checked) -> REST
-        ``/fapi/v1/fundingRate`` or ``/dapi/v1/fundingRate`` (paged by time, 500 requests per
-        5 minutes); see :mod:`nautilus_dsm.dsm.funding_fetch`. ``result.frame`` has
-        ``FUNDING_SCHEMA`` (``funding_time`` floored to the boundary, exact ``calc_time``,
-        ``funding_interval_hours``, ``funding_rate`` exact, ``mark_price`` where REST gives
-        it); ``result.report`` is a :class:`FundingQualityReport`.
-
-        Raises
-        ------
-        InvalidInput, MarketTypeMismatch
-            Before any I/O: a spot instrument, a bad range or a start in the future.
-        DataUnavailable
-            When a month could not be fetched from any source.
-
-        """
-        instrument = resolve_instrument(instrument_id_or_symbol, self.market_type)
-        Dataset.FUNDING_RATES.check_market(instrument.market_type)
-        start_ms, end_ms = check_range(parse_instant(start, "start"), parse_instant(end, "end"))
-        local = self._clock()
-        # Only a range reaching near now needs Binance's clock (which month is still open).
-        near_now = end_ms > local - 86_400_000
-        now_ms = await self.exchange_now_ms(instrument.market_type) if near_now else local
-        check_not_future(start_ms, now_ms)
-        result = await self._funding.fetch(instrument, start_ms, end_ms, now_ms)
-        log.debug("fetched %s", result.report.summary())
-        return result
 
     async def fetch(
         self,
