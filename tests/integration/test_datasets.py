@@ -390,3 +390,42 @@ def test_imitation_premium_index_gives_mark_index_and_next_funding(srv):
     assert Decimal(body["markPrice"]) - Decimal(body["indexPrice"]) == Decimal("0.5")
     last = srv.datasets.expected_funding(UM, "BTCUSDT", NOW - 4 * H, NOW + 1)
     assert body["lastFundingRate"] == last[-1][3]
+
+
+def test_truncated_funding_file_comes_from_rest(srv, cache_dir):
+    srv.faults.vision_truncated.add("BTCUSD_PERP-fundingRate-2024-01.zip")
+    dsm = make(srv, cache_dir, max_retries=2)
+
+    result = dsm.fetch_funding_rates_sync(
+        "BTCUSD-PERP.BINANCE", "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z"
+    )
+
+    assert result.report.sources == {"cache": 0, "vision": 0, "rest": 93}
+    assert result.report.gaps == []
+
+
+def test_corrupt_funding_cache_file_is_discarded_and_fetched_again(srv, cache_dir):
+    dsm = make(srv, cache_dir)
+    args = ("BTCUSD-PERP.BINANCE", "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z")
+    cold = dsm.fetch_funding_rates_sync(*args)
+    file = cache_dir / "binance-funding_rates/futures_coin/BTCUSD_PERP/2024-01.parquet"
+    file.write_bytes(b"not parquet")
+
+    again = dsm.fetch_funding_rates_sync(*args)
+
+    assert again.frame.equals(cold.frame)
+    assert again.report.sources == {"cache": 0, "vision": 93, "rest": 0}
+    assert file.is_file()  # rewritten from Vision
+
+
+def test_imitation_funding_request_window_answers_429_past_its_limit(srv):
+    import httpx
+
+    srv.datasets.funding_limit = (2, 300.0)
+    params = {"symbol": "BTCUSDT", "startTime": 0, "limit": 10}
+
+    statuses = [
+        httpx.get(f"{srv.url}/fapi/v1/fundingRate", params=params).status_code for _ in range(3)
+    ]
+
+    assert statuses == [200, 200, 429]
