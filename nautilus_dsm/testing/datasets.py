@@ -33,7 +33,7 @@ from nautilus_dsm.testing.derived import (
     expected_frame,
 )
 from nautilus_dsm.testing.faults import Faults
-from nautilus_dsm.testing.funding import HOUR_MS, FundingSeries, format_units
+from nautilus_dsm.testing.funding import HOUR_MS, FundingSeries, calc_ms, format_units
 from nautilus_dsm.testing.klines import from_frame, kline_spec
 from nautilus_dsm.testing.responses import Response, error_response, json_response
 from nautilus_dsm.testing.series import KlineSeries, without
@@ -194,12 +194,14 @@ class DatasetApi:
         now = self._series.now_ms()
         hi = now if end is None else min(end, now)
         lo = start if start is not None else max(0, hi - limit * 8 * HOUR_MS)
-        events = [
-            e
-            for e in self.funding.events(market, spec, lo - HOUR_MS, hi + 1)
-            if lo <= e.calc_ms <= hi
+        # Boundaries first (cheap), limited, then the events of just those (marks cost a kline).
+        bounds = [
+            b
+            for b in self.funding.boundaries(market, spec, lo - HOUR_MS, hi + 1)
+            if lo <= calc_ms(b) <= hi
         ]
-        events = events[:limit] if start is not None else events[-limit:]
+        bounds = bounds[:limit] if start is not None else bounds[-limit:]
+        events = self.funding.events(market, spec, bounds[0], bounds[-1] + 1) if bounds else []
         return json_response(200, self.funding.rest_rows(market, spec.symbol, events))
 
     def _premium_index(self, market: MarketType, query: dict[str, str]) -> Response:

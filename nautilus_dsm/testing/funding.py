@@ -53,6 +53,11 @@ def format_units(units: int, decimals: int = 8) -> str:
     return text[: len(text) - (8 - decimals)] if decimals < 8 else text
 
 
+def calc_ms(boundary_ms: int) -> int:
+    """Return the imitated ``calc_time`` of a boundary: a few ms after it (``…007``)."""
+    return boundary_ms + (boundary_ms // HOUR_MS * 7) % 13
+
+
 class FundingSeries:
     """Which funding events exist (schedules per symbol), from the imitation's klines.
 
@@ -111,7 +116,7 @@ class FundingSeries:
             hours = (
                 (t - previous[-1]) // HOUR_MS if previous else self._hours_before(market, spec, t)
             )
-            calc = t + (t // HOUR_MS * 7) % 13
+            calc = calc_ms(t)
             out.append(FundingEvent(t, calc, int(hours), format_units(int(r)), m))
         return out
 
