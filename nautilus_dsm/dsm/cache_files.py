@@ -84,8 +84,10 @@ def describe(exc: BaseException) -> str:
 
 
 def unlink_unless_busy(path: Path) -> bool:
-    """True when a temp file may be deleted: no writer holds its lock (or, without advisory
-    locks, it is older than an hour)."""
+    """Return True when a temp file may be deleted (the caller deletes it).
+
+    It may when no writer holds its lock (or, without advisory locks, it is older than an hour).
+    """
     if fcntl is None:  # pragma: no cover - Windows
         try:
             return time.time() - path.stat().st_mtime > _TMP_STALE_S
@@ -126,8 +128,10 @@ def _dirs(folder: Path) -> list[os.DirEntry[str]]:
 
 
 def _is_link(path: Path) -> bool:
-    """True (and logged) when a top-level cache folder is a symbolic link: clear/info never
-    follow it, so files outside the cache root are neither deleted nor counted."""
+    """Return True (and log it) when a top-level cache folder is a symbolic link.
+
+    clear/info never follow it, so files outside the cache root are neither deleted nor counted.
+    """
     if path.is_symlink():
         log.warning("cache: %s is a symbolic link; not followed (its target is left alone)", path)
         return True
@@ -169,11 +173,11 @@ def _interval_dirs(root: Path, provider_dir: str = PROVIDER_DIR) -> list[tuple[P
 
 
 def cache_info(root: Path, provider_dirs: tuple[str, ...] = (PROVIDER_DIR,)) -> dict[str, Any]:
-    """Return files, provisional files and bytes in total and per market / symbol / interval,
-    and the files in quarantine (for the CLI). Symbolic links are not followed.
+    """Return the cache's size: files, provisional files and bytes, in total and per series.
 
-    Entries of a provider folder other than ``binance`` (the other kline-shaped datasets)
-    carry a ``dataset`` key naming it.
+    A series is one market / symbol / interval; the files in quarantine are listed too (for
+    the CLI). Symbolic links are not followed. Entries of a provider folder other than
+    ``binance`` (the other kline-shaped datasets) carry a ``dataset`` key naming it.
     """
     entries: list[dict[str, Any]] = []
     for provider_dir in provider_dirs:
@@ -223,8 +227,11 @@ def clear_cache(
     interval_name: str | None,
     provider_dir: str = PROVIDER_DIR,
 ) -> int:
-    """Delete the period files (and sidecars, idle locks) matching the folder names given (all
-    when none, the quarantine too); return how many period files were deleted."""
+    """Delete the period files (and sidecars, idle locks) matching the folder names given.
+
+    With no name given, everything is deleted, the quarantine too. Return how many period
+    files were deleted.
+    """
     removed = 0
     for market_dir, symbol_dir in _symbol_dirs(root, provider_dir):
         if market_name is not None and market_dir.name != market_name:

@@ -99,6 +99,7 @@ class SeriesLock:
 
     @property
     def held(self) -> bool:
+        """True while this object holds the lock."""
         return self._held
 
     # -- public ------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ class SeriesLock:
                 self.fs.rm(self.path)
 
     def read_holder(self) -> dict[str, Any] | None:
-        """What the lock file says about its holder, or None (absent, empty, unreadable)."""
+        """Return what the lock file says about its holder, or None (absent, empty, unreadable)."""
         try:
             if _is_local(self.fs):
                 with open(self._local_path(), "rb") as f:
