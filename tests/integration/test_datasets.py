@@ -429,3 +429,22 @@ def test_imitation_funding_request_window_answers_429_past_its_limit(srv):
     ]
 
     assert statuses == [200, 200, 429]
+
+
+def test_imitated_mark_rows_have_the_recorded_binance_kline_shape(srv, realdata):
+    # Binance documents markPriceKlines / indexPriceKlines / premiumIndexKlines as the klines'
+    # 12-field arrays; the recorded /fapi/v1/klines answer is that shape.
+    import json
+
+    import httpx
+
+    recorded = json.loads((realdata / "klines_futures_um.json").read_text())[0]
+    rows = httpx.get(
+        f"{srv.url}/fapi/v1/markPriceKlines",
+        params={"symbol": "BTCUSDT", "interval": "1m", "startTime": 1_704_067_200_000, "limit": 2},
+    ).json()
+
+    assert [type(v) for v in rows[0]] == [type(v) for v in recorded]
+    from nautilus_dsm.dsm.schema import parse_rest_klines
+
+    assert parse_rest_klines(json.dumps(rows).encode()).height == 2
