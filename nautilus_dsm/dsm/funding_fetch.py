@@ -154,10 +154,12 @@ class FundingFetcher:
             if name is not None:
                 sources[name] = int(count)
         frame = merged.select(FUNDING_COLUMNS)
+        count_from = await self._listing(instrument, frame, start_ms, warnings)
         report = assess_funding(
             frame,
             start_ms,
             stop_ms,
+            listing_ms=count_from if count_from > start_ms else None,
             instrument_id=instrument.instrument_id,
             symbol=instrument.symbol,
             market_type=instrument.market_type,
@@ -166,6 +168,38 @@ class FundingFetcher:
             warnings=warnings,
         )
         return FundingResult(frame, report, instrument)
+
+    async def _listing(
+        self,
+        instrument: ResolvedInstrument,
+        frame: pl.DataFrame,
+        start_ms: int,
+        warnings: list[str],
+    ) -> int:
+        """Return where expected events begin: the start, or the first event ever after it.
+
+        Asked of REST (one request) only when the first event served lies a whole interval or
+        more after the start, so a listing inside the range is not reported as a gap; a probe
+        that fails leaves the start (the leading stretch then counts as missing).
+        """
+        if frame.height == 0 or not self._sources.use_rest:
+            return start_ms
+        first = int(frame.get_column("funding_time").dt.epoch("ms")[0])
+        hours = frame.get_column("funding_interval_hours")[0]
+        if hours is None or first - start_ms < hours * 3_600_000:
+            return start_ms
+        try:
+            listed = await self.rest(instrument.market_type).first_event_ms(instrument.symbol)
+        except SourceError as exc:
+            warnings.append(f"could not look up the first funding event ({exc}); not checked")
+            return start_ms
+        if listed != first:
+            return start_ms
+        warnings.append(
+            f"{instrument.instrument_id} has no funding before {iso_ms(first)} (its first "
+            "event); the time before it is not counted as missing"
+        )
+        return first
 
     async def _month(
         self,

@@ -74,6 +74,7 @@ class FundingQualityReport:
     sources: dict[str, int] = field(default_factory=lambda: {"cache": 0, "vision": 0, "rest": 0})
     warnings: list[str] = field(default_factory=list)
     dataset: str = "funding_rates"
+    listing_time: datetime | None = None  # the first event ever, when inside the range
 
     @property
     def missing_events(self) -> int:
@@ -101,6 +102,7 @@ class FundingQualityReport:
             "unknown_intervals": self.unknown_intervals,
             "duplicates_removed": self.duplicates_removed,
             "max_calc_offset_ms": self.max_calc_offset_ms,
+            "listing_time": iso(self.listing_time),
             "sources": dict(self.sources),
             "warnings": list(self.warnings),
         }
@@ -159,12 +161,19 @@ def assess_funding(
     sources: dict[str, int] | None = None,
     duplicates_removed: int = 0,
     warnings: list[str] | None = None,
+    listing_ms: int | None = None,
 ) -> FundingQualityReport:
-    """Measure a sorted, unique funding frame (FUNDING_SCHEMA) against ``[start_ms, end_ms)``."""
+    """
+    Measure a sorted, unique funding frame (FUNDING_SCHEMA) against ``[start_ms, end_ms)``.
+
+    ``listing_ms`` (the first funding event ever, when after ``start_ms``) is where expected
+    events begin: none existed before it.
+    """
     times = frame.get_column("funding_time").dt.epoch("ms").to_list()
     calcs = frame.get_column("calc_time").dt.epoch("ms").to_list()
     hours = frame.get_column("funding_interval_hours").to_list()
-    gaps = expected_gaps(times, hours, start_ms, end_ms)
+    count_from = max(start_ms, listing_ms) if listing_ms is not None else start_ms
+    gaps = expected_gaps(times, hours, count_from, end_ms)
     off = [
         from_ms(t)
         for t, c, h in zip(times, calcs, hours, strict=True)
@@ -210,4 +219,5 @@ def assess_funding(
         max_calc_offset_ms=max((c - t for t, c in zip(times, calcs, strict=True)), default=0),
         sources=dict(sources or {"cache": 0, "vision": 0, "rest": 0}),
         warnings=notes,
+        listing_time=from_ms(listing_ms) if listing_ms is not None else None,
     )

@@ -29,6 +29,7 @@ __all__ = ["FUNDING_LIMIT", "FUNDING_WINDOW", "FundingRest", "RequestWindow"]
 
 FUNDING_LIMIT = 1000  # most rows one fundingRate page returns
 FUNDING_WINDOW = (500, 300.0)  # 500 requests per 5 minutes, per IP
+_FAR_FUTURE_MS = 4_102_444_800_000  # 2100-01-01: the open end of a "first event" probe
 
 
 class RequestWindow:
@@ -115,7 +116,22 @@ class FundingRest:
         frames = [f for f in frames if f.height]
         return pl.concat(frames) if frames else empty_funding()
 
-    async def _page(self, symbol: str, start_ms: int, end_ms: int) -> pl.DataFrame:
+    async def first_event_ms(self, symbol: str) -> int | None:
+        """Return the boundary of the symbol's first funding event ever (one request), or None."""
+        frame = await self._page(symbol, 0, _FAR_FUTURE_MS, limit=1, open_end=True)
+        if frame.height == 0:
+            return None
+        return int(frame.get_column("funding_time").dt.epoch("ms").min())  # type: ignore[arg-type]
+
+    async def _page(
+        self,
+        symbol: str,
+        start_ms: int,
+        end_ms: int,
+        *,
+        limit: int = FUNDING_LIMIT,
+        open_end: bool = False,
+    ) -> pl.DataFrame:
         path = f"{self.client.base_url}/fundingRate"
         what = (
             f"Binance {self.client.market_type.name} REST {httpx.URL(path).path} {symbol} "
@@ -128,12 +144,9 @@ class FundingRest:
             except InvalidResponse as exc:
                 raise RetryableResponse(str(exc)) from exc
 
-        params: dict[str, str | int] = {
-            "symbol": symbol,
-            "startTime": start_ms,
-            "endTime": end_ms - 1,  # inclusive on Binance's side
-            "limit": FUNDING_LIMIT,
-        }
+        params: dict[str, str | int] = {"symbol": symbol, "startTime": start_ms, "limit": limit}
+        if not open_end:
+            params["endTime"] = end_ms - 1  # inclusive on Binance's side
         await self.window.acquire()
         self.requests += 1
         frame = await self.client.get_parsed("fundingRate", params, parse, symbol=symbol)

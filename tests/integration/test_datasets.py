@@ -448,3 +448,25 @@ def test_imitated_mark_rows_have_the_recorded_binance_kline_shape(srv, realdata)
     from nautilus_dsm.dsm.schema import parse_rest_klines
 
     assert parse_rest_klines(json.dumps(rows).encode()).height == 2
+
+
+def test_funding_listing_inside_the_range_is_not_a_gap(srv, cache_dir):
+    from dataclasses import replace
+
+    listed = ms("2024-01-10T00:00:00Z")
+    spec = srv.symbols(UM)["ETHUSDT"]
+    srv.add_symbol(UM, replace(spec, listed_ms=listed))
+    dsm = make(srv, cache_dir)
+
+    result = dsm.fetch_funding_rates_sync(
+        "ETHUSDT-PERP.BINANCE", "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z"
+    )
+
+    report = result.report
+    assert report.events == report.expected_events == 22 * 3
+    assert report.gaps == []
+    assert report.listing_time == datetime(2024, 1, 10, tzinfo=UTC)
+    assert report.warnings == [
+        "ETHUSDT-PERP.BINANCE has no funding before 2024-01-10T00:00:00Z (its first event); "
+        "the time before it is not counted as missing"
+    ]
