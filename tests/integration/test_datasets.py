@@ -299,11 +299,13 @@ def test_funding_months_are_cached_and_served_warm(srv, cache_dir):
 def test_funding_rest_pages_by_time(srv, cache_dir):
     dsm = make(srv, cache_dir, use_vision=False)
 
-    result = asyncio.run(
-        dsm.fetch_funding_rates(
-            "BTCUSD-PERP.BINANCE", "2023-01-01T00:00:00Z", "2023-02-01T00:00:00Z"
-        )
-    )
+    async def run():  # the async API, its connections closed in the loop that opened them
+        async with dsm:
+            return await dsm.fetch_funding_rates(
+                "BTCUSD-PERP.BINANCE", "2023-01-01T00:00:00Z", "2023-02-01T00:00:00Z"
+            )
+
+    result = asyncio.run(run())
 
     assert result.frame.height == 93
     (query,) = [r.query for r in srv.requests if r.path == "/dapi/v1/fundingRate"]
