@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "MarketType": "nautilus_dsm.common",
     "Interval": "nautilus_dsm.common",
     "resolve_instrument": "nautilus_dsm.common",
+    "Dataset": "nautilus_dsm.common.datasets",
     # errors
     "DSMError": "nautilus_dsm.errors",
     "InvalidInput": "nautilus_dsm.errors",
@@ -32,12 +33,18 @@ _EXPORTS: dict[str, str] = {
     "FetchResult": "nautilus_dsm.dsm.manager",
     "QualityReport": "nautilus_dsm.dsm.quality",
     "SourceSettings": "nautilus_dsm.dsm.settings",
+    "FundingResult": "nautilus_dsm.dsm.funding_fetch",
+    "FundingQualityReport": "nautilus_dsm.dsm.funding_quality",
     # nautilus side
     "bar_type_for": "nautilus_dsm.bars",
     "interval_for": "nautilus_dsm.bars",
     "frame_to_bars": "nautilus_dsm.bars",
     "convert_frame": "nautilus_dsm.bars",
     "warm_up": "nautilus_dsm.bars",
+    "mark_bar_type_for": "nautilus_dsm.perp_data",
+    "frame_to_mark_bars": "nautilus_dsm.perp_data",
+    "frame_to_index_prices": "nautilus_dsm.perp_data",
+    "frame_to_funding_updates": "nautilus_dsm.perp_data",
     "DSMDataClientConfig": "nautilus_dsm.config",
     "DSMSourceConfig": "nautilus_dsm.config",
     "DSMInstrumentProviderConfig": "nautilus_dsm.config",
@@ -69,12 +76,15 @@ if TYPE_CHECKING:
     from nautilus_dsm.bars import bar_type_for, convert_frame, frame_to_bars, interval_for, warm_up
     from nautilus_dsm.catalog import ingest
     from nautilus_dsm.common import DataProvider, Interval, MarketType, resolve_instrument
+    from nautilus_dsm.common.datasets import Dataset
     from nautilus_dsm.config import (
         DSMDataClientConfig,
         DSMInstrumentProviderConfig,
         DSMSourceConfig,
     )
     from nautilus_dsm.data import DSMDataClient
+    from nautilus_dsm.dsm.funding_fetch import FundingResult
+    from nautilus_dsm.dsm.funding_quality import FundingQualityReport
     from nautilus_dsm.dsm.manager import DataSourceManager, FetchResult
     from nautilus_dsm.dsm.quality import QualityReport
     from nautilus_dsm.dsm.settings import SourceSettings
@@ -90,4 +100,10 @@ if TYPE_CHECKING:
         UnknownSymbol,
     )
     from nautilus_dsm.factories import DSMLiveDataClientFactory
+    from nautilus_dsm.perp_data import (
+        frame_to_funding_updates,
+        frame_to_index_prices,
+        frame_to_mark_bars,
+        mark_bar_type_for,
+    )
     from nautilus_dsm.providers import DSMInstrumentProvider

@@ -112,8 +112,11 @@ def bar_type_for(instrument_id: InstrumentId | str, interval: Interval | str) ->
     return BarType.from_str(f"{instrument_id}-{spec}")
 
 
-def interval_for(bar_type: BarType | str) -> Interval:
-    """Return the Binance interval of a bar type; refuse bar types Binance has no kline for."""
+def interval_for(bar_type: BarType | str, *, allow_mark: bool = False) -> Interval:
+    """Return the Binance interval of a bar type; refuse bar types Binance has no kline for.
+
+    ``allow_mark`` also accepts ``MARK`` bar types (mark price klines, ``perp_data.py``).
+    """
     bar_type = _parse_bar_type(bar_type)
     spec = bar_type.spec
     if bar_type.is_composite():
@@ -126,7 +129,7 @@ def interval_for(bar_type: BarType | str) -> Interval:
             f"bar type {bar_type} is INTERNAL (aggregated by Nautilus); Binance klines are "
             f"EXTERNAL bars, use {_suggest(bar_type)}"
         )
-    if spec.price_type != PriceType.LAST:
+    if spec.price_type != PriceType.LAST and not (allow_mark and spec.price_type == PriceType.MARK):
         raise InvalidInput(
             f"bar type {bar_type} aggregates {spec.price_type.name} prices; Binance klines "
             f"aggregate trades, use the LAST price type: {_suggest(bar_type)}"
@@ -328,7 +331,7 @@ def _check_instrument(bar_type: BarType, instrument: Instrument) -> None:
 
 def _prepare(frame: Any, bar_type: BarType | str, instrument: Instrument) -> _Prepared:
     bar_type = _parse_bar_type(bar_type)
-    interval = interval_for(bar_type)
+    interval = interval_for(bar_type, allow_mark=True)
     _check_instrument(bar_type, instrument)
     df = _to_polars(frame)
     open_ms = _open_ms(df)

@@ -51,6 +51,7 @@ from nautilus_dsm.config import DSMDataClientConfig
 from nautilus_dsm.constants import NS_PER_MS
 from nautilus_dsm.dsm.holders import acquire_dsm, release_dsm
 from nautilus_dsm.errors import DSMError, InvalidInput, SourceError, UnknownSymbol
+from nautilus_dsm.funding_requests import FundingRequestsMixin
 from nautilus_dsm.logs import install_log_bridge
 from nautilus_dsm.polling import BarPoller, not_trading, poll_bars, retry_delay_s
 from nautilus_dsm.refusals import RefusalsMixin
@@ -75,7 +76,7 @@ BINANCE_VENUE = Venue(VENUE)
 DEFAULT_CLIENT_ID = "DSM"
 
 
-class DSMDataClient(RefusalsMixin, LiveMarketDataClient):
+class DSMDataClient(FundingRequestsMixin, RefusalsMixin, LiveMarketDataClient):
     """
     A NautilusTrader live market data client for Binance klines, backed by the DSM engine.
 

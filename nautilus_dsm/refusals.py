@@ -81,10 +81,6 @@ _REQUEST_INSTEAD = {
     "order_book_deltas": _NO_BOOK_HISTORY,
     "order_book_depth": _NO_BOOK_HISTORY,
     "order_book_snapshot": f"request order book snapshots from {BINANCE_CLIENT}",
-    "funding_rates": (
-        f"funding rate history is not served yet; live funding rates: {MARK_STREAM}, whose "
-        "BinanceFuturesMarkPriceUpdate carries funding_rate"
-    ),
     "forward_prices": _NO_OPTIONS,
 }
 # Ticks feed INTERNAL bars: the data engine subscribes them when such a bar type reaches us.
@@ -356,9 +352,6 @@ class RefusalsMixin:
 
     async def _request_trade_ticks(self, request: Any) -> None:
         self._refuse_instrument_request("trade_ticks", "_handle_trade_ticks", request)
-
-    async def _request_funding_rates(self, request: Any) -> None:
-        self._refuse_instrument_request("funding_rates", "_handle_funding_rates", request)
 
     async def _request_order_book_deltas(self, request: Any) -> None:
         self._refuse_instrument_request("order_book_deltas", "_handle_order_book_deltas", request)

@@ -99,6 +99,7 @@ async def fetch_piece(
 ) -> Piece | None:
     """Fetch one chunk and convert it to catalog rows; None when the manager served none of it."""
     from nautilus_dsm.bars import convert_frame_to_catalog_table
+    from nautilus_dsm.perp_data import dataset_of_bar_type
 
     result = await dsm.fetch(
         instrument_id,
@@ -107,6 +108,7 @@ async def fetch_piece(
         from_ms(plan.open_end_ms),
         min_completeness=min_completeness,
         on_low_quality=on_low_quality,
+        dataset=dataset_of_bar_type(bar_type),  # LAST: klines, MARK: mark price klines
     )
     # The manager caps at its own "now": never claim coverage beyond what it served.
     served_end_ns = to_ms(result.report.end) * NS_PER_MS

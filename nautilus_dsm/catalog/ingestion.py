@@ -21,6 +21,7 @@ from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
 from nautilus_dsm.catalog.chunks import Recheck, fetch_piece, recheck, rechecks_for, write_piece
+from nautilus_dsm.catalog.events import EVENT_DATASETS, EventSeries, ingest_event_series
 from nautilus_dsm.catalog.files import (
     DEFAULT_LOCK_TIMEOUT_S,
     parquet_files,
@@ -42,6 +43,7 @@ from nautilus_dsm.common import (
     from_ms,
     resolve_instrument,
 )
+from nautilus_dsm.common.datasets import Dataset
 from nautilus_dsm.constants import NS_PER_MS
 from nautilus_dsm.errors import InvalidInput, QualityBelowThreshold, SeriesLocked
 
@@ -67,6 +69,7 @@ async def ingest_async(
     min_completeness: float | None = None,
     on_low_quality: str | None = None,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    datasets: Sequence[Dataset | str] = (Dataset.KLINES,),
 ) -> IngestReport:
     """
     Ingest Binance bars into a Parquet data catalog, resumably and without duplicates.
@@ -105,6 +108,13 @@ async def ingest_async(
         Per-fetch overrides of the manager's quality policy.
     lock_timeout_s : float, default 60
         How long to wait for another writer of the same bar type before :class:`SeriesLocked`.
+    datasets : Sequence[Dataset | str], default ("klines",)
+        What to ingest per instrument: ``klines`` (LAST bars), ``mark_price_klines`` (MARK
+        bars, ``...-MARK-EXTERNAL``), ``index_price_klines`` (``IndexPriceUpdate`` at each
+        close) for every interval, ``funding_rates`` (``FundingRateUpdate``, one series per
+        instrument); futures only except klines. Premium-index klines have no Nautilus type
+        and are refused. Events are written per month, resumable and exactly once like bars
+        (:mod:`nautilus_dsm.catalog.events`).
 
     Returns
     -------
@@ -129,6 +139,7 @@ async def ingest_async(
     resolved, parsed_intervals, start_ms, end_ms, chunk_length_ms = _checked_inputs(
         instrument_ids, intervals, start, end, chunk
     )
+    bar_sets, event_sets = _checked_datasets(datasets, resolved)
     cat = _as_catalog(catalog)
     owns_dsm = dsm is None
     if dsm is None:
@@ -150,16 +161,30 @@ async def ingest_async(
     )
     try:
         series = [
-            await _plan_series(run, r.instrument_id, iv)
+            await _plan_series(run, r.instrument_id, iv, ds)
             for r in resolved
+            for ds in bar_sets
             for iv in parsed_intervals
         ]
+        events = [
+            EventSeries(r.instrument_id, ds, None if ds is Dataset.FUNDING_RATES else iv)
+            for r in resolved
+            for ds in event_sets
+            for iv in ([None] if ds is Dataset.FUNDING_RATES else parsed_intervals)
+        ]
         with_bars = {s.instrument_id for s in series if s.plans or s.rechecks}
+        with_bars |= {e.instrument_id for e in events}
         instruments = await load_instruments(cat, dsm, resolved, with_bars, lock_timeout_s, report)
         steps = _Progress(progress, sum(len(s.plans) + len(s.rechecks) for s in series))
         for s in series:
             if s.plans or s.rechecks:
                 await _write_series(run, s, instruments[s.instrument_id], steps)
+        for e in events:
+            await ingest_event_series(
+                cat, dsm, e, instruments[e.instrument_id], start_ms, min(end_ms, run.now_ms),
+                lock_timeout_s=lock_timeout_s, policy=(min_completeness, on_low_quality),
+                report=report,
+            )  # fmt: skip
     except QualityBelowThreshold as e:
         # The chunks written before it stay: the caller can report them (and what was skipped).
         e.ingest_report = report  # type: ignore[attr-defined]
@@ -242,6 +267,25 @@ def _checked_inputs(
     return resolved, parsed_intervals, start_ms, end_ms, length_ms
 
 
+def _checked_datasets(
+    datasets: Sequence[Dataset | str], resolved: Sequence[ResolvedInstrument]
+) -> tuple[list[Dataset], list[Dataset]]:
+    """Return the bar datasets and the event datasets; refuse the rest before any I/O."""
+    if isinstance(datasets, str | Dataset) or not datasets:
+        raise InvalidInput("datasets is a non-empty sequence; pass e.g. ['klines', 'funding']")
+    parsed = list(dict.fromkeys(Dataset.parse(d) for d in datasets))
+    if Dataset.PREMIUM_INDEX_KLINES in parsed:
+        raise InvalidInput(
+            "premium_index_klines have no NautilusTrader type to ingest into a catalog; fetch "
+            "them with DataSourceManager.fetch(..., dataset='premium_index_klines')"
+        )
+    for ds in parsed:
+        for r in resolved:
+            ds.check_market(r.market_type)
+    bars = [d for d in parsed if d in (Dataset.KLINES, Dataset.MARK_PRICE_KLINES)]
+    return bars, [d for d in parsed if d in EVENT_DATASETS]
+
+
 def _as_catalog(catalog: ParquetDataCatalog | str) -> ParquetDataCatalog:
     if isinstance(catalog, ParquetDataCatalog):
         return catalog
@@ -253,12 +297,12 @@ def _as_catalog(catalog: ParquetDataCatalog | str) -> ParquetDataCatalog:
     return ParquetDataCatalog.from_uri(catalog)
 
 
-async def _plan_series(run: _Run, instrument_id: str, iv: Interval) -> _Series:
+async def _plan_series(run: _Run, instrument_id: str, iv: Interval, ds: Dataset) -> _Series:
     # Repair what is there, then plan around it; skipped ranges go into the report.
-    from nautilus_dsm.bars import bar_type_for
+    from nautilus_dsm.perp_data import bar_type_for_dataset
 
     cat, report = run.cat, run.report
-    bar_type = bar_type_for(instrument_id, iv)
+    bar_type = bar_type_for_dataset(instrument_id, iv, ds)
     key = str(bar_type)
     directory = cat._make_path(Bar, key)
     lock = series_lock_for(cat, directory, key, run.lock_timeout_s)

@@ -87,6 +87,8 @@ class IngestReport:
     repaired: list[RepairedRange] = field(default_factory=list)
     rechecked: list[RecheckedFile] = field(default_factory=list)
     seconds: float = 0.0
+    # FundingRateUpdate / IndexPriceUpdate rows written per series (catalog/events.py).
+    events_written: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_bars(self) -> int:
@@ -120,6 +122,7 @@ class IngestReport:
             "rechecked": [_rechecked_dict(r) for r in self.rechecked],
             "seconds": round(self.seconds, 3),
             "bars_per_second": round(self.bars_per_second, 1),
+            "events_written": dict(self.events_written),
         }
 
     def summary(self) -> str:
@@ -131,6 +134,7 @@ class IngestReport:
         ]
         if self.instruments_written:
             lines.append(f"  instruments written: {', '.join(self.instruments_written)}")
+        lines.extend(f"  {key}: {n} events" for key, n in self.events_written.items())
         bar_types = dict.fromkeys([*self.bars_written, *(s.bar_type for s in self.skipped)])
         lines.extend(self._bar_type_line(bar_type) for bar_type in bar_types)
         for r in self.repaired:

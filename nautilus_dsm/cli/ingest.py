@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from nautilus_dsm.cli.datasets import ingest_datasets_option
 from nautilus_dsm.cli.exits import EXIT_OK, EXIT_QUALITY, one_line, run
 from nautilus_dsm.cli.formatters import invalid_line, quality_line
 from nautilus_dsm.cli.inputs import DATE_HELP, check_dir_path, parse_range, resolve
@@ -75,6 +76,7 @@ def _below_threshold(e: QualityBelowThreshold, min_completeness: float, catalog_
 )
 @source_options(min_completeness=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the ingest report as JSON.")
+@ingest_datasets_option
 def ingest_command(
     instrument_ids: tuple[str, ...],
     intervals: tuple[str, ...],
@@ -86,6 +88,7 @@ def ingest_command(
     as_json: bool,
     settings: SourceSettings,
     show_progress: bool,
+    datasets: tuple[str, ...] = ("klines",),
 ) -> None:
     """Ingest bars of INSTRUMENT_IDS into a Nautilus catalog.
 
@@ -94,7 +97,9 @@ def ingest_command(
     file beside it), so no bar is ever written twice; files follow a fixed grid (UTC months for
     1m) whatever --chunk-days is. Chunks recorded with gaps are asked for again on a re-run and
     rewritten once the source has the bars. Klines that cannot be bars (e.g. high < low) are
-    reported with their open times and skipped.
+    reported with their open times and skipped. --dataset (repeatable) adds MARK bars (mark),
+    IndexPriceUpdate (index) and FundingRateUpdate (funding) of perpetuals, written per month
+    as exactly once and as resumably.
     """
 
     async def main() -> int:
@@ -120,6 +125,7 @@ def ingest_command(
                     chunk=timedelta(days=chunk_days),
                     progress=progress,
                     lock_timeout_s=lock_timeout_s,
+                    datasets=list(datasets),
                 )
         except QualityBelowThreshold as e:
             progress.close()

@@ -39,10 +39,13 @@ from typing import Any
 import polars as pl
 
 from nautilus_dsm.common import Interval, MarketType, check_binance_symbol
+from nautilus_dsm.common.datasets import Dataset
 from nautilus_dsm.dsm.cache_checks import bulk_problem, frame_problem
 from nautilus_dsm.dsm.cache_files import (
+    DATASET_DIRS,
     cache_info,
     clear_cache,
+    clear_funding,
     clear_selected,
     describe,
     list_periods,
@@ -84,16 +87,37 @@ class KlineCache:
     ----------
     root : Path, optional
         Cache root; the per-user cache directory when None.
+    provider_dir : str, default "binance"
+        The folder under the root holding this cache's series: ``binance`` for klines,
+        ``binance-{dataset}`` for the other kline-shaped datasets (see :meth:`for_dataset`).
 
     """
 
     def __init__(
-        self, root: Path | str | None = None, *, lock_timeout_s: float = LOCK_TIMEOUT_S
+        self,
+        root: Path | str | None = None,
+        *,
+        lock_timeout_s: float = LOCK_TIMEOUT_S,
+        provider_dir: str = PROVIDER_DIR,
     ) -> None:
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
         self.lock_timeout_s = lock_timeout_s
+        self.provider_dir = provider_dir
         self.corrupt = 0  # files found unreadable / invalid and discarded
         self.quarantined = 0  # period files among them moved to {root}/quarantine/
+
+    def for_dataset(self, dataset: Dataset) -> KlineCache:
+        """
+        Return the cache of a kline-shaped dataset under the same root.
+
+        Klines keep this cache (its layout is unchanged); mark, index and premium-index klines
+        live beside it under ``{root}/binance-{dataset}/``, with the same layout and rules.
+        """
+        if dataset.cache_dir == self.provider_dir:
+            return self
+        return KlineCache(
+            self.root, lock_timeout_s=self.lock_timeout_s, provider_dir=dataset.cache_dir
+        )
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -102,7 +126,7 @@ class KlineCache:
         market = MarketType.parse(market)
         interval = Interval.parse(interval)
         check_binance_symbol(symbol)
-        path = self.root / PROVIDER_DIR / market.value / symbol / interval.path_label
+        path = self.root / self.provider_dir / market.value / symbol / interval.path_label
         self._check_under_root(path)
         return path
 
@@ -414,9 +438,15 @@ class KlineCache:
 
         Sizes are files, provisional files and bytes. A series is one market / symbol /
         interval; the files in quarantine are listed too (for the CLI). Symbolic links are not
-        followed.
+        followed. The other kline-shaped datasets under the same root are listed too, their
+        entries with a ``dataset`` key.
         """
-        return cache_info(self.root, selection)
+        return cache_info(self.root, selection, self._provider_dirs())
+
+    def _provider_dirs(self) -> tuple[str, ...]:
+        # A klines cache (the default folder) answers for the other kline-shaped datasets'
+        # folders beside it too: `cache info` / `cache clear` cover every dataset.
+        return DATASET_DIRS if self.provider_dir == PROVIDER_DIR else (self.provider_dir,)
 
     def plan(self, selection: CacheSelection | None = None) -> CachePlan:
         """
@@ -433,7 +463,8 @@ class KlineCache:
 
         """
         selection = selection or CacheSelection()
-        return plan_selection(self.root, list_periods(self.root, selection), selection)
+        periods = list_periods(self.root, selection, self._provider_dirs())
+        return plan_selection(self.root, periods, selection)
 
     def clear_plan(self, plan: CachePlan) -> int:
         """
@@ -452,7 +483,7 @@ class KlineCache:
         """
         if plan.root != self.root:
             raise InvalidInput(f"the plan is of the cache {plan.root}, not {self.root}")
-        return clear_selected(plan)
+        return clear_selected(plan, self._provider_dirs())
 
     def clear(
         self,
@@ -468,12 +499,15 @@ class KlineCache:
         Never follows a symbolic link (a link is left in place, its target untouched), and
         skips temp files that a running fetch is still writing, so it cannot break that fetch.
         """
-        return clear_cache(
-            self.root,
+        names = (
             MarketType.parse(market).value if market is not None else None,
             symbol.upper() if symbol is not None else None,
             Interval.parse(interval).path_label if interval is not None else None,
         )
+        removed = sum(clear_cache(self.root, *names, provider_dir=d) for d in self._provider_dirs())
+        if self.provider_dir == PROVIDER_DIR:  # the funding cache goes with klines' too
+            removed += clear_funding(self.root, names[0], names[1], names[2])
+        return removed
 
 
 def _refuse_invalid(

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from nautilus_dsm.common.datasets import Dataset
 from nautilus_dsm.dsm.cache_paths import (
     LOCK_SUFFIX,
     PERIOD_SUFFIX,
@@ -156,8 +157,8 @@ def _walk_files(folder: Path, *, top: bool = False) -> list[Path]:
     return out
 
 
-def _symbol_dirs(root: Path) -> list[tuple[Path, Path]]:
-    base = root / PROVIDER_DIR
+def _symbol_dirs(root: Path, provider_dir: str = PROVIDER_DIR) -> list[tuple[Path, Path]]:
+    base = root / provider_dir
     if _is_link(base) or not base.is_dir():
         return []
     return [
@@ -167,26 +168,42 @@ def _symbol_dirs(root: Path) -> list[tuple[Path, Path]]:
     ]
 
 
-def _interval_dirs(root: Path) -> list[tuple[Path, Path, Path]]:
+def _interval_dirs(root: Path, provider_dir: str = PROVIDER_DIR) -> list[tuple[Path, Path, Path]]:
     return [
         (market_dir, symbol_dir, Path(interval_dir.path))
-        for market_dir, symbol_dir in _symbol_dirs(root)
+        for market_dir, symbol_dir in _symbol_dirs(root, provider_dir)
         for interval_dir in sorted(_dirs(symbol_dir), key=lambda e: e.name)
     ]
 
 
 # -- info and clear ---------------------------------------------------------------------------
 
+#: The cache folders of the kline-shaped datasets: klines' ``binance`` first, then the mark,
+#: index and premium-index price klines' ``binance-<dataset>`` beside it.
+DATASET_DIRS: tuple[str, ...] = tuple(d.cache_dir for d in Dataset if d.is_kline)
 
-def list_periods(root: Path, selection: CacheSelection | None = None) -> list[CachedPeriod]:
+
+def list_periods(
+    root: Path,
+    selection: CacheSelection | None = None,
+    provider_dirs: tuple[str, ...] | None = None,
+) -> list[CachedPeriod]:
     """Return the period files under ``root`` of the series ``selection`` can pick.
 
     All series when None; with their recorded gap counts when it is ``gaps_only``. Links are
-    not followed.
+    not followed. ``provider_dirs`` are the dataset folders to list (``binance`` holds klines,
+    ``binance-mark_price_klines`` and the like the other kline-shaped datasets).
     """
     selection = selection or CacheSelection()
     out: list[CachedPeriod] = []
-    for market_dir, symbol_dir, interval_dir in _interval_dirs(root):
+    for provider_dir in DATASET_DIRS if provider_dirs is None else provider_dirs:
+        out += _list_provider(root, selection, provider_dir)
+    return out
+
+
+def _list_provider(root: Path, selection: CacheSelection, provider_dir: str) -> list[CachedPeriod]:
+    out: list[CachedPeriod] = []
+    for market_dir, symbol_dir, interval_dir in _interval_dirs(root, provider_dir):
         if not selection.has_series(market_dir.name, symbol_dir.name, interval_dir.name):
             continue
         for entry in _entries(interval_dir):
@@ -209,6 +226,7 @@ def list_periods(root: Path, selection: CacheSelection | None = None) -> list[Ca
                     size,
                     path,
                     gaps,
+                    provider_dir,
                 )
             )
     return out
@@ -228,18 +246,23 @@ def quarantined_files(root: Path) -> int:
     return len(_walk_files(root / QUARANTINE_DIR, top=True))
 
 
-def cache_info(root: Path, selection: CacheSelection | None = None) -> dict[str, Any]:
+def cache_info(
+    root: Path,
+    selection: CacheSelection | None = None,
+    provider_dirs: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
     """Return the size of the selected periods (all when None), in total and per series.
 
     Sizes are files, provisional files and bytes per market / symbol / interval, and the files
-    in quarantine (for the CLI). Symbolic links are not followed.
+    in quarantine (for the CLI). Symbolic links are not followed. Entries of a dataset folder
+    other than ``binance`` (klines) carry a ``dataset`` key naming it.
     """
     selection = selection or CacheSelection()
-    plan = plan_selection(root, list_periods(root, selection), selection)
+    plan = plan_selection(root, list_periods(root, selection, provider_dirs), selection)
     return plan.to_dict(quarantined_files(root))
 
 
-def clear_selected(plan: CachePlan) -> int:
+def clear_selected(plan: CachePlan, provider_dirs: tuple[str, ...] | None = None) -> int:
     """
     Delete what a plan selected; return how many period files were deleted.
 
@@ -252,6 +275,9 @@ def clear_selected(plan: CachePlan) -> int:
     ----------
     plan : CachePlan
         What :func:`list_periods` + :func:`plan_selection` selected.
+    provider_dirs : tuple[str, ...], optional
+        The dataset folders a whole-series selection clears (as listed for the plan); every
+        kline-shaped dataset's by default, and then the funding months of the series too.
 
     Returns
     -------
@@ -260,7 +286,12 @@ def clear_selected(plan: CachePlan) -> int:
     """
     selection = plan.selection
     if selection.whole_series:
-        return clear_cache(plan.root, selection.market, selection.symbol, selection.interval)
+        names = (selection.market, selection.symbol, selection.interval)
+        dirs = DATASET_DIRS if provider_dirs is None else provider_dirs
+        removed = sum(clear_cache(plan.root, *names, provider_dir=d) for d in dirs)
+        if PROVIDER_DIR in dirs:  # funding months are not plan periods: whole series only
+            removed += clear_funding(plan.root, *names)
+        return removed
     return delete_periods(plan)
 
 
@@ -276,14 +307,18 @@ def delete_periods(plan: CachePlan) -> int:
             period.path.unlink()
             removed += 1
     for series in plan.series:
-        folder = plan.root / PROVIDER_DIR / series.market / series.symbol / series.interval
+        folder = plan.root / series.provider / series.market / series.symbol / series.interval
         with contextlib.suppress(OSError):
             folder.rmdir()  # only when empty
     return removed
 
 
 def clear_cache(
-    root: Path, market_name: str | None, symbol_name: str | None, interval_name: str | None
+    root: Path,
+    market_name: str | None,
+    symbol_name: str | None,
+    interval_name: str | None,
+    provider_dir: str = PROVIDER_DIR,
 ) -> int:
     """Delete the period files (and sidecars, idle locks) matching the folder names given.
 
@@ -291,7 +326,7 @@ def clear_cache(
     files were deleted.
     """
     removed = 0
-    for market_dir, symbol_dir in _symbol_dirs(root):
+    for market_dir, symbol_dir in _symbol_dirs(root, provider_dir):
         if market_name is not None and market_dir.name != market_name:
             continue
         if symbol_name is not None and symbol_dir.name != symbol_name:
@@ -351,4 +386,30 @@ def _clear_folder(folder: Path) -> int:
                 path.unlink()
     with contextlib.suppress(OSError):
         folder.rmdir()  # only when empty (a temp file being written keeps it)
+    return removed
+
+
+def clear_funding(
+    root: Path, market_name: str | None, symbol_name: str | None, interval_name: str | None
+) -> int:
+    """
+    Delete cached funding months matching the filters.
+
+    Funding has no interval: an interval filter keeps them.
+    """
+    if interval_name is not None:
+        return 0
+    base = root / Dataset.FUNDING_RATES.cache_dir
+    removed = 0
+    if base.is_symlink() or not base.is_dir():
+        return 0
+    for file in sorted(base.glob("*/*/*.parquet")):
+        market_dir, symbol_dir = file.parent.parent.name, file.parent.name
+        if market_name not in (None, market_dir) or symbol_name not in (None, symbol_dir):
+            continue
+        if file.is_symlink() or file.parent.is_symlink() or file.parent.parent.is_symlink():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            file.unlink()
+            removed += 1
     return removed

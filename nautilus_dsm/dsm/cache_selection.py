@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nautilus_dsm.common.times import iso_ms
-from nautilus_dsm.dsm.cache_paths import period_bounds
+from nautilus_dsm.dsm.cache_paths import PROVIDER_DIR, period_bounds
 
 __all__ = ["CachePlan", "CacheSelection", "CachedPeriod", "SeriesSummary", "plan_selection"]
 
@@ -37,6 +37,7 @@ class CachedPeriod:
     bytes: int
     path: Path
     gaps: int | None = None
+    provider: str = PROVIDER_DIR  # the dataset folder: "binance" (klines), "binance-<dataset>"
 
     @property
     def needs_refetch(self) -> bool:
@@ -129,6 +130,7 @@ class SeriesSummary:
     symbol: str
     interval: str
     periods: tuple[CachedPeriod, ...]
+    provider: str = PROVIDER_DIR
 
     @property
     def files(self) -> int:
@@ -148,7 +150,7 @@ class SeriesSummary:
     def to_dict(self) -> dict[str, Any]:
         """Return the ``cache info --json`` entry of this series."""
         keys = sorted(p.key for p in self.periods)
-        return {
+        entry: dict[str, Any] = {
             "market": self.market,
             "symbol": self.symbol,
             "interval": self.interval,
@@ -158,6 +160,9 @@ class SeriesSummary:
             "first": keys[0],
             "last": keys[-1],
         }
+        if self.provider != PROVIDER_DIR:
+            entry["dataset"] = self.provider.removeprefix(PROVIDER_DIR + "-")
+        return entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,12 +228,19 @@ def plan_selection(
         selected period are left out.
 
     """
-    groups: dict[tuple[str, str, str], list[CachedPeriod]] = {}
+    groups: dict[tuple[str, str, str, str], list[CachedPeriod]] = {}
     for period in periods:
         if selection.selects(period):
-            groups.setdefault((period.market, period.symbol, period.interval), []).append(period)
+            key = (period.market, period.symbol, period.interval, period.provider)
+            groups.setdefault(key, []).append(period)
     series = tuple(
-        SeriesSummary(*key, tuple(sorted(found, key=lambda p: (p.key, p.provisional))))
-        for key, found in sorted(groups.items())
+        SeriesSummary(
+            market,
+            symbol,
+            interval,
+            tuple(sorted(found, key=lambda p: (p.key, p.provisional))),
+            provider,
+        )
+        for (market, symbol, interval, provider), found in sorted(groups.items())
     )
     return CachePlan(root, selection, series)

@@ -69,7 +69,7 @@ class PeriodChain:
         if not closed:
             return set()
         t0 = time.perf_counter()
-        inst, cache = run.instrument, self._sources.cache
+        inst, cache = run.instrument, self._sources.cache_for(run.dataset)
         frame, hits = cache.read_many(inst.market_type, inst.symbol, run.interval, closed)
         pending = [k for k in closed if k not in set(hits)]
         run.provisional = cache.read_provisional(
@@ -131,7 +131,7 @@ class PeriodChain:
         expected = run.interval.count(_expect_from(run, period), period.end_ms)
         if have >= expected:
             return True
-        state = self._sources.cache.read_state(
+        state = self._sources.cache_for(run.dataset).read_state(
             inst.market_type, inst.symbol, run.interval, period.key
         )
         recorded = (
@@ -152,7 +152,7 @@ class PeriodChain:
         t0 = time.perf_counter()
         try:
             frame = await self._sources.vision_client(inst.market_type).monthly(
-                inst.symbol, run.interval, month.year, month.month
+                inst.symbol, run.interval, month.year, month.month, dataset=run.dataset
             )
             reason = "404"
         except SourceError as exc:
@@ -188,7 +188,7 @@ class PeriodChain:
         t0 = time.perf_counter()
         try:
             frame = await self._sources.vision_client(inst.market_type).daily(
-                inst.symbol, run.interval, period.day
+                inst.symbol, run.interval, period.day, dataset=run.dataset
             )
             reason = "not on Vision (404)"
         except SourceError as exc:
@@ -239,7 +239,7 @@ class PeriodChain:
         t0 = time.perf_counter()
         try:
             frame = await self._sources.rest_client(inst.market_type).klines(
-                inst.symbol, run.interval, lo, hi, now_ms=run.now_ms
+                inst.symbol, run.interval, lo, hi, now_ms=run.now_ms, dataset=run.dataset
             )
         except SourceError as exc:
             run.failures.append(f"{period.key} (REST: {exc})")
@@ -271,7 +271,7 @@ class PeriodChain:
         t0 = time.perf_counter()
         try:
             frame = await self._sources.rest_client(inst.market_type).klines(
-                inst.symbol, run.interval, lo, hi, now_ms=run.now_ms
+                inst.symbol, run.interval, lo, hi, now_ms=run.now_ms, dataset=run.dataset
             )
         except SourceError as exc:
             run.warnings.append(
@@ -383,7 +383,7 @@ class PeriodChain:
         inst = run.instrument
         t0 = time.perf_counter()
         try:
-            self._sources.cache.write(
+            self._sources.cache_for(run.dataset).write(
                 inst.market_type, inst.symbol, run.interval, period.key, frame, state=state
             )
         except (CacheUnwritable, InvalidInput) as exc:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import polars as pl
 
 from nautilus_dsm.common import Interval, ResolvedInstrument
+from nautilus_dsm.common.datasets import Dataset
 from nautilus_dsm.dsm.failover import SOURCE_COL
 from nautilus_dsm.dsm.planner import FetchPlan
 from nautilus_dsm.dsm.quality import QualityReport, assess
@@ -64,6 +65,7 @@ class FetchRun:
     timings: dict[str, float] = field(
         default_factory=lambda: {"cache": 0.0, "vision": 0.0, "rest": 0.0}
     )
+    dataset: Dataset = Dataset.KLINES  # which kline-shaped dataset the run fetches
 
     def advance(self, n: int = 1) -> None:
         """Count ``n`` periods done and report the progress."""
@@ -147,6 +149,7 @@ class FetchRun:
             warnings=self.warnings,
             gap_evidence=self.gap_evidence,
             provisional_periods=len(self.provisional_left),
+            dataset=self.dataset.value,
         )
 
     def raise_failures(self) -> None:

@@ -17,6 +17,7 @@ import logging
 import time
 
 from nautilus_dsm.common import Interval, MarketType, iso_ms, rest_base_url
+from nautilus_dsm.common.datasets import Dataset
 from nautilus_dsm.dsm.fetch_run import FetchRun
 from nautilus_dsm.dsm.planner import Period
 from nautilus_dsm.dsm.sources import MarketSources
@@ -24,7 +25,7 @@ from nautilus_dsm.errors import InvalidInput, SourceError
 
 log = logging.getLogger(__name__)
 
-_SeriesKey = tuple[MarketType, str, Interval]
+_SeriesKey = tuple[MarketType, str, Interval, Dataset]
 
 
 class ListingLookup:
@@ -130,7 +131,7 @@ class ListingLookup:
         t0 = time.perf_counter()
         try:
             first = await self._sources.rest_client(inst.market_type).first_open_time(
-                inst.symbol, run.interval, 0
+                inst.symbol, run.interval, 0, dataset=run.dataset
             )
         finally:
             run.timings["rest"] += time.perf_counter() - t0
@@ -143,7 +144,7 @@ class ListingLookup:
         first = self._first_bar.get(key)
         if first is None and self._sources.use_cache:
             t0 = time.perf_counter()
-            first = self._sources.cache.read_first_bar(
+            first = self._sources.cache_for(run.dataset).read_first_bar(
                 inst.market_type, inst.symbol, run.interval, endpoint=self._rest_endpoint(run)
             )
             run.timings["cache"] += time.perf_counter() - t0
@@ -157,7 +158,7 @@ class ListingLookup:
         if not self._sources.use_cache:
             return
         try:
-            self._sources.cache.write_first_bar(
+            self._sources.cache_for(run.dataset).write_first_bar(
                 inst.market_type,
                 inst.symbol,
                 run.interval,
@@ -172,7 +173,9 @@ class ListingLookup:
         inst = run.instrument
         self._first_bar.pop(_key(run), None)
         if self._sources.use_cache:
-            self._sources.cache.discard_first_bar(inst.market_type, inst.symbol, run.interval, why)
+            self._sources.cache_for(run.dataset).discard_first_bar(
+                inst.market_type, inst.symbol, run.interval, why
+            )
 
     def _rest_endpoint(self, run: FetchRun) -> str:
         # The listing is per server: a testnet or mirror may list a symbol later than mainnet.
@@ -180,7 +183,7 @@ class ListingLookup:
 
 
 def _key(run: FetchRun) -> _SeriesKey:
-    return (run.instrument.market_type, run.instrument.symbol, run.interval)
+    return (run.instrument.market_type, run.instrument.symbol, run.interval, run.dataset)
 
 
 def _bounds(run: FetchRun, first: int | None) -> tuple[int | None, int | None]:

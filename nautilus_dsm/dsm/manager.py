@@ -24,10 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -47,11 +48,13 @@ from nautilus_dsm.common import (
     resolve_instrument,
     rest_base_url,
 )
+from nautilus_dsm.common.datasets import Dataset
 from nautilus_dsm.dsm.cache import KlineCache
 from nautilus_dsm.dsm.chain import PeriodChain
 from nautilus_dsm.dsm.exchange_clock import DEFAULT_RESYNC_S
 from nautilus_dsm.dsm.fetch_run import FetchRun, ProgressCallback
 from nautilus_dsm.dsm.fetch_time import fetch_now_ms, prove_recent
+from nautilus_dsm.dsm.funding_fetch import FundingFetcher, FundingRatesMixin
 from nautilus_dsm.dsm.http import gather_or_cancel
 from nautilus_dsm.dsm.listing import ListingLookup
 from nautilus_dsm.dsm.planner import FetchPlan, Period, closed_end_ms, periods_for, plan_fetch
@@ -77,7 +80,7 @@ class FetchResult:
     interval: Interval
 
 
-class DataSourceManager(MarketSources):
+class DataSourceManager(FundingRatesMixin, MarketSources):
     """
     Fetch Binance klines exactly, through cache -> Binance Vision -> REST.
 
@@ -102,6 +105,7 @@ class DataSourceManager(MarketSources):
         # both read this manager's switches and clients on every use.
         self._listing = ListingLookup(self)
         self._chain = PeriodChain(self)
+        self._funding = FundingFetcher(self)
 
     @classmethod
     def create(
@@ -260,30 +264,39 @@ class DataSourceManager(MarketSources):
         min_completeness: float | None = None,
         on_low_quality: str | None = None,
         max_rows: int | None = None,
+        dataset: Dataset | str = Dataset.KLINES,
     ) -> FetchResult:
         """Blocking :meth:`fetch` for scripts; refuses to run inside a running event loop."""
+        return self._run_sync(
+            "fetch_sync",
+            self.fetch(
+                instrument_id_or_symbol,
+                interval,
+                start,
+                end,
+                progress=progress,
+                min_completeness=min_completeness,
+                on_low_quality=on_low_quality,
+                max_rows=max_rows,
+                dataset=dataset,
+            ),
+        )
+
+    def _run_sync[T](self, name: str, job: Coroutine[Any, Any, T]) -> T:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             pass
         else:
+            job.close()
             raise FetchInsideEventLoop(
-                "fetch_sync() was called inside a running event loop (async code, Jupyter); "
-                "use `await dsm.fetch(...)` there instead"
+                f"{name}() was called inside a running event loop (async code, Jupyter); "
+                f"use `await dsm.{name.removesuffix('_sync')}(...)` there instead"
             )
 
-        async def run() -> FetchResult:
+        async def run() -> T:
             try:
-                return await self.fetch(
-                    instrument_id_or_symbol,
-                    interval,
-                    start,
-                    end,
-                    progress=progress,
-                    min_completeness=min_completeness,
-                    on_low_quality=on_low_quality,
-                    max_rows=max_rows,
-                )
+                return await job
             finally:
                 # The connections belong to this short-lived loop.
                 await self.aclose()
@@ -301,6 +314,7 @@ class DataSourceManager(MarketSources):
         min_completeness: float | None = None,
         on_low_quality: str | None = None,
         max_rows: int | None = None,
+        dataset: Dataset | str = Dataset.KLINES,
     ) -> FetchResult:
         """
         Fetch the closed bars with open time in ``[start, end)``.
@@ -321,6 +335,11 @@ class DataSourceManager(MarketSources):
             Override the manager's quality policy for this call.
         max_rows : int, optional
             Override the manager's row cap for this call.
+        dataset : Dataset or str, default "klines"
+            The kline-shaped dataset: ``klines``, ``mark_price_klines``,
+            ``index_price_klines`` or ``premium_index_klines`` (futures only; same chain,
+            trust rules and report, its own cache folder). Funding has
+            :meth:`fetch_funding_rates`.
 
         Raises
         ------
@@ -339,8 +358,10 @@ class DataSourceManager(MarketSources):
         """
         started = time.perf_counter()
         interval = Interval.parse(interval)
+        dataset = _kline_dataset(dataset)
         instrument = resolve_instrument(instrument_id_or_symbol, self.market_type)
         interval.check_market(instrument.market_type)
+        dataset.check_market(instrument.market_type)
         start_ms, end_ms = check_range(parse_instant(start, "start"), parse_instant(end, "end"))
         overrides = {
             name: value
@@ -358,6 +379,7 @@ class DataSourceManager(MarketSources):
         run, periods = await self._start_run(
             instrument, interval, start_ms, end_ms, call.max_rows, progress
         )
+        run.dataset = dataset
         plan, listing_ms = await self._plan(run, periods)
         await self._serve(run, plan)
         run.note_trust()
@@ -451,3 +473,13 @@ class DataSourceManager(MarketSources):
             return None
         host = (self.base_url_vision or DEFAULT_VISION_URL).rstrip("/")
         return f"{host}/{ENDPOINTS[market_type].vision_prefix}"
+
+
+def _kline_dataset(value: Dataset | str) -> Dataset:
+    dataset = Dataset.parse(value)
+    if not dataset.is_kline:
+        raise InvalidInput(
+            "dataset funding_rates is not kline-shaped; use "
+            "`await dsm.fetch_funding_rates(instrument_id, start, end)`"
+        )
+    return dataset

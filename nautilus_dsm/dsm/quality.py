@@ -105,6 +105,7 @@ class QualityReport:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     provisional_periods: int = 0
+    dataset: str = "klines"  # the Dataset value: klines, mark_price_klines, ...
 
     @property
     def missing_bars(self) -> int:
@@ -132,6 +133,7 @@ class QualityReport:
             "symbol": self.symbol,
             "market_type": self.market_type.value if self.market_type is not None else None,
             "interval": self.interval.value,
+            "dataset": self.dataset,
             "start": iso(self.start),
             "end": iso(self.end),
             "bars": self.bars,
@@ -298,6 +300,7 @@ def assess(
     warnings: list[str] | None = None,
     gap_evidence: Sequence[tuple[int, int, tuple[str, ...]]] = (),
     provisional_periods: int = 0,
+    dataset: str = "klines",
 ) -> QualityReport:
     """Measure a sorted, unique, trimmed frame against the request ``[start_ms, end_ms)``.
 
@@ -342,6 +345,7 @@ def assess(
         timings=dict(timings or {}),
         warnings=notes,
         provisional_periods=provisional_periods,
+        dataset=dataset,
     )
 
 

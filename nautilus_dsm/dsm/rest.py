@@ -19,6 +19,7 @@ import msgspec
 import polars as pl
 
 from nautilus_dsm.common import ENDPOINTS, Interval, MarketType, rest_base_url
+from nautilus_dsm.common.datasets import DAPI_KLINE_WINDOW_MS, Dataset
 from nautilus_dsm.common.times import iso_ms
 from nautilus_dsm.dsm.bounds import REST_DEADLINE_S, REST_MAX_RETRIES, REST_TIMEOUT_S
 from nautilus_dsm.dsm.exchange_clock import ExchangeClock, wall_clock_ms
@@ -195,6 +196,14 @@ class BinanceRestClient:
         await self._time_transport.aclose()
 
     # -- klines --------------------------------------------------------------------------
+    def page_limit(self, interval: Interval) -> int:
+        """Most bars one page asks for: the market's limit, inside COIN-M's 200-day window."""
+        if self.market_type is not MarketType.FUTURES_COIN:
+            return self.kline_limit
+        # dapi refuses a startTime..endTime window over 200 days (6 calendar months fit).
+        per_window = 6 if interval.is_month else DAPI_KLINE_WINDOW_MS // interval.fixed_ms
+        return max(1, min(self.kline_limit, per_window))
+
     async def klines(
         self,
         symbol: str,
@@ -203,40 +212,46 @@ class BinanceRestClient:
         end_ms: int,
         *,
         now_ms: int | None = None,
+        dataset: Dataset = Dataset.KLINES,
     ) -> pl.DataFrame:
         """
         Every closed bar with open time in ``[start_ms, end_ms)``, as Binance served them.
 
         Rows keep the source's order, duplicates included (FRAME_SCHEMA); the bar forming at
         ``now_ms`` (exchange time, see :meth:`exchange_clock`, when None) and later bars are
-        never returned.
+        never returned. ``dataset`` picks the kline-shaped endpoint (``markPriceKlines``,
+        ``indexPriceKlines`` by pair, ``premiumIndexKlines``).
         """
         interval = Interval.parse(interval)
         interval.check_market(self.market_type)
+        dataset = _kline_dataset(dataset, self.market_type)
         now = await self._exchange_now_ms(interval, end_ms) if now_ms is None else now_ms
         stop = closed_end_ms(interval, end_ms, now)
-        pages = plan_pages(interval, start_ms, stop, self.kline_limit)
+        pages = plan_pages(interval, start_ms, stop, self.page_limit(interval))
         if not pages:
             return empty_frame()
         frames = await gather_or_cancel(
-            [self._fetch_page(symbol, interval, page) for page in pages]
+            [self._fetch_page(symbol, interval, page, dataset) for page in pages]
         )
         frame = pl.concat([f for group in frames for f in group], how="vertical")
         opens = pl.col("open_time").dt.epoch("ms")
         return frame.filter((opens >= start_ms) & (opens < stop))
 
-    async def _fetch_page(self, symbol: str, interval: Interval, page: Page) -> list[pl.DataFrame]:
+    async def _fetch_page(
+        self, symbol: str, interval: Interval, page: Page, dataset: Dataset
+    ) -> list[pl.DataFrame]:
         # One request per page normally; a full answer that stops short of the page end (the
         # source repeated rows) continues after the last open time, so no bar is dropped.
         # Every answer is validated inside [cursor, page end), so the cursor always advances.
         frames: list[pl.DataFrame] = []
         cursor = page.start_ms
+        limit = self.page_limit(interval)
         while True:
             frame = await self._klines_request(
-                symbol, interval, cursor, page.end_time_param, self.kline_limit
+                symbol, interval, cursor, page.end_time_param, limit, dataset
             )
             frames.append(frame)
-            if frame.height < self.kline_limit:
+            if frame.height < limit:
                 return frames
             last_open = int(frame.get_column("open_time").dt.epoch("ms").max())  # type: ignore[arg-type]
             if interval.next_open_ms(last_open) >= page.end_ms:
@@ -244,7 +259,12 @@ class BinanceRestClient:
             cursor = last_open + 1
 
     async def first_open_time(
-        self, symbol: str, interval: Interval | str, start_ms: int
+        self,
+        symbol: str,
+        interval: Interval | str,
+        start_ms: int,
+        *,
+        dataset: Dataset = Dataset.KLINES,
     ) -> int | None:
         """
         Open time (ms) of the first bar at or after ``start_ms``, None when there is none.
@@ -253,7 +273,8 @@ class BinanceRestClient:
         """
         interval = Interval.parse(interval)
         interval.check_market(self.market_type)
-        frame = await self._klines_request(symbol, interval, start_ms, None, 1)
+        dataset = _kline_dataset(dataset, self.market_type)
+        frame = await self._klines_request(symbol, interval, start_ms, None, 1, dataset)
         if frame.is_empty():
             return None
         return int(frame.get_column("open_time").dt.epoch("ms").min())  # type: ignore[arg-type]
@@ -265,6 +286,7 @@ class BinanceRestClient:
         start_ms: int,
         end_ms_inclusive: int | None,
         limit: int,
+        dataset: Dataset = Dataset.KLINES,
     ) -> pl.DataFrame:
         """One klines request, decoded and validated (FRAME_SCHEMA, the source's row order).
 
@@ -273,14 +295,14 @@ class BinanceRestClient:
         raised as :class:`InvalidResponse` with the offending open times.
         """
         params: dict[str, str | int] = {
-            "symbol": symbol,
+            dataset.symbol_param: dataset.rest_symbol(symbol),
             "interval": interval.value,
             "startTime": start_ms,
             "limit": limit,
         }
         if end_ms_inclusive is not None:
             params["endTime"] = end_ms_inclusive
-        url = f"{self.base_url}/klines"
+        url = f"{self.base_url}/{dataset.rest_path}"
         end_ms = None if end_ms_inclusive is None else end_ms_inclusive + 1
         expect = Expect(
             interval,
@@ -313,6 +335,23 @@ class BinanceRestClient:
         self._raise_for_error(reply, symbol, interval)
         if reply.value is None:  # a 2xx always carries the parsed frame
             return empty_frame()
+        return reply.value
+
+    async def get_parsed(
+        self,
+        resource: str,
+        params: dict[str, str | int],
+        parse: Callable[[httpx.Response], Any],
+        *,
+        symbol: str | None = None,
+    ) -> Any:
+        """GET ``{market prefix}/{resource}`` under this client's retries, weight and circuit.
+
+        ``parse`` runs on a 2xx answer (it may raise :class:`RetryableResponse`); an error
+        answer raises like every request of this client (``UnknownSymbol`` for -1121...).
+        """
+        reply = await self._transport.get(f"{self.base_url}/{resource}", params, parse)
+        self._raise_for_error(reply, symbol, None)
         return reply.value
 
     # -- exchangeInfo --------------------------------------------------------------------
@@ -396,6 +435,18 @@ class BinanceRestClient:
             + (f" code {code}: {msg}" if code is not None else f": {msg}")
             + f" (symbol={symbol}); check the request parameters"
         )
+
+
+def _kline_dataset(dataset: Dataset | str, market_type: MarketType) -> Dataset:
+    """Return the kline-shaped dataset if the market publishes it, else raise InvalidInput."""
+    dataset = Dataset.parse(dataset)
+    if not dataset.is_kline:
+        raise InvalidInput(
+            f"dataset {dataset.value} is not kline-shaped; fetch it with "
+            "DataSourceManager.fetch_funding_rates"
+        )
+    dataset.check_market(market_type)
+    return dataset
 
 
 def _binance_error(response: httpx.Response) -> tuple[int | None, str]:

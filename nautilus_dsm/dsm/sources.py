@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Self
 
 from nautilus_dsm.common import MarketType
+from nautilus_dsm.common.datasets import Dataset
 from nautilus_dsm.dsm.cache import KlineCache
 from nautilus_dsm.dsm.cache_paths import endpoint_cache_dir
 from nautilus_dsm.dsm.exchange_clock import ExchangeClock
@@ -70,6 +71,8 @@ class MarketSources:
                 else endpoint_cache_dir(settings.base_url_http, settings.base_url_vision)
             )
         )
+        # One cache per kline-shaped dataset under the same root (klines: self.cache).
+        self._dataset_caches: dict[Dataset, KlineCache] = {}
         self.max_concurrency = settings.max_concurrency
         self.use_cache = settings.use_cache
         self.use_vision = settings.use_vision
@@ -105,6 +108,16 @@ class MarketSources:
         self._vision.clear()
         for client in clients:
             await client.aclose()
+
+    def cache_for(self, dataset: Dataset) -> KlineCache:
+        """Return the cache of a kline-shaped dataset (``self.cache`` for klines)."""
+        if dataset is Dataset.KLINES:
+            return self.cache
+        cache = self._dataset_caches.get(dataset)
+        if cache is None or cache.root != self.cache.root:
+            cache = self.cache.for_dataset(dataset)
+            self._dataset_caches[dataset] = cache
+        return cache
 
     def rest_client(self, market_type: MarketType) -> BinanceRestClient:
         """Return the market's REST client, created on first use."""

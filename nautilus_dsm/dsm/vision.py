@@ -18,6 +18,7 @@ import io
 import re
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
@@ -30,8 +31,10 @@ from nautilus_dsm.common import (
     check_binance_symbol,
     to_ms,
 )
+from nautilus_dsm.common.datasets import Dataset
 from nautilus_dsm.constants import DAY_MS
 from nautilus_dsm.dsm.bounds import VISION_DEADLINE_S, VISION_MAX_RETRIES, VISION_TIMEOUT_S
+from nautilus_dsm.dsm.funding_schema import parse_vision_funding
 from nautilus_dsm.dsm.http import HttpTransport, Reply
 from nautilus_dsm.dsm.retry_policy import RetryPolicy, backoff_delay
 from nautilus_dsm.dsm.schema import parse_vision_csv
@@ -126,6 +129,17 @@ def file_period_ms(kind: str, stamp: str) -> tuple[int, int]:
     return start, Interval.MONTH_1.next_open_ms(start)
 
 
+def _check_member(member: str, name: str, what: str) -> None:
+    wanted = name[: -len(".zip")] + ".csv"
+    if member.rsplit("/", 1)[-1].lower() != wanted.lower():
+        # The member's name is the one place a Vision payload says its symbol, interval and
+        # date: another series served under this URL is refused, whatever its rows look like.
+        raise InvalidResponse(
+            f"{what} holds {member}, not {wanted}: another symbol, interval or date "
+            "was served under this name; the file is refused"
+        )
+
+
 def _decode(data: bytes, name: str, max_decompressed_bytes: int, expect: Expect) -> pl.DataFrame:
     """Decode a verified zip into its validated bars; :class:`InvalidResponse` when they fail.
 
@@ -133,14 +147,7 @@ def _decode(data: bytes, name: str, max_decompressed_bytes: int, expect: Expect)
     re-download cannot help, and the caller takes the period from the next source.
     """
     member, csv = extract_member(data, name, max_decompressed_bytes)
-    wanted = name[: -len(".zip")] + ".csv"
-    if member.rsplit("/", 1)[-1].lower() != wanted.lower():
-        # The member's name is the one place a Vision payload says its symbol, interval and
-        # date: another series served under this URL is refused, whatever its rows look like.
-        raise InvalidResponse(
-            f"{expect.what} holds {member}, not {wanted}: another symbol, interval or date "
-            "was served under this name; the file is refused"
-        )
+    _check_member(member, name, expect.what)
     try:
         frame = parse_vision_csv(csv, expect)
     except pl.exceptions.PolarsError as exc:  # defence in depth: the parser wraps its own
@@ -232,39 +239,96 @@ class VisionClient:
         """Close the HTTP connections."""
         await self._transport.aclose()
 
-    def file_url(self, symbol: str, interval: Interval | str, kind: str, stamp: str) -> str:
-        """URL of a kline zip; ``kind`` is ``daily`` or ``monthly``, ``stamp`` its date."""
+    def file_url(
+        self,
+        symbol: str,
+        interval: Interval | str,
+        kind: str,
+        stamp: str,
+        dataset: Dataset = Dataset.KLINES,
+    ) -> str:
+        """URL of a kline-shaped zip; ``kind`` is ``daily`` or ``monthly``, ``stamp`` its date.
+
+        Mark, index and premium-index klines share the klines' layout and file names under
+        their own folder (``markPriceKlines``...).
+        """
         interval = Interval.parse(interval)
         label = interval.path_label
         name = f"{symbol}-{label}-{stamp}.zip"
-        return f"{self.base_url}/{kind}/klines/{symbol}/{label}/{name}"
+        return f"{self.base_url}/{kind}/{dataset.vision_folder}/{symbol}/{label}/{name}"
+
+    def funding_url(self, symbol: str, year: int, month: int) -> str:
+        """URL of a monthly ``fundingRate`` zip (Vision publishes funding monthly only)."""
+        name = f"{symbol}-fundingRate-{year:04d}-{month:02d}.zip"
+        return f"{self.base_url}/monthly/fundingRate/{symbol}/{name}"
 
     async def daily(
-        self, symbol: str, interval: Interval | str, day: dt.date
+        self,
+        symbol: str,
+        interval: Interval | str,
+        day: dt.date,
+        *,
+        dataset: Dataset = Dataset.KLINES,
     ) -> pl.DataFrame | None:
         """Fetch the bars of one UTC day's file; None when Vision has no such file (404)."""
-        return await self._file(symbol, interval, "daily", day.strftime("%Y-%m-%d"))
+        return await self._file(symbol, interval, "daily", day.strftime("%Y-%m-%d"), dataset)
 
     async def monthly(
-        self, symbol: str, interval: Interval | str, year: int, month: int
+        self,
+        symbol: str,
+        interval: Interval | str,
+        year: int,
+        month: int,
+        *,
+        dataset: Dataset = Dataset.KLINES,
     ) -> pl.DataFrame | None:
         """Fetch the bars of one calendar month's file; None when Vision has no such file (404)."""
         if not 1 <= month <= 12:
             raise InvalidInput(f"month {month} is not 1..12; pass a calendar month")
-        return await self._file(symbol, interval, "monthly", f"{year:04d}-{month:02d}")
+        return await self._file(symbol, interval, "monthly", f"{year:04d}-{month:02d}", dataset)
+
+    async def funding_month(self, symbol: str, year: int, month: int) -> pl.DataFrame | None:
+        """Fetch the funding rows of one month's ``fundingRate`` file; None on 404."""
+        if not 1 <= month <= 12:
+            raise InvalidInput(f"month {month} is not 1..12; pass a calendar month")
+        Dataset.FUNDING_RATES.check_market(self.market_type)
+        check_binance_symbol(symbol)
+        url = self.funding_url(symbol, year, month)
+        name = url.rsplit("/", 1)[1]
+        start_ms, end_ms = file_period_ms("monthly", f"{year:04d}-{month:02d}")
+
+        def decode(data: bytes) -> pl.DataFrame:
+            member, csv = extract_member(data, name, self.max_decompressed_bytes)
+            _check_member(member, name, f"Vision file {name}")
+            return parse_vision_funding(csv, f"Vision file {name}", start_ms, end_ms)
+
+        return await self._verified(url, name, decode)
 
     async def _file(
-        self, symbol: str, interval: Interval | str, kind: str, stamp: str
+        self,
+        symbol: str,
+        interval: Interval | str,
+        kind: str,
+        stamp: str,
+        dataset: Dataset = Dataset.KLINES,
     ) -> pl.DataFrame | None:
         interval = Interval.parse(interval)
         interval.check_market(self.market_type)
+        dataset.check_market(self.market_type)
         check_binance_symbol(symbol)
-        url = self.file_url(symbol, interval, kind, stamp)
+        url = self.file_url(symbol, interval, kind, stamp, dataset)
         name = url.rsplit("/", 1)[1]
         start_ms, end_ms = file_period_ms(kind, stamp)
         expect = Expect(
             interval, start_ms, end_ms, f"Vision file {name}", period_word="the file's period"
         )
+        max_bytes = self.max_decompressed_bytes
+        return await self._verified(url, name, lambda data: _decode(data, name, max_bytes, expect))
+
+    async def _verified(
+        self, url: str, name: str, decode: Callable[[bytes], pl.DataFrame]
+    ) -> pl.DataFrame | None:
+        """Download a zip, verify its SHA-256 against the CHECKSUM, decode it in a thread."""
         mismatch: tuple[str, str] | None = None
         corrupt = ""
         for attempt in range(1, self.max_retries + 1):
@@ -289,9 +353,7 @@ class VisionClient:
                 mismatch, corrupt = (published, actual), ""
                 continue
             try:
-                frame = await asyncio.to_thread(
-                    _decode, data, name, self.max_decompressed_bytes, expect
-                )
+                frame = await asyncio.to_thread(decode, data)
             except _CorruptZip as exc:
                 mismatch, corrupt = None, str(exc)
                 continue

@@ -65,6 +65,9 @@ class RestApi:
         self._rate_clock = rate_clock
         self._lock = threading.Lock()
         self._rates = {market: _RateState() for market in MarketType}
+        # The datasets beyond klines (testing/datasets.py), set by the server.
+        self.datasets: Callable[[MarketType, str, dict[str, str]], Response] | None = None
+        self.dataset_endpoints: frozenset[str] = frozenset()
 
     def answer(self, market: MarketType, endpoint: str, query: dict[str, str]) -> Response:
         """Return the answer to ``endpoint`` (``klines``, ...) of ``market`` after the weight."""
@@ -157,6 +160,8 @@ class RestApi:
             return json_response(200, {"serverTime": self._series.now_ms()})
         if endpoint == "exchangeInfo":
             return self._exchange_info(market, query)
+        if endpoint in self.dataset_endpoints and self.datasets is not None:
+            return self.datasets(market, endpoint, query)
         if endpoint == "klines":
             if self._faults.take("rest_klines_unknown_symbol"):
                 return error_response(400, -1121, "Invalid symbol.")

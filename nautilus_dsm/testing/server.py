@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 import polars as pl
 
 from nautilus_dsm.common import Interval, MarketType
+from nautilus_dsm.testing.datasets import ENDPOINT_NAMES, DatasetApi
 from nautilus_dsm.testing.faults import Faults
 from nautilus_dsm.testing.responses import Response, not_found
 from nautilus_dsm.testing.rest import REST_PREFIXES, RestApi
@@ -84,6 +85,9 @@ class BinanceImitation:
         self._kline_series = KlineSeries(clock, self.faults)
         self._rest = RestApi(self._kline_series, self.faults, rate_clock or time.time)
         self._vision = VisionFiles(self._kline_series, self.faults)
+        self.datasets = DatasetApi(self._kline_series, self.faults, rate_clock or time.time)
+        self._rest.datasets = self.datasets.answer
+        self._rest.dataset_endpoints = ENDPOINT_NAMES
         self._lock = threading.Lock()
         self._requests: list[RequestRecord] = []
         self._server: ThreadingHTTPServer | None = None
@@ -267,7 +271,8 @@ class BinanceImitation:
 
     def _answer(self, method: str, path: str, query: dict[str, str]) -> Response:
         if path.startswith("/data/"):
-            return self._vision.answer(path)
+            answer = self.datasets.vision(path)
+            return answer if answer is not None else self._vision.answer(path)
         for prefix, market in REST_PREFIXES.items():
             if path.startswith(prefix + "/"):
                 return self._rest.answer(market, path[len(prefix) + 1 :], query)

@@ -267,3 +267,35 @@ def test_gaps_only_picks_a_provisional_period_beside_final_ones(
     assert cleared.stdout.splitlines()[-1].startswith("removed 1 cached file(s) of spot / ")
     spot = filled / "binance" / "spot" / "BTCUSDT" / "1h"
     assert sorted(p.name for p in spot.iterdir()) == ["2024-01-01.parquet", "2024-01-02.parquet"]
+
+
+def test_selection_covers_the_mark_price_cache_beside_the_klines_cache(
+    imitation: object, cache_dir: Path, tmp_path: Path
+) -> None:
+    url = imitation.url  # type: ignore[attr-defined]
+    source = ["--base-url-http", url, "--base-url-vision", url, "--cache-dir", str(cache_dir)]
+    for dataset in ("klines", "mark"):
+        result = _invoke(
+            "fetch", "BTCUSDT-PERP.BINANCE", "--interval", "1h", *RANGE, *source,
+            "--out", str(tmp_path / f"{dataset}.parquet"), "--dataset", dataset, "--no-progress",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+    info = _invoke("cache", "info", "--cache-dir", str(cache_dir), "--json", "--interval", "1h")
+    entries = [
+        (e.get("dataset"), e["symbol"], e["files"]) for e in json.loads(info.stdout)["entries"]
+    ]
+    assert entries == [(None, "BTCUSDT", 2), ("mark_price_klines", "BTCUSDT", 2)]
+
+    cleared = _invoke(
+        "cache", "clear", "--cache-dir", str(cache_dir), "--symbol", "BTCUSDT-PERP.BINANCE",
+        "--start", "2024-01-02", "--end", "2024-01-03", "--yes",
+    )  # fmt: skip
+
+    assert cleared.exit_code == 0, cleared.output
+    assert cleared.stdout.splitlines()[-1].startswith("removed 2 cached file(s) of futures_usdt")
+    mark = cache_dir / "binance-mark_price_klines" / "futures_usdt" / "BTCUSDT" / "1h"
+    assert sorted(p.name for p in mark.iterdir()) == ["2024-01-01.parquet"]
+    assert (
+        _entries(cache_dir)
+        == [("futures_usdt", "BTCUSDT", "1h", 1, "2024-01-01", "2024-01-01")] * 2
+    )

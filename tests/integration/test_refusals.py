@@ -23,7 +23,6 @@ from nautilus_trader.data.messages import (
     RequestBars,
     RequestData,
     RequestForwardPrices,
-    RequestFundingRates,
     RequestOrderBookDeltas,
     RequestOrderBookDepth,
     RequestOrderBookSnapshot,
@@ -306,13 +305,6 @@ REQUESTS: dict[str, tuple[str, Callable[[], Any], str]] = {
         ),
         f"Cannot serve the order book snapshot request for BTCUSDT.BINANCE: {SERVES}; request "
         f"order book snapshots from {BINANCE}; answering empty",
-    ),
-    "funding_rates": (
-        "request_funding_rates",
-        lambda: _req(RequestFundingRates, PERP),
-        f"Cannot serve the funding rates request for BTCUSDT-PERP.BINANCE: {SERVES}; funding "
-        f"rate history is not served yet; live funding rates: {MARK_STREAM}, whose "
-        "BinanceFuturesMarkPriceUpdate carries funding_rate; answering empty",
     ),
     "forward_prices": (
         "request_forward_prices",
