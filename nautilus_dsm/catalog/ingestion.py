@@ -250,7 +250,10 @@ def _as_catalog(catalog: ParquetDataCatalog | str) -> ParquetDataCatalog:
             f"catalog {catalog!r} is neither a ParquetDataCatalog nor a path/URI; "
             "pass e.g. '/data/catalog' or 'memory:///catalog'"
         )
-    return ParquetDataCatalog.from_uri(catalog)
+    from nautilus_dsm.catalog.storage import open_catalog
+
+    # Not ParquetDataCatalog.from_uri: it breaks s3:// URIs (see catalog/storage.py).
+    return open_catalog(catalog)
 
 
 async def _plan_series(run: _Run, instrument_id: str, iv: Interval) -> _Series:
