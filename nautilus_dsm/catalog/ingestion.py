@@ -43,6 +43,7 @@ from nautilus_dsm.common import (
     resolve_instrument,
 )
 from nautilus_dsm.constants import NS_PER_MS
+from nautilus_dsm.dsm.locks import DEFAULT_TTL_S
 from nautilus_dsm.errors import InvalidInput, QualityBelowThreshold, SeriesLocked
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ async def ingest_async(
     min_completeness: float | None = None,
     on_low_quality: str | None = None,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    lock_ttl_s: float = DEFAULT_TTL_S,
 ) -> IngestReport:
     """
     Ingest Binance bars into a Parquet data catalog, resumably and without duplicates.
@@ -105,6 +107,9 @@ async def ingest_async(
         Per-fetch overrides of the manager's quality policy.
     lock_timeout_s : float, default 60
         How long to wait for another writer of the same bar type before :class:`SeriesLocked`.
+    lock_ttl_s : float, default 30
+        Object stores: a bar type's lock not renewed for this long (its writer died) is
+        taken over.
 
     Returns
     -------
@@ -145,6 +150,7 @@ async def ingest_async(
         chunk_ms=chunk_length_ms,
         now_ms=time.time_ns() // NS_PER_MS,
         lock_timeout_s=lock_timeout_s,
+        lock_ttl_s=lock_ttl_s,
         min_completeness=min_completeness,
         on_low_quality=on_low_quality,
     )
@@ -183,6 +189,7 @@ class _Run:
     chunk_ms: int
     now_ms: int
     lock_timeout_s: float
+    lock_ttl_s: float
     min_completeness: float | None
     on_low_quality: str | None
 
@@ -264,7 +271,7 @@ async def _plan_series(run: _Run, instrument_id: str, iv: Interval) -> _Series:
     bar_type = bar_type_for(instrument_id, iv)
     key = str(bar_type)
     directory = cat._make_path(Bar, key)
-    lock = series_lock_for(cat, directory, key, run.lock_timeout_s)
+    lock = series_lock_for(cat, directory, key, run.lock_timeout_s, run.lock_ttl_s)
     first_open = iv.ceil_ms(run.start_ms)
     if cat.fs.exists(directory):
         async with lock:

@@ -113,4 +113,5 @@ class LocalS3:
         """Create a bucket (idempotent)."""
         fs = self.filesystem()
         if not fs.exists(name):
-            fs.mkdir(name)
+            # Not fs.mkdir: it sends us-east-1 as a location constraint, which S3 refuses.
+            fs.call_s3("create_bucket", Bucket=name)
