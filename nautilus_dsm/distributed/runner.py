@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from nautilus_dsm.catalog.plan import DEFAULT_CHUNK
 from nautilus_dsm.catalog.storage import CatalogLocation, catalog_location, open_catalog
 from nautilus_dsm.common import Interval, MarketType, check_range, resolve_instrument
 from nautilus_dsm.constants import NS_PER_MS
@@ -88,7 +87,7 @@ def ingest_universe(
     rest_window_s: float = 60.0,
     on_low_quality: str | None = "warn",
     min_completeness: float | None = None,
-    chunk: timedelta = DEFAULT_CHUNK,
+    chunk: timedelta | None = None,
     progress: bool = False,
     on_progress: ProgressCallback | None = None,
     dataset: str = KLINES,
@@ -130,8 +129,8 @@ def ingest_universe(
         The REST budget's window.
     on_low_quality, min_completeness : optional
         Quality policy per fetch (``warn`` by default: gaps are reported, not fatal).
-    chunk : timedelta, default 7 days
-        Range fetched at a time inside a month.
+    chunk : timedelta, optional
+        Range fetched at a time inside a month; None: the month (a day for ``1s``).
     progress : bool, default False
         Draw a progress bar on stderr.
     on_progress : callable, optional
@@ -175,9 +174,11 @@ def ingest_universe(
     for task in plan.done:
         report.add_present(task)
     market = members[0].market_type
+    requests = rest_requests if rest_requests is not None else requests_per_minute(market)
     limiter = ClusterWeightLimiter(
-        name=f"nautilus-dsm-rest-{market.value}",
-        requests=rest_requests if rest_requests is not None else requests_per_minute(market),
+        # One semaphore per market and budget: jobs sharing a cluster share it.
+        name=f"nautilus-dsm-rest-{market.value}-{requests}-{rest_window_s:g}",
+        requests=requests,
         window_s=rest_window_s,
     )
     job = WorkerJob(

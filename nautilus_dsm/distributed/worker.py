@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nautilus_dsm.catalog.plan import DEFAULT_CHUNK
 from nautilus_dsm.catalog.storage import CatalogLocation, open_catalog
 from nautilus_dsm.common import Interval, from_ms
 from nautilus_dsm.constants import NS_PER_MS
@@ -57,8 +56,9 @@ class WorkerJob:
         Series lock wait and (object stores) staleness.
     min_completeness, on_low_quality : optional
         Quality policy overrides per fetch.
-    chunk : timedelta
-        Range fetched at a time inside a month.
+    chunk : timedelta, optional
+        Range fetched at a time inside a month; None: the whole month (a day for ``1s``,
+        whose catalog files are days), one fetch and one file write per task.
     job_id : str
         Identifies the job: a worker keeps one engine and one catalog per job id.
 
@@ -71,7 +71,7 @@ class WorkerJob:
     lock_ttl_s: float = DEFAULT_TTL_S
     min_completeness: float | None = None
     on_low_quality: str | None = "warn"
-    chunk: timedelta = DEFAULT_CHUNK
+    chunk: timedelta | None = None
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -120,7 +120,7 @@ def run_series_month(task: SeriesMonth, job: WorkerJob) -> TaskResult:
             from_ms(task.start_ms),
             from_ms(task.end_ms),
             dsm=dsm,
-            chunk=job.chunk,
+            chunk=job.chunk or _month_chunk(task.interval),
             min_completeness=job.min_completeness,
             on_low_quality=job.on_low_quality,
             lock_timeout_s=job.lock_timeout_s,
@@ -141,6 +141,10 @@ def run_series_month(task: SeriesMonth, job: WorkerJob) -> TaskResult:
         seconds=time.perf_counter() - started,
         worker=f"{socket.gethostname()}:{os.getpid()}",
     )
+
+
+def _month_chunk(interval: str) -> timedelta:
+    return timedelta(days=1) if interval == "1s" else timedelta(days=31)
 
 
 def month_in_catalog(
