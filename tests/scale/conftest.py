@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -87,17 +86,17 @@ def scale_settings(
 def expected_rows(
     imitation: BinanceImitation, symbol: str, start: datetime, end: datetime
 ) -> list[tuple]:
-    """``(ts_init, open, high, low, close, volume)`` of the source truth, Decimals."""
+    """``(ts_init, open, high, low, close, volume)`` of the source truth, as Nautilus raws
+    (value x 10**16, exact: the frame's Decimal(38, 8) integers x 10**8)."""
     frame = imitation.expected(UM, symbol, "1m", to_ms(start), to_ms(end))
     opens = frame.get_column("open_time").dt.epoch("ms").to_list()
-    cols = [frame.get_column(c).to_list() for c in ("open", "high", "low", "close", "volume")]
-    return [((o + 60_000) * 1_000_000, *(Decimal(c[i]) for c in cols)) for i, o in enumerate(opens)]
+    cols = [
+        [v * 10**8 for v in frame.get_column(c).to_physical().to_list()]
+        for c in ("open", "high", "low", "close", "volume")
+    ]
+    return [((o + 60_000) * 1_000_000, *(c[i] for c in cols)) for i, o in enumerate(opens)]
 
 
 def catalog_rows(bars: list) -> list[tuple]:
     """The same tuples from Nautilus bars."""
-    return [
-        (b.ts_init, Decimal(str(b.open)), Decimal(str(b.high)), Decimal(str(b.low)),
-         Decimal(str(b.close)), Decimal(str(b.volume)))
-        for b in bars
-    ]  # fmt: skip
+    return [(b.ts_init, b.open.raw, b.high.raw, b.low.raw, b.close.raw, b.volume.raw) for b in bars]
