@@ -149,7 +149,7 @@ def split_uri(uri: str) -> tuple[str, str]:
         return "file", rest
     if protocol in _OBJECT_STORES:
         path = rest.strip("/")
-        if not path or path.startswith("/"):
+        if not path or rest.startswith("/"):  # s3:// or s3:///key: no bucket
             raise InvalidInput(
                 f"catalog {uri!r} names no bucket; pass e.g. {protocol}://bucket/prefix"
             )
