@@ -72,7 +72,7 @@ class ClusterWeightLimiter:
             )
 
     def bind(self) -> BoundLimiter:
-        """The limiter inside a worker (or client) process, its semaphore created once."""
+        """Return the limiter of this worker (or client) process, its semaphore created once."""
         from distributed import Semaphore
 
         with _lock:

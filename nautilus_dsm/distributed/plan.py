@@ -33,7 +33,7 @@ class TaskPlan:
 
 
 def series_directory(cat: ParquetDataCatalog, task: SeriesMonth) -> str:
-    """The catalog directory of a task's series (``data/bar/<bar_type>``)."""
+    """Return the catalog directory of a task's series (``data/bar/<bar_type>``)."""
     from nautilus_trader.model.data import Bar
 
     from nautilus_dsm.bars import bar_type_for

@@ -66,13 +66,13 @@ class JobProgress:
         self._notify()
 
     def finished(self, rows: int) -> None:
-        """A task finished, having written ``rows`` rows."""
+        """Count a finished task that wrote ``rows`` rows."""
         self.status.done += 1
         self.status.rows += rows
         self._step()
 
     def failed(self) -> None:
-        """A task failed after its retries."""
+        """Count a task that failed after its retries."""
         self.status.failed += 1
         self._step()
 

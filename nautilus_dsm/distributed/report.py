@@ -114,7 +114,7 @@ class UniverseReport:
         return 0.0 if self.seconds <= 0 else self.bars_written / self.seconds
 
     def symbol(self, task: SeriesMonth) -> SymbolReport:
-        """The report of a task's series (created on first use)."""
+        """Return the report of a task's series (created on first use)."""
         key = f"{task.instrument_id} {task.interval}"
         if key not in self.symbols:
             self.symbols[key] = SymbolReport(task.instrument_id, task.interval)
@@ -161,7 +161,7 @@ class UniverseReport:
         }
 
     def summary(self) -> str:
-        """A text table: one line per series, then the totals."""
+        """Return a text table: one line per series, then the totals."""
         lines = [f"{'series':<36} {'months':>6} {'bars':>10} {'expected':>10} {'complete':>9} gaps"]
         for key, s in sorted(self.symbols.items()):
             months = f"{s.months_run}+{s.months_present}"

@@ -187,7 +187,7 @@ class FsspecLockStore:
         return current[1]
 
     def read(self, path: str) -> tuple[bytes, str] | None:
-        """The bytes and their SHA-256; None when absent or unreadable."""
+        """Return the bytes and their SHA-256; None when absent or unreadable."""
         try:
             with self.fs.open(path, "rb") as f:
                 data = f.read()

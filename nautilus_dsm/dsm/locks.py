@@ -162,7 +162,7 @@ class SeriesLock:
         self._release_remote()
 
     def read_holder(self) -> dict[str, Any] | None:
-        """What the lock file says about its holder, or None (absent, empty, unreadable)."""
+        """Return what the lock file says about its holder; None if absent, empty, unreadable."""
         if not _is_local(self.fs):
             current = self._store().read(self.path)
             return None if current is None else _parse_holder(current[0])

@@ -98,7 +98,7 @@ class LocalS3:
         }
 
     def filesystem(self) -> Any:
-        """A fresh ``s3fs.S3FileSystem`` on this server (no instance cache)."""
+        """Return a fresh ``s3fs.S3FileSystem`` on this server (no instance cache)."""
         import s3fs
 
         return s3fs.S3FileSystem(
