@@ -7,11 +7,13 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from nautilus_dsm.catalog.storage import open_catalog
+from nautilus_dsm.common import to_ms
 from nautilus_dsm.distributed import UniverseSelection, ingest_universe
 from tests.scale.conftest import BUCKET, FEB, JAN, MAR, catalog_rows, expected_rows
 
@@ -122,3 +124,49 @@ def test_the_rest_budget_is_shared_by_every_worker(
     for symbol in ("BTCUSDT", "ETHUSDT"):
         bars = cat.bars([f"{symbol}-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL"])
         assert catalog_rows(bars) == expected_rows(universe_imitation, symbol, JAN, FEB)
+
+
+GAP = (
+    to_ms(datetime(2024, 1, 15, 10, tzinfo=UTC)),
+    to_ms(datetime(2024, 1, 15, 11, 30, tzinfo=UTC)),
+)
+
+
+def test_a_source_gap_is_reported_per_symbol_and_never_filled(
+    s3: Any, universe_imitation: Any, dask_client: Any, scale_settings: Any
+) -> None:
+    universe_imitation.faults.gaps = [("XRPUSDT", *GAP)]
+    try:
+        report = ingest_universe(
+            f"s3://{BUCKET}/gap", ["XRPUSDT-PERP.BINANCE"], ["1m"], JAN, FEB,
+            settings=scale_settings, storage_options=s3.storage_options, client=dask_client,
+        )  # fmt: skip
+    finally:
+        universe_imitation.faults.gaps = []
+    xrp = report.symbols["XRPUSDT-PERP.BINANCE 1m"]
+    assert (xrp.bars, xrp.expected, xrp.gaps) == (44_640 - 90, 44_640, [GAP])
+    assert xrp.completeness == (44_640 - 90) / 44_640
+    assert report.to_dict()["symbols"][0]["gaps"] == [
+        {"start": "2024-01-15T10:00:00Z", "end": "2024-01-15T11:30:00Z"}
+    ]
+
+
+def test_a_series_month_that_fails_is_reported_by_name_and_the_job_goes_on(
+    s3: Any, universe_imitation: Any, dask_client: Any, scale_settings: Any
+) -> None:
+    universe_imitation.faults.gaps = [("XRPUSDT", *GAP)]
+    try:
+        report = ingest_universe(
+            f"s3://{BUCKET}/fails", ["XRPUSDT-PERP.BINANCE", "BTCUSDT-PERP.BINANCE"], ["1m"],
+            JAN, FEB, settings=scale_settings, storage_options=s3.storage_options,
+            client=dask_client, retries=0, min_completeness=0.999, on_low_quality="raise",
+        )  # fmt: skip
+    finally:
+        universe_imitation.faults.gaps = []
+    assert (report.done, report.failed) == (1, 1)
+    assert list(report.failures) == ["klines-XRPUSDT-PERP.BINANCE-1m-2024-01"]
+    assert report.failures["klines-XRPUSDT-PERP.BINANCE-1m-2024-01"].startswith(
+        "SeriesMonthFailed: klines-XRPUSDT-PERP.BINANCE-1m-2024-01: QualityBelowThreshold: "
+    )
+    assert report.symbols["XRPUSDT-PERP.BINANCE 1m"].months_failed == ["2024-01"]
+    assert report.symbols["BTCUSDT-PERP.BINANCE 1m"].bars == 44_640
