@@ -59,8 +59,8 @@ def test_an_unlisted_symbol_in_the_symbols_file_is_refused_naming_it(
     )
 
 
-def test_one_local_worker_ingests_the_selection_into_s3(
-    tmp_path: Path, s3: Any, universe_imitation: Any
+def test_the_selection_is_ingested_into_s3_on_a_running_cluster(
+    tmp_path: Path, s3: Any, universe_imitation: Any, dask_client: Any
 ) -> None:
     symbols = tmp_path / "symbols.txt"
     symbols.write_text("BTCUSDT\nETHUSDT\nSOLUSDT\n")
@@ -69,7 +69,7 @@ def test_one_local_worker_ingests_the_selection_into_s3(
         *BASE, "--catalog", f"s3://{BUCKET}/cli", *options, "--symbols-file", str(symbols),
         "--exclude", "ETHUSDT", "--base-url-http", universe_imitation.url,
         "--base-url-vision", universe_imitation.url, "--cache-dir", str(tmp_path / "cache"),
-        "--workers", "1", "--json", "--no-progress",
+        "--scheduler", dask_client.scheduler.address, "--json", "--no-progress",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
