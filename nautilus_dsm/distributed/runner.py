@@ -166,10 +166,12 @@ def ingest_universe(
             "Pass a local path or an object-store URI such as s3://bucket/catalog"
         )
     settings = settings or SourceSettings()
+    cat = open_catalog(location)
+    _check_bucket(cat, location)
     members, spans = asyncio.run(_plan_universe(settings, universe, ids, ivs, start_ms, end_ms))
     tasks = [t for iv in ivs for t in month_tasks(spans[iv], iv, dataset)]
     now_ms = time.time_ns() // NS_PER_MS
-    plan = plan_tasks(open_catalog(location), tasks, now_ms)
+    plan = plan_tasks(cat, tasks, now_ms)
     report = UniverseReport(catalog=location.uri, tasks=len(tasks))
     for task in plan.done:
         report.add_present(task)
@@ -196,6 +198,24 @@ def ingest_universe(
         _run(dask_client, plan.pending, job, retries, report, progress, on_progress)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_bucket(cat: Any, location: CatalogLocation) -> None:
+    # A missing bucket would fail every task the same way: say so once, before any work.
+    if not location.is_object_store:
+        return
+    bucket = location.path.split("/", 1)[0]
+    try:
+        found = cat.fs.exists(bucket)
+    except (OSError, ValueError) as exc:
+        found, why = False, f" ({type(exc).__name__}: {exc})"
+    else:
+        why = ""
+    if not found:
+        raise InvalidInput(
+            f"bucket {bucket!r} of catalog {location.uri} does not exist or these credentials "
+            f"cannot see it{why}; create it, or fix --storage-option / the AWS_* variables"
+        )
 
 
 def _checked_universe(universe: UniverseSelection | Sequence[str]) -> list[str] | None:

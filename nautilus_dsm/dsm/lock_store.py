@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import uuid
 from typing import Any, Protocol
+
+from nautilus_dsm.errors import ConditionalWritesUnsupported
 
 
 class LockStore(Protocol):
@@ -61,9 +64,17 @@ def _precondition_failed(exc: BaseException) -> bool:
     return isinstance(exc, FileExistsError) or "pre-condition" in text or "Precondition" in text
 
 
+# (endpoint, bucket) pairs whose conditional writes were verified by this process.
+_verified: set[tuple[str, str]] = set()
+
+
 class S3LockStore:
     """
     A :class:`LockStore` on S3 (or an S3-compatible store) through s3fs's botocore client.
+
+    The first lock created in a bucket by a process checks that the store honours
+    ``If-None-Match`` (an S3-compatible store that ignores it would let two writers hold one
+    series): a probe key is created twice, and the second create must be refused.
 
     Parameters
     ----------
@@ -75,12 +86,36 @@ class S3LockStore:
     def __init__(self, fs: Any) -> None:
         self.fs = fs
 
+    def verify(self, path: str) -> None:
+        """Refuse a store that ignores conditional creates (once per process and bucket)."""
+        bucket, _ = self._split(path)
+        where = (str(getattr(self.fs, "endpoint_url", None) or ""), bucket)
+        if where in _verified:
+            return
+        probe = f"{bucket}/.nautilus-dsm-probe-{uuid.uuid4().hex}"
+        first = self._put_if_absent(probe, b"1")
+        second = self._put_if_absent(probe, b"2")
+        with contextlib.suppress(OSError):
+            self.fs.call_s3("delete_object", Bucket=bucket, Key=self._split(probe)[1])
+        if first is None or second is not None:
+            raise ConditionalWritesUnsupported(
+                f"the object store of bucket {bucket!r} ignores If-None-Match (a second "
+                "exclusive create succeeded), so it cannot keep one writer per series; use a "
+                "store with conditional writes (AWS S3, MinIO, GCS and R2 have them) or run "
+                "one writer per catalog"
+            )
+        _verified.add(where)
+
     def _split(self, path: str) -> tuple[str, str]:
         bucket, key, _ = self.fs.split_path(path)
         return bucket, key
 
     def create(self, path: str, payload: bytes) -> str | None:
         """Create with ``If-None-Match: *``; None when the object exists."""
+        self.verify(path)
+        return self._put_if_absent(path, payload)
+
+    def _put_if_absent(self, path: str, payload: bytes) -> str | None:
         bucket, key = self._split(path)
         try:
             out = self.fs.call_s3(

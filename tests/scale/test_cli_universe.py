@@ -85,3 +85,17 @@ def test_the_selection_is_ingested_into_s3_on_a_running_cluster(
     ]
     cat = open_catalog(f"s3://{BUCKET}/cli", s3.storage_options)
     assert len(cat.bars(["SOLUSDT-PERP.BINANCE-1-HOUR-LAST-EXTERNAL"])) == 744
+
+
+def test_a_missing_bucket_is_refused_before_any_work(
+    tmp_path: Path, s3: Any, universe_imitation: Any
+) -> None:
+    options = [f"--storage-option={k}={v}" for k, v in s3.storage_options.items()]
+    result = invoke(*BASE, "--catalog", "s3://no-such-bucket/cat", *options,
+                    "--base-url-http", universe_imitation.url, "--workers", "1")  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: bucket 'no-such-bucket' of catalog s3://no-such-bucket/cat does not exist or "
+        "these credentials cannot see it; create it, or fix --storage-option / the AWS_* "
+        "variables\n"
+    )

@@ -154,12 +154,14 @@ def test_a_source_gap_is_reported_per_symbol_and_never_filled(
 def test_a_series_month_that_fails_is_reported_by_name_and_the_job_goes_on(
     s3: Any, universe_imitation: Any, dask_client: Any, scale_settings: Any
 ) -> None:
+    seen: list[tuple[int, int, int]] = []
     universe_imitation.faults.gaps = [("XRPUSDT", *GAP)]
     try:
         report = ingest_universe(
             f"s3://{BUCKET}/fails", ["XRPUSDT-PERP.BINANCE", "BTCUSDT-PERP.BINANCE"], ["1m"],
             JAN, FEB, settings=scale_settings, storage_options=s3.storage_options,
             client=dask_client, retries=0, min_completeness=0.999, on_low_quality="raise",
+            on_progress=lambda s: seen.append((s.done, s.failed, s.remaining)),
         )  # fmt: skip
     finally:
         universe_imitation.faults.gaps = []
@@ -170,3 +172,5 @@ def test_a_series_month_that_fails_is_reported_by_name_and_the_job_goes_on(
     )
     assert report.symbols["XRPUSDT-PERP.BINANCE 1m"].months_failed == ["2024-01"]
     assert report.symbols["BTCUSDT-PERP.BINANCE 1m"].bars == 44_640
+    # The client's progress: (done, failed, remaining) at the start and after each task.
+    assert seen[0] == (0, 0, 2) and seen[-1] == (1, 1, 0) and len(seen) == 3
