@@ -168,7 +168,7 @@ class UniverseReport:
             failed = f" FAILED {','.join(s.months_failed)}" if s.months_failed else ""
             lines.append(
                 f"{key:<36} {months:>6} {s.bars:>10} {s.expected:>10} "
-                f"{s.completeness:>8.2%} {len(s.gaps)}{failed}"
+                f"{s.completeness:>9.2%} {len(s.gaps)}{failed}"
             )
         lines.append(
             f"{self.done} series-months run, {self.skipped} already in the catalog, "

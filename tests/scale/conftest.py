@@ -1,4 +1,4 @@
-"""Real parts for the scale-out tests, started once per session: an S3 server, a universe on
+"""Real parts for the scale-out tests, started once for the package: an S3 server, a universe on
 the Binance imitation, and a Dask cluster of two worker processes."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ EXTRA = (
 UNIVERSE = ["BTCUSDT", "DOGEUSDT", "ETHUSDT", "LUNAUSDT", "SOLUSDT", "XRPUSDT"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def s3() -> Iterator[LocalS3]:
     """A moto S3 server on 127.0.0.1 (child process) with the bucket ``universe``."""
     with LocalS3() as server:
@@ -43,7 +43,7 @@ def s3() -> Iterator[LocalS3]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def universe_imitation() -> Iterator[BinanceImitation]:
     """The imitation listing the test universe on USDT-M."""
     with BinanceImitation() as server:
@@ -52,7 +52,7 @@ def universe_imitation() -> Iterator[BinanceImitation]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dask_client() -> Iterator[Any]:
     """A ``LocalCluster`` of two worker processes (one thread each) and its client."""
     from distributed import Client, LocalCluster
@@ -66,7 +66,7 @@ def dask_client() -> Iterator[Any]:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def scale_settings(
     universe_imitation: BinanceImitation, tmp_path_factory: pytest.TempPathFactory
 ) -> Any:
