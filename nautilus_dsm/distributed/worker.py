@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -75,9 +76,14 @@ class WorkerJob:
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
+_JOBS_KEPT = 2  # engines kept per worker thread: a long-lived cluster runs many jobs
+
+
 class _ThreadState(threading.local):
     def __init__(self) -> None:
-        self.jobs: dict[str, tuple[DataSourceManager, ParquetDataCatalog, Any]] = {}
+        self.jobs: OrderedDict[str, tuple[DataSourceManager, ParquetDataCatalog, Any]] = (
+            OrderedDict()
+        )
 
 
 _state = _ThreadState()
@@ -93,6 +99,11 @@ def _resources(job: WorkerJob) -> tuple[DataSourceManager, ParquetDataCatalog, A
         dsm.rest_limiter = limiter
         found = (dsm, open_catalog(job.catalog), limiter)
         _state.jobs[job.job_id] = found
+        while len(_state.jobs) > _JOBS_KEPT:
+            # The oldest job's engine: its connections closed with their loops, drop it.
+            _state.jobs.popitem(last=False)
+    else:
+        _state.jobs.move_to_end(job.job_id)
     return found
 
 
