@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -107,6 +108,48 @@ def _resources(job: WorkerJob) -> tuple[DataSourceManager, ParquetDataCatalog, A
     return found
 
 
+@dataclass(frozen=True)
+class MonthOutcome:
+    """What one dataset's ingest of a series-month wrote and what the catalog then holds."""
+
+    written: int
+    present: int
+    expected: int
+    gaps: tuple[tuple[int, int], ...]
+
+
+# dataset -> its ingest of one series-month. A new dataset (funding rates, mark klines) adds
+# its function here and its name to tasks.DATASETS; planning, locks and reports stay as they are.
+MonthIngest = Callable[
+    [SeriesMonth, WorkerJob, "DataSourceManager", "ParquetDataCatalog"], MonthOutcome
+]
+
+
+def _ingest_klines(
+    task: SeriesMonth, job: WorkerJob, dsm: DataSourceManager, cat: ParquetDataCatalog
+) -> MonthOutcome:
+    from nautilus_dsm.catalog import ingest
+
+    report = ingest(
+        cat,
+        [task.instrument_id],
+        [task.interval],
+        from_ms(task.start_ms),
+        from_ms(task.end_ms),
+        dsm=dsm,
+        chunk=job.chunk or _month_chunk(task.interval),
+        min_completeness=job.min_completeness,
+        on_low_quality=job.on_low_quality,
+        lock_timeout_s=job.lock_timeout_s,
+        lock_ttl_s=job.lock_ttl_s,
+    )
+    bars, expected, gaps = month_in_catalog(cat, task, time.time_ns() // NS_PER_MS)
+    return MonthOutcome(report.total_bars, bars, expected, gaps)
+
+
+INGESTERS: dict[str, MonthIngest] = {KLINES: _ingest_klines}
+
+
 def run_series_month(task: SeriesMonth, job: WorkerJob) -> TaskResult:
     """
     Ingest one series-month into the catalog and report what the catalog then holds.
@@ -117,36 +160,21 @@ def run_series_month(task: SeriesMonth, job: WorkerJob) -> TaskResult:
         The ingest failed (its engine error named, as text: it travels to the client).
 
     """
-    from nautilus_dsm.catalog import ingest
-
     check_dataset(task.dataset)
     started = time.perf_counter()
     dsm, cat, limiter = _resources(job)
     leases_before = len(limiter.granted) if isinstance(limiter, BoundLimiter) else 0
     try:
-        report = ingest(
-            cat,
-            [task.instrument_id],
-            [task.interval],
-            from_ms(task.start_ms),
-            from_ms(task.end_ms),
-            dsm=dsm,
-            chunk=job.chunk or _month_chunk(task.interval),
-            min_completeness=job.min_completeness,
-            on_low_quality=job.on_low_quality,
-            lock_timeout_s=job.lock_timeout_s,
-            lock_ttl_s=job.lock_ttl_s,
-        )
+        outcome = INGESTERS[task.dataset](task, job, dsm, cat)
     except DSMError as exc:
         raise SeriesMonthFailed(f"{task.key}: {type(exc).__name__}: {exc}") from None
-    bars, expected, gaps = month_in_catalog(cat, task, time.time_ns() // NS_PER_MS)
     leases = tuple(limiter.granted[leases_before:]) if isinstance(limiter, BoundLimiter) else ()
     return TaskResult(
         task=task,
-        bars_written=report.total_bars,
-        bars=bars,
-        expected=expected,
-        gaps=gaps,
+        bars_written=outcome.written,
+        bars=outcome.present,
+        expected=outcome.expected,
+        gaps=outcome.gaps,
         rest_requests=len(leases),
         lease_times=leases,
         seconds=time.perf_counter() - started,
