@@ -288,7 +288,9 @@ class DSMDataClient(RefusalsMixin, LiveMarketDataClient):
     async def _instrument(
         self, instrument_id: InstrumentId, *, history: bool = False
     ) -> Instrument:
-        """The instrument from the cache, the provider, or loaded on demand; else UnknownSymbol.
+        """Return the instrument from the cache, the provider, or loaded on demand.
+
+        Raises :class:`UnknownSymbol` when Binance does not list it.
 
         ``history`` also accepts symbols Binance still lists but no longer trades (halted,
         settling): their past bars exist, their live stream does not.

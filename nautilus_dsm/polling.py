@@ -116,8 +116,10 @@ def not_trading(instrument: Instrument) -> str | None:
 
 @dataclass
 class BarPoller:
-    """One live subscription's state: one sequential polling task per bar type (so a slow
-    response never publishes twice)."""
+    """One live subscription's state, polled by one sequential task per bar type.
+
+    One task, sequential, so that a slow response never publishes twice.
+    """
 
     bar_type: BarType
     interval: Interval
@@ -145,8 +147,10 @@ class BarPoller:
         return self.interval.next_open_ms(self.next_open_ms) + delay_ms
 
     def window_end_ms(self, now_ms: int) -> tuple[int, bool]:
-        """Return the end (exclusive open time) of the next fetch, up to now but short of a
-        bad kline; and whether it was cut short (then it does not grow with time)."""
+        """Return the end (exclusive open time) of the next fetch and whether it was cut short.
+
+        The end is up to now, but short of a bad kline; a cut-short end does not grow with time.
+        """
         interval = self.interval
         # On the grid: the bars this window can hold are exactly those it names.
         natural = max(interval.floor_ms(now_ms), interval.next_open_ms(self.next_open_ms))
@@ -178,7 +182,8 @@ class PollHost(Protocol):
     _source: SourceSettings  # min_completeness
 
     @property
-    def dsm(self) -> DataSourceManager: ...
+    def dsm(self) -> DataSourceManager:
+        """The data-source manager the loop fetches bars with."""
 
     def _now_ns(self) -> int: ...
 

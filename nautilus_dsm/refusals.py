@@ -157,8 +157,10 @@ def request_refusal(kind: str, subject: Any) -> str:
 
 def bar_type_refusal(bar_type: BarType) -> str | None:
     """
-    Return why this client does not serve ``bar_type`` (a price type other than LAST, or
-    INTERNAL aggregation), or None when those are fine.
+    Return why this client does not serve ``bar_type``, or None when it does.
+
+    It serves LAST prices aggregated EXTERNAL (by Binance) only: another price type or
+    INTERNAL aggregation is refused.
 
     Parameters
     ----------
@@ -231,39 +233,61 @@ class RefusalsMixin:
     # -- subscriptions ----------------------------------------------------------------------------
 
     def subscribe(self, command: Any) -> None:
+        """Refuse a custom-data subscription: subscribe with the client that publishes it."""
         self._refuse_subscription("custom", command.data_type)
 
     def subscribe_quote_ticks(self, command: Any) -> None:
+        """Refuse a quote-tick subscription: stream quotes with ``BinanceDataClient``."""
         self._refuse_subscription("quote_ticks", command.instrument_id)
 
     def subscribe_trade_ticks(self, command: Any) -> None:
+        """Refuse a trade-tick subscription: stream trades with ``BinanceDataClient``."""
         self._refuse_subscription("trade_ticks", command.instrument_id)
 
     def subscribe_order_book_deltas(self, command: Any) -> None:
+        """Refuse an order book subscription: stream books with ``BinanceDataClient``."""
         self._refuse_subscription("order_book_deltas", command.instrument_id)
 
     def subscribe_order_book_depth(self, command: Any) -> None:
+        """Refuse an order book depth subscription: use ``BinanceDataClient``."""
         self._refuse_subscription("order_book_depth", command.instrument_id)
 
     def subscribe_mark_prices(self, command: Any) -> None:
+        """Refuse a mark-price subscription: use ``BinanceDataClient`` (futures)."""
         self._refuse_subscription("mark_prices", command.instrument_id)
 
     def subscribe_index_prices(self, command: Any) -> None:
+        """Refuse an index-price subscription: it comes with Binance's mark price."""
         self._refuse_subscription("index_prices", command.instrument_id)
 
     def subscribe_funding_rates(self, command: Any) -> None:
+        """Refuse a funding-rate subscription: it comes with Binance's mark price."""
         self._refuse_subscription("funding_rates", command.instrument_id)
 
     def subscribe_instrument_status(self, command: Any) -> None:
+        """Refuse an instrument-status subscription: no Binance client publishes it."""
         self._refuse_subscription("instrument_status", command.instrument_id)
 
     def subscribe_instrument_close(self, command: Any) -> None:
+        """Refuse an instrument-close subscription: use the close of 1-DAY EXTERNAL bars."""
         self._refuse_subscription("instrument_close", command.instrument_id)
 
     def subscribe_option_greeks(self, command: Any) -> None:
+        """Refuse an option-greeks subscription: Binance options are not served."""
         self._refuse_subscription("option_greeks", command.instrument_id)
 
     def subscribe_bars(self, command: Any) -> None:
+        """
+        Subscribe to EXTERNAL bars; refuse an INTERNAL bar type with one error.
+
+        Parameters
+        ----------
+        command : SubscribeBars
+            The subscription. An INTERNAL bar type is aggregated by NautilusTrader's data
+            engine, from ticks or from EXTERNAL DSM bars (e.g.
+            ``BTCUSDT.BINANCE-5-MINUTE-LAST-INTERNAL@1-MINUTE-EXTERNAL``), not by this client.
+
+        """
         # The base class raises on INTERNAL bar types before any hook runs; in a node the data
         # engine aggregates those itself (from ticks, refused above, or from EXTERNAL bars).
         if command.bar_type.aggregation_source != AggregationSource.EXTERNAL:
@@ -276,36 +300,47 @@ class RefusalsMixin:
     # -- unsubscriptions (nothing was ever recorded) -----------------------------------------------
 
     def unsubscribe(self, command: Any) -> None:
+        """Do nothing (debug log): a custom-data subscription is refused, never recorded."""
         self._ignore_unsubscribe(command)
 
     def unsubscribe_quote_ticks(self, command: Any) -> None:
+        """Do nothing (debug log): a quote-tick subscription is refused, never recorded."""
         self._ignore_unsubscribe(command)
 
     def unsubscribe_trade_ticks(self, command: Any) -> None:
+        """Do nothing (debug log): a trade-tick subscription is refused, never recorded."""
         self._ignore_unsubscribe(command)
 
     def unsubscribe_order_book_deltas(self, command: Any) -> None:
+        """Do nothing (debug log): an order book subscription is refused, never recorded."""
         self._ignore_unsubscribe(command)
 
     def unsubscribe_order_book_depth(self, command: Any) -> None:
+        """Do nothing (debug log): an order book depth subscription is refused, never recorded."""
         self._ignore_unsubscribe(command)
 
     def unsubscribe_mark_prices(self, command: Any) -> None:
+        """Do nothing (debug log): a mark-price subscription is refused, never recorded."""
         self._ignore_unsubscribe(command)
 
     def unsubscribe_index_prices(self, command: Any) -> None:
+        """Do nothing (debug log): an index-price subscription is refused, never recorded."""
         self._ignore_unsubscribe(command)
 
     def unsubscribe_funding_rates(self, command: Any) -> None:
+        """Do nothing (debug log): a funding-rate subscription is refused, never recorded."""
         self._ignore_unsubscribe(command)
 
     def unsubscribe_instrument_status(self, command: Any) -> None:
+        """Do nothing (debug log): an instrument-status subscription is refused, never recorded."""
         self._ignore_unsubscribe(command)
 
     def unsubscribe_instrument_close(self, command: Any) -> None:
+        """Do nothing (debug log): an instrument-close subscription is refused, never recorded."""
         self._ignore_unsubscribe(command)
 
     def unsubscribe_option_greeks(self, command: Any) -> None:
+        """Do nothing (debug log): an option-greeks subscription is refused, never recorded."""
         self._ignore_unsubscribe(command)
 
     # -- requests: one error, then the empty answer ----------------------------------------------

@@ -267,8 +267,10 @@ def run_demo(
     settings: SourceSettings | None = None,
 ) -> BacktestSummary:
     """
-    Fetch ``days`` of 1m ``BTCUSDT-PERP.BINANCE``, report quality, ingest into a catalog and run
-    a ``BacktestNode`` with an EMA cross on it, printing each step.
+    Run the demo end to end: fetch, check, ingest and backtest an EMA cross, printing each step.
+
+    Fetches ``days`` of 1m ``BTCUSDT-PERP.BINANCE``, reports their quality, ingests them into a
+    catalog and runs a ``BacktestNode`` with an EMA cross on it.
 
     Parameters
     ----------
@@ -343,8 +345,10 @@ def _demo_range(synthetic: bool, days: int) -> tuple[datetime, datetime]:
 
 
 def _sections(out: Echo, label: str) -> Echo:
-    """Return ``section(title)``: prints ``== title [label] ==``, a blank line before all but
-    the first."""
+    """Return ``section(title)``, which prints ``== title [label] ==``.
+
+    A blank line goes before every section but the first.
+    """
 
     def section(title: str) -> None:
         if title != "nautilus-dsm demo":

@@ -129,8 +129,10 @@ def write_piece(
     piece: Piece,
     report: IngestReport,
 ) -> list[Written]:
-    """Write one fetched chunk minus what another writer added since it was planned, with its
-    gap record. Call under the series lock."""
+    """Write one fetched chunk, minus what another writer added since it was planned.
+
+    The chunk's gap record is written with it. Call under the series lock.
+    """
     lo, hi = piece.plan.file_start_ns, piece.plan.file_end_ns
     current = [(a, b) for a, b, _ in parquet_files(cat, directory)]
     rows = 0

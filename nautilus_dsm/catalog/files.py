@@ -105,9 +105,11 @@ def rows_between(table: Any, lo_ns: int, hi_ns: int) -> Any:
 
 
 def quarantine_unreadable(cat: ParquetDataCatalog, key: str, directory: str) -> None:
-    """Move aside every bar file whose Parquet footer cannot be read (a killed copy, a disk
-    fault), with its gap record: its range is then missing and ingested again, and neither
-    this run nor NautilusTrader fails reading it. Call under the series lock."""
+    """Move aside every bar file whose Parquet footer cannot be read, with its gap record.
+
+    Such a file is a killed copy or a disk fault: its range is then missing and ingested again,
+    and neither this run nor NautilusTrader fails reading it. Call under the series lock.
+    """
     for _, _, path in parquet_files(cat, directory):
         try:
             pq.read_metadata(path, filesystem=cat.fs)
@@ -118,10 +120,13 @@ def quarantine_unreadable(cat: ParquetDataCatalog, key: str, directory: str) -> 
 def quarantine_unreadable_in_cells(
     cat: ParquetDataCatalog, key: str, interval: Interval, directory: str, plans: list[ChunkPlan]
 ) -> bool:
-    """Read whole every file in a grid cell this run writes into (the merge after the write
-    reads them anyway); quarantine those whose pages do not read. True when any was: the
-    series must be planned again, so their bars are ingested in this run, not lost until the
-    next one. Call under the series lock."""
+    """Quarantine the unreadable files of the grid cells this run writes into.
+
+    Every file in such a cell is read whole (the merge after the write reads them anyway);
+    those whose pages do not read are quarantined. Return True when any was: the series must
+    be planned again, so their bars are ingested in this run, not lost until the next one.
+    Call under the series lock.
+    """
     cells = {grid_cell(interval, plan.open_start_ms) for plan in plans}
     found = False
     for lo, hi, path in parquet_files(cat, directory):

@@ -355,7 +355,7 @@ async def _write_chunks(run: _Run, s: _Series, instrument: Instrument, steps: _P
 def _blocking[**P](
     fn: Callable[P, Coroutine[Any, Any, IngestReport]], name: str, doc: str
 ) -> Callable[P, IngestReport]:
-    """The blocking twin of ``fn``: same parameters (one signature to maintain), own loop."""
+    """Return the blocking twin of ``fn``: same signature (one to maintain), own loop."""
 
     def blocking(*args: P.args, **kwargs: P.kwargs) -> IngestReport:
         async def run() -> IngestReport:

@@ -114,9 +114,11 @@ async def load_instruments(
     lock_timeout_s: float,
     report: IngestReport,
 ) -> dict[str, Instrument]:
-    """Return the instrument each bar of ``with_bars_to_write`` is converted with, writing the
-    ones the catalog lacks (under each instrument's lock). Every instrument is checked before
-    any is written or any bar fetched."""
+    """Return the instrument each bar of ``with_bars_to_write`` is converted with.
+
+    The ones the catalog lacks are written (under each instrument's lock). Every instrument is
+    checked before any is written or any bar fetched.
+    """
     instruments: dict[str, Instrument] = {}
     new: list[Instrument] = []
     for r in resolved:

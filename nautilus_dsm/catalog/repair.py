@@ -74,8 +74,9 @@ def merge_tables(tables: Sequence[Any]) -> tuple[Any, int]:
 def normalize(
     cat: ParquetDataCatalog, key: str, interval: Interval, directory: str
 ) -> list[RepairedRange]:
-    """Bring a bar type's files onto the fixed grid: one file per cell (or per contiguous run
-    inside a cell), every bar exactly once. Call under the series lock.
+    """Bring a bar type's files onto the fixed grid: one file per cell, every bar exactly once.
+
+    A cell may instead hold one file per contiguous run inside it. Call under the series lock.
 
     Files that overlap (two writers without a lock, an older version, copies by hand) hold some
     bars twice: they are merged, each ``ts_init`` kept once, and reported as repaired. Files

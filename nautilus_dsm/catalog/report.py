@@ -59,8 +59,10 @@ class RepairedRange:
 
 @dataclass(frozen=True)
 class RecheckedFile:
-    """A file whose gap record made this run ask the sources again; rewritten when they now
-    have more bars."""
+    """A file whose gap record made this run ask the sources again.
+
+    It is rewritten when the sources now have more bars.
+    """
 
     bar_type: str
     file: str
@@ -88,10 +90,12 @@ class IngestReport:
 
     @property
     def total_bars(self) -> int:
+        """Bars written, summed over every bar type."""
         return sum(self.bars_written.values())
 
     @property
     def bars_per_second(self) -> float:
+        """Bars written per second of the run (0.0 when no time was measured)."""
         return self.total_bars / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:

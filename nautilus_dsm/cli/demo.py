@@ -26,8 +26,11 @@ __all__ = ["demo"]
 
 
 class _FetchBar:
-    """The demo fetch's progress bar, drawn from the first call on: after the header lines the
-    demo prints once its source is up (a bar drawn earlier would share their line)."""
+    """The demo fetch's progress bar, drawn from the first call on.
+
+    That call comes after the header lines the demo prints once its source is up (a bar drawn
+    earlier would share their line).
+    """
 
     def __init__(self) -> None:
         self._bar: ProgressBar | None = None

@@ -56,8 +56,10 @@ def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 
 def quality_line(report: QualityReport, min_completeness: float, written: str | None) -> str:
-    """Return the one stderr line of exit code 3: how incomplete, where the data went, how to
-    accept it."""
+    """Return the one stderr line of exit code 3 (completeness below ``--min-completeness``).
+
+    It says how incomplete the bars are, where the data went and how to accept it.
+    """
     accept = int(report.completeness * 10_000) / 10_000
     where = f"data written to {written}; " if written else ""
     return (
@@ -81,8 +83,11 @@ def invalid_line(report: Any) -> str:
 def quality_rows(
     report: QualityReport, bar_success_rate: float, min_completeness: float = COMPLETENESS_ALERT
 ) -> list[QualityRow]:
-    """Return the quality table: ``(name, value, threshold, alert)`` rows with the seed's
-    thresholds."""
+    """Return the quality table as ``(name, value, threshold, alert)`` rows.
+
+    The thresholds are the seed's alert levels; the completeness one is lowered to
+    ``min_completeness`` when that is lower.
+    """
     checked = report.cache_hits + report.cache_misses
     completeness_alert = min(COMPLETENESS_ALERT, min_completeness)
     rows: list[QualityRow] = [

@@ -87,8 +87,10 @@ def _check_no_file_above(path: Path, option: str) -> None:
 
 
 def check_dir_path(path: Path | None, option: str) -> Path | None:
-    """Refuse a directory option (``--cache-dir``, ``--catalog``) that is, or lies under, a
-    file, before any I/O (otherwise a raw OS error after the download)."""
+    """Refuse a directory option (``--cache-dir``, ``--catalog``) that is or lies under a file.
+
+    Checked before any I/O (otherwise a raw OS error after the download).
+    """
     if path is None:
         return None
     path = path.expanduser()
@@ -99,8 +101,10 @@ def check_dir_path(path: Path | None, option: str) -> Path | None:
 
 
 def check_report_path(report: Path | None, out: Path) -> None:
-    """Refuse a ``--report`` that cannot be written, or that is the ``--out`` file itself
-    (the report would silently replace the bars), before any I/O."""
+    """Refuse a ``--report`` that cannot be written, or that is the ``--out`` file itself.
+
+    Checked before any I/O; a report at ``--out`` would silently replace the bars.
+    """
     if report is None:
         return
     if report.expanduser().resolve() == out.expanduser().resolve():

@@ -31,6 +31,7 @@ class ProgressBar:
             self._bar = tqdm(total=0, desc=desc, unit=unit, file=sys.stderr, leave=False)
 
     def __call__(self, done: int, total: int) -> None:
+        """Draw ``done`` of ``total`` (which may change between calls); nothing when disabled."""
         if self._bar is not None:
             self._bar.total = total
             self._bar.n = done

@@ -90,7 +90,7 @@ class KlineCache:
     # -- paths ---------------------------------------------------------------------------
 
     def directory(self, market: MarketType, symbol: str, interval: Interval) -> Path:
-        """The folder of one market / symbol / interval (validated to lie under the root)."""
+        """Return the folder of one market / symbol / interval (checked to lie under the root)."""
         market = MarketType.parse(market)
         interval = Interval.parse(interval)
         check_binance_symbol(symbol)
@@ -99,7 +99,7 @@ class KlineCache:
         return path
 
     def path(self, market: MarketType, symbol: str, interval: Interval, key: str) -> Path:
-        """The file of one period (``key`` is ``YYYY-MM-DD`` or ``YYYY``)."""
+        """Return the file of one period (``key`` is ``YYYY-MM-DD`` or ``YYYY``)."""
         if not KEY_RE.match(key):
             raise InvalidInput(f"invalid cache period {key!r}; use YYYY-MM-DD or YYYY")
         return self.directory(market, symbol, interval) / f"{key}{PERIOD_SUFFIX}"
@@ -107,12 +107,12 @@ class KlineCache:
     def provisional_path(
         self, market: MarketType, symbol: str, interval: Interval, key: str
     ) -> Path:
-        """The provisional file of one period (``{key}.provisional.parquet``)."""
+        """Return the provisional file of one period (``{key}.provisional.parquet``)."""
         final = self.path(market, symbol, interval, key)
         return final.with_name(key + PROVISIONAL_SUFFIX)
 
     def first_bar_path(self, market: MarketType, symbol: str, interval: Interval) -> Path:
-        """The first-bar sidecar of a series: ``{SYMBOL}/{interval}.first_bar.json``."""
+        """Return the first-bar sidecar of a series: ``{SYMBOL}/{interval}.first_bar.json``."""
         directory = self.directory(market, symbol, interval)
         return directory.with_name(directory.name + FIRST_BAR_SUFFIX)
 
@@ -127,7 +127,7 @@ class KlineCache:
     def read(
         self, market: MarketType, symbol: str, interval: Interval, key: str
     ) -> pl.DataFrame | None:
-        """The cached final frame of one period, or None when absent or invalid (quarantined)."""
+        """Return a period's cached final frame; None when absent or invalid (then quarantined)."""
         interval = Interval.parse(interval)
         return self._read_file(self.path(market, symbol, interval, key), interval, key)
 
@@ -169,8 +169,10 @@ class KlineCache:
     def read_provisional(
         self, market: MarketType, symbol: str, interval: Interval, keys: list[str]
     ) -> dict[str, tuple[pl.DataFrame, PeriodState]]:
-        """The provisional periods among ``keys``: frame and state per key (invalid ones are
-        quarantined and left out)."""
+        """Return the provisional periods among ``keys``: frame and state per key.
+
+        Invalid ones are quarantined and left out.
+        """
         interval = Interval.parse(interval)
         directory = self.directory(market, symbol, interval)
         try:
@@ -195,7 +197,7 @@ class KlineCache:
     def read_state(
         self, market: MarketType, symbol: str, interval: Interval, key: str
     ) -> PeriodState | None:
-        """The recorded state of a final period file (None when the file is absent)."""
+        """Return the recorded state of a final period file (None when the file is absent)."""
         file = self.path(market, symbol, interval, key)
         try:
             text = read_state_json(file)
@@ -220,8 +222,10 @@ class KlineCache:
     def _discard(
         self, file: Path, why: str, then: str = "the period will be fetched again"
     ) -> None:
-        """Count a file that cannot be trusted; move a period file to quarantine (evidence to
-        inspect, out of every later read), delete a sidecar."""
+        """Count a file that cannot be trusted; quarantine it if a period file, else delete it.
+
+        Quarantine keeps the evidence to inspect, out of every later read; a sidecar is deleted.
+        """
         self.corrupt += 1
         if file.name.endswith(PERIOD_SUFFIX):
             target = self._quarantine_target(file)
@@ -309,7 +313,7 @@ class KlineCache:
         return target
 
     def lock_path(self, market: MarketType, symbol: str, interval: Interval) -> Path:
-        """The series' advisory lock file: ``{SYMBOL}/{interval}.lock`` beside its folder."""
+        """Return the series' advisory lock file: ``{SYMBOL}/{interval}.lock`` by its folder."""
         directory = self.directory(market, symbol, interval)
         return directory.with_name(directory.name + LOCK_SUFFIX)
 
@@ -398,8 +402,11 @@ class KlineCache:
     # -- maintenance ---------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        """Files, provisional files and bytes in total and per market / symbol / interval, and
-        the files in quarantine (for the CLI). Symbolic links are not followed."""
+        """Return the cache's size: files, provisional files and bytes, in total and per series.
+
+        A series is one market / symbol / interval; the files in quarantine are listed too (for
+        the CLI). Symbolic links are not followed.
+        """
         return cache_info(self.root)
 
     def clear(
@@ -408,8 +415,10 @@ class KlineCache:
         symbol: str | None = None,
         interval: Interval | str | None = None,
     ) -> int:
-        """Delete cached periods (and first-bar sidecars) matching the filters (all when none
-        given, the quarantine too); return how many period files were deleted.
+        """Delete cached periods (and first-bar sidecars) matching the filters.
+
+        With no filter given, everything is deleted, the quarantine too. Return how many period
+        files were deleted.
 
         Never follows a symbolic link (a link is left in place, its target untouched), and
         skips temp files that a running fetch is still writing, so it cannot break that fetch.
@@ -425,8 +434,10 @@ class KlineCache:
 def _refuse_invalid(
     frame: pl.DataFrame, symbol: str, interval: Interval | str, key: str
 ) -> Interval:
-    """The parsed interval, or :class:`InvalidInput` for a frame that cannot be the cache entry
-    of ``key``."""
+    """Return the parsed interval; raise :class:`InvalidInput` for an invalid frame.
+
+    Invalid: its schema is not ``FRAME_SCHEMA``, or it cannot be the cache entry of ``key``.
+    """
     if frame.schema != pl.Schema(FRAME_SCHEMA):
         raise InvalidInput(
             f"refusing to cache {symbol} {key}: frame schema {dict(frame.schema)} is not "

@@ -84,8 +84,10 @@ def describe(exc: BaseException) -> str:
 
 
 def unlink_unless_busy(path: Path) -> bool:
-    """True when a temp file may be deleted: no writer holds its lock (or, without advisory
-    locks, it is older than an hour)."""
+    """Return True when a temp file may be deleted (the caller deletes it).
+
+    It may when no writer holds its lock (or, without advisory locks, it is older than an hour).
+    """
     if fcntl is None:  # pragma: no cover - Windows
         try:
             return time.time() - path.stat().st_mtime > _TMP_STALE_S
@@ -126,8 +128,10 @@ def _dirs(folder: Path) -> list[os.DirEntry[str]]:
 
 
 def _is_link(path: Path) -> bool:
-    """True (and logged) when a top-level cache folder is a symbolic link: clear/info never
-    follow it, so files outside the cache root are neither deleted nor counted."""
+    """Return True (and log it) when a top-level cache folder is a symbolic link.
+
+    clear/info never follow it, so files outside the cache root are neither deleted nor counted.
+    """
     if path.is_symlink():
         log.warning("cache: %s is a symbolic link; not followed (its target is left alone)", path)
         return True
@@ -169,8 +173,11 @@ def _interval_dirs(root: Path) -> list[tuple[Path, Path, Path]]:
 
 
 def cache_info(root: Path) -> dict[str, Any]:
-    """Return files, provisional files and bytes in total and per market / symbol / interval,
-    and the files in quarantine (for the CLI). Symbolic links are not followed."""
+    """Return the cache's size: files, provisional files and bytes, in total and per series.
+
+    A series is one market / symbol / interval; the files in quarantine are listed too (for
+    the CLI). Symbolic links are not followed.
+    """
     entries: list[dict[str, Any]] = []
     for market_dir, symbol_dir, interval_dir in _interval_dirs(root):
         files = [
@@ -206,8 +213,11 @@ def cache_info(root: Path) -> dict[str, Any]:
 def clear_cache(
     root: Path, market_name: str | None, symbol_name: str | None, interval_name: str | None
 ) -> int:
-    """Delete the period files (and sidecars, idle locks) matching the folder names given (all
-    when none, the quarantine too); return how many period files were deleted."""
+    """Delete the period files (and sidecars, idle locks) matching the folder names given.
+
+    With no name given, everything is deleted, the quarantine too. Return how many period
+    files were deleted.
+    """
     removed = 0
     for market_dir, symbol_dir in _symbol_dirs(root):
         if market_name is not None and market_dir.name != market_name:

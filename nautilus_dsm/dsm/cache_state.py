@@ -49,6 +49,7 @@ class PeriodState:
     recorded: bool = True
 
     def to_json(self) -> str:
+        """Return the state as the compact JSON kept in a period file's metadata."""
         return json.dumps(
             {
                 "v": 1,
@@ -60,7 +61,10 @@ class PeriodState:
 
     @classmethod
     def from_json(cls, text: str | None, *, final_default: bool) -> PeriodState:
-        """The state in a file's metadata; unrecorded (final_default) when absent or unreadable."""
+        """Return the state in a file's metadata (the text under :data:`META_KEY`).
+
+        Absent or unreadable text gives an unrecorded state, final when ``final_default``.
+        """
         if text is None:
             return cls(final=final_default, recorded=False)
         try:
@@ -109,8 +113,10 @@ def first_bar_record(
 def parse_first_bar(
     raw: bytes, market: MarketType, symbol: str, interval: Interval
 ) -> tuple[int | None, str]:
-    """Return ``(open_ms, "")`` for a valid first-bar sidecar of this series, else
-    ``(None, why)``."""
+    """Parse a series' first-bar sidecar.
+
+    Return ``(open_ms, "")`` when it is valid for this series, else ``(None, why)``.
+    """
     try:
         data = json.loads(raw)
     except ValueError as exc:

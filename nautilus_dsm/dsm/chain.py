@@ -86,8 +86,10 @@ class PeriodChain:
         return set(hits)
 
     def settle_cached(self, run: FetchRun, periods: list[Period], hits: set[str]) -> set[str]:
-        """Serve the final cached periods; send a short one whose gaps no recorded state
-        explains (a file written before states existed) to the re-check, like a provisional.
+        """Serve the final cached periods; send the unexplained short ones to the re-check.
+
+        A short one whose gaps no recorded state explains (a file written before states
+        existed) is re-checked like a provisional.
 
         A final file's recorded gaps become evidence for the report (confirmed, by whom).
         """
@@ -121,8 +123,10 @@ class PeriodChain:
         return hits
 
     def _explained(self, run: FetchRun, period: Period, have: int) -> bool:
-        """True when a final cached period is complete, or its recorded gaps explain what it
-        lacks (they then go to the run's gap evidence)."""
+        """Return True when a final cached period is complete or its recorded gaps explain it.
+
+        Gaps that explain what it lacks go to the run's gap evidence.
+        """
         inst = run.instrument
         expected = run.interval.count(_expect_from(run, period), period.end_ms)
         if have >= expected:
@@ -143,7 +147,7 @@ class PeriodChain:
     # -- Vision ------------------------------------------------------------------------------
 
     async def vision_month(self, run: FetchRun, month: MonthGroup) -> None:
-        """A whole uncached month from its monthly zip; its daily zips when it is missing."""
+        """Fetch a whole uncached month from its monthly zip; its daily zips when it is missing."""
         inst = run.instrument
         t0 = time.perf_counter()
         try:
@@ -179,7 +183,7 @@ class PeriodChain:
         await gather_or_cancel(jobs)
 
     async def _daily_file(self, run: FetchRun, period: Period) -> tuple[pl.DataFrame | None, str]:
-        """The Vision daily zip of a period (clean), or None and why not."""
+        """Fetch the Vision daily zip of a period (clean), or return None and why not."""
         inst = run.instrument
         t0 = time.perf_counter()
         try:
@@ -196,7 +200,7 @@ class PeriodChain:
         return _clean(run, period, frame, "vision"), reason
 
     async def vision_day(self, run: FetchRun, period: Period) -> None:
-        """An uncached day from its daily zip; REST when the zip is missing or refused."""
+        """Fetch an uncached day from its daily zip; REST when the zip is missing or refused."""
         inst = run.instrument
         frame, reason = await self._daily_file(run, period)
         ev = _evidence(run, period)
@@ -219,7 +223,7 @@ class PeriodChain:
     async def rest_period(
         self, run: FetchRun, period: Period, *, cache: bool, ev: Evidence | None = None
     ) -> None:
-        """A period from REST: a closed one whole (then cached), the open one as requested."""
+        """Fetch a period from REST: a closed one whole (then cached), the open one as requested."""
         inst = run.instrument
         if not self._sources.use_rest:
             run.warnings.append(
@@ -259,8 +263,10 @@ class PeriodChain:
     async def _rest_range(
         self, run: FetchRun, period: Period, lo: int, hi: int
     ) -> pl.DataFrame | None:
-        """REST for the missing open times ``[lo, hi)`` of a closed period (clean), or None
-        (with a warning) when REST fails: the period then stays provisional."""
+        """Ask REST for the missing open times ``[lo, hi)`` of a closed period (clean).
+
+        Return None (with a warning) when REST fails: the period then stays provisional.
+        """
         inst = run.instrument
         t0 = time.perf_counter()
         try:
@@ -283,15 +289,20 @@ class PeriodChain:
     # -- completing a period -----------------------------------------------------------------
 
     async def recheck(self, run: FetchRun, period: Period) -> None:
-        """A provisional cached period: serve its bars, ask the sources that did not confirm
-        its gaps for the missing bars only, and cache it final once complete or confirmed."""
+        """Re-check a provisional cached period: serve its bars and try to complete it.
+
+        The sources that did not confirm its gaps are asked for the missing bars only; the
+        period is cached final once complete or confirmed.
+        """
         frame, state = run.provisional[period.key]
         ev = Evidence.from_cache(run.interval, period, _expect_from(run, period), frame, state)
         await self._complete(run, period, ev)
 
     async def _complete(self, run: FetchRun, period: Period, ev: Evidence) -> None:
-        """Ask the sources for what the period still lacks, then cache it once: final when
-        complete or every gap is lacked by Vision and REST, else provisional.
+        """Ask the sources for what the period still lacks, then cache it once.
+
+        It is cached final when complete or when every gap is lacked by Vision and REST, else
+        provisional.
 
         An unconfirmed gap is asked of every enabled source, each at most once per fetch: first
         the sources that have not lacked it (the daily zip, then REST for the missing open times
@@ -307,8 +318,10 @@ class PeriodChain:
     async def _ask_vision(
         self, run: FetchRun, period: Period, ev: Evidence, *, again: bool
     ) -> None:
-        """The daily zip for the period's unconfirmed gaps, once per fetch; on the first pass
-        only when one of them is a gap Vision has not lacked yet."""
+        """Ask the daily zip for the period's unconfirmed gaps, at most once per fetch.
+
+        On the first pass, only when one of them is a gap Vision has not lacked yet.
+        """
         open_gaps = unconfirmed(ev.state())
         if (
             not open_gaps
@@ -326,8 +339,10 @@ class PeriodChain:
             log.info("%s %s: %s for its missing bars", run.instrument.symbol, period.key, reason)
 
     async def _ask_rest(self, run: FetchRun, period: Period, ev: Evidence, *, again: bool) -> None:
-        """REST for the missing open times of the unconfirmed gaps not yet asked of it in this
-        fetch; on the first pass only the gaps REST has not lacked yet."""
+        """Ask REST for the unconfirmed gaps' missing open times it was not asked in this fetch.
+
+        On the first pass, only the gaps REST has not lacked yet.
+        """
         if not self._sources.use_rest:
             return
         ask = [
@@ -379,8 +394,10 @@ class PeriodChain:
             run.timings["cache"] += time.perf_counter() - t0
 
     def _can_confirm(self, period: Period) -> bool:
-        """True when two independent sources (Vision and REST) are enabled for the period, so
-        its gaps can be confirmed; otherwise they are only ever asked again."""
+        """Return True when Vision and REST, two independent sources, are enabled for the period.
+
+        Only then can its gaps be confirmed; otherwise they are only ever asked again.
+        """
         return self._sources.use_vision and self._sources.use_rest and not period.yearly
 
 
@@ -408,7 +425,7 @@ def _worth_whole(run: FetchRun, period: Period) -> bool:
 
 
 def _clean(run: FetchRun, period: Period, frame: pl.DataFrame, where: str) -> pl.DataFrame:
-    """A source's frame sorted, unique and inside the period (what it sent is counted)."""
+    """Return a source's frame sorted, unique and inside the period (what it sent is counted)."""
     clean, duplicates, out_of_order = normalise(frame.select(COLUMNS))
     run.duplicates += duplicates
     run.out_of_order += out_of_order

@@ -395,8 +395,10 @@ class DataSourceManager(MarketSources):
         max_rows: int,
         progress: ProgressCallback | None,
     ) -> tuple[FetchRun, list[Period]]:
-        """The run and its periods: exchange time decides what is closed (the end cap, the
-        cache and the REST filter); a start in the future or too many rows are refused."""
+        """Start a run and split it into periods; refuse a start in the future or too many rows.
+
+        Exchange time decides what is closed (the end cap, the cache and the REST filter).
+        """
         market = instrument.market_type
         clock = self.exchange_clock(market)
         now_ms = await fetch_now_ms(clock, self._clock(), interval, end_ms)
@@ -414,8 +416,10 @@ class DataSourceManager(MarketSources):
         return run, periods
 
     async def _plan(self, run: FetchRun, periods: list[Period]) -> tuple[FetchPlan, int | None]:
-        """Read the cache, find the listing, and assign each period a source; the listing is
-        returned for the report."""
+        """Read the cache, find the listing, and assign each period a source.
+
+        The listing is returned too, for the report.
+        """
         cached_keys = self._chain.read_cache(run, periods)
         listing_ms, not_before_ms = await self._listing.find(run, periods)
         run.first_bar_ms = self._listing.remembered(run)

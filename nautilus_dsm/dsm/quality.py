@@ -24,8 +24,10 @@ _LISTED = 3  # how many offending rows a warning names
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """A run of missing bars: ``start`` is the first missing open time, ``end`` the open time
-    after the last missing one (exclusive), ``missing`` the number of bars.
+    """A run of missing bars.
+
+    ``start`` is the first missing open time, ``end`` the open time after the last missing one
+    (exclusive), ``missing`` the number of bars.
 
     ``confirmed_by`` names the independent sources (``"rest"``, ``"vision"``) whose answers for
     these bars lacked them; a gap is *confirmed* when two did. It is evidence about the gap, not
@@ -44,6 +46,7 @@ class Gap:
         return len(self.confirmed_by) >= 2
 
     def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict: times as ISO-8601 UTC strings."""
         return {
             "start": iso(self.start),
             "end": iso(self.end),
@@ -96,6 +99,7 @@ class QualityReport:
 
     @property
     def missing_bars(self) -> int:
+        """Expected bars that are absent, summed over the gaps."""
         return sum(g.missing for g in self.gaps)
 
     @property
@@ -109,7 +113,7 @@ class QualityReport:
         return len(self.gaps) - self.confirmed_gaps
 
     def largest_gaps(self, n: int = 3) -> list[Gap]:
-        """The ``n`` longest gaps, longest first (earliest first among equals)."""
+        """Return the ``n`` longest gaps, longest first (earliest first among equals)."""
         return sorted(self.gaps, key=lambda g: (-g.missing, g.start))[:n]
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,7 +166,7 @@ class QualityReport:
 
 
 def below_threshold_message(report: QualityReport, min_completeness: float) -> str:
-    """The :class:`QualityBelowThreshold` message: how incomplete, where, and how to accept it."""
+    """Return the :class:`QualityBelowThreshold` message: how incomplete, where, how to accept."""
     text = (
         f"{report.instrument_id} {report.interval.value} {iso(report.start)}..{iso(report.end)}: "
         f"completeness {report.completeness:.2%} ({report.bars} of {report.expected_bars} "
@@ -180,7 +184,7 @@ def below_threshold_message(report: QualityReport, min_completeness: float) -> s
 
 
 def find_gaps(open_ms: np.ndarray, interval: Interval, start_ms: int, end_ms: int) -> list[Gap]:
-    """Runs of grid open times in ``[start_ms, end_ms)`` absent from ``open_ms``.
+    """Return the runs of grid open times in ``[start_ms, end_ms)`` absent from ``open_ms``.
 
     ``open_ms`` must be sorted and unique; off-grid times and times outside the range are
     ignored.
@@ -241,12 +245,15 @@ def normalise(frame: pl.DataFrame) -> tuple[pl.DataFrame, int, int]:
 
 
 def open_times_ms(frame: pl.DataFrame) -> np.ndarray:
-    """The ``open_time`` column as int64 epoch milliseconds."""
+    """Return the ``open_time`` column as int64 epoch milliseconds."""
     return frame.get_column("open_time").dt.epoch("ms").to_numpy()
 
 
 def ohlc_violation_mask(frame: pl.DataFrame) -> pl.Series:
-    """True where high < max(open, close), low > min(open, close), high < low or a price <= 0."""
+    """Return a mask of the rows whose OHLC cannot be a bar.
+
+    True where high < max(open, close), low > min(open, close), high < low or a price <= 0.
+    """
     o, h, low, c = (pl.col(n) for n in ("open", "high", "low", "close"))
     expr = (
         (h < pl.max_horizontal(o, c))

@@ -322,7 +322,7 @@ class BinanceRestClient:
 
     # -- exchangeInfo --------------------------------------------------------------------
     async def exchange_info(self, symbol: str | None = None) -> dict:
-        """The decoded ``exchangeInfo`` of the market (of one symbol when given)."""
+        """Fetch the decoded ``exchangeInfo`` of the market (of one symbol when given)."""
         params: dict[str, str | int] = {} if symbol is None else {"symbol": symbol}
         reply = await self._transport.get(f"{self.base_url}/exchangeInfo", params, _decode_json)
         self._raise_for_error(reply, symbol, None)
@@ -337,7 +337,9 @@ class BinanceRestClient:
     _exchange_clock: ExchangeClock | None = None  # created on first use
 
     def exchange_clock(self) -> ExchangeClock:
-        """This client's exchange clock, deciding closed bars when ``klines`` gets no ``now_ms``.
+        """Return the client's exchange clock (created on first use).
+
+        It decides which bars are closed when ``klines`` gets no ``now_ms``.
 
         Measured only on the system clock: an injected ``clock`` is taken as exchange time.
         (The manager keeps its own per-market clock and always passes ``now_ms``.)

@@ -70,7 +70,7 @@ _US_THRESHOLD = 100_000_000_000_000
 
 
 def empty_frame() -> pl.DataFrame:
-    """A frame with the schema and no rows."""
+    """Return a frame with the schema and no rows."""
     return pl.DataFrame(schema=FRAME_SCHEMA)
 
 

@@ -150,7 +150,7 @@ class SourceSettings(msgspec.Struct, frozen=True, kw_only=True):
         return check_knobs(self.max_retries, self.timeout_s, self.deadline_s)
 
     def replace(self, **changes: Any) -> SourceSettings:
-        """A copy with ``changes`` applied (validated like a new instance)."""
+        """Return a copy with ``changes`` applied (validated like a new instance)."""
         return msgspec.structs.replace(self, **changes)
 
     def as_kwargs(self) -> dict[str, Any]:

@@ -64,7 +64,7 @@ class _CorruptZip(Exception):
 
 
 def parse_checksum(text: str, name: str) -> str:
-    """The lower-case SHA-256 of a ``.CHECKSUM`` body (``"<sha256>  <name>\\n"``)."""
+    r"""Return the lower-case SHA-256 of a ``.CHECKSUM`` body (``"<sha256>  <name>\n"``)."""
     fields = text.split()
     if not fields or not _SHA256_RE.match(fields[0]):
         raise SourceError(
@@ -77,7 +77,7 @@ def parse_checksum(text: str, name: str) -> str:
 
 def extract_csv(data: bytes, name: str, max_decompressed_bytes: int) -> bytes:
     """
-    The CSV member of a Vision zip, inflated in chunks under a hard size cap.
+    Return the CSV member of a Vision zip, inflated in chunks under a hard size cap.
 
     Raises :class:`SourceError` when the member's declared or actual size exceeds the cap
     (before inflating it all) and ``_CorruptZip`` when the archive is unreadable.
@@ -86,7 +86,7 @@ def extract_csv(data: bytes, name: str, max_decompressed_bytes: int) -> bytes:
 
 
 def extract_member(data: bytes, name: str, max_decompressed_bytes: int) -> tuple[str, bytes]:
-    """The file name and the bytes of a Vision zip's CSV member (see :func:`extract_csv`)."""
+    """Return the file name and the bytes of a Vision zip's CSV member (see :func:`extract_csv`)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = [info for info in archive.infolist() if not info.is_dir()]
@@ -127,7 +127,7 @@ def file_period_ms(kind: str, stamp: str) -> tuple[int, int]:
 
 
 def _decode(data: bytes, name: str, max_decompressed_bytes: int, expect: Expect) -> pl.DataFrame:
-    """A verified zip -> its validated bars; :class:`InvalidResponse` when they fail.
+    """Decode a verified zip into its validated bars; :class:`InvalidResponse` when they fail.
 
     The zip's checksum matched, so a file that fails here is what Vision publishes: a
     re-download cannot help, and the caller takes the period from the next source.
@@ -242,13 +242,13 @@ class VisionClient:
     async def daily(
         self, symbol: str, interval: Interval | str, day: dt.date
     ) -> pl.DataFrame | None:
-        """The bars of one UTC day's file; None when Vision has no such file (404)."""
+        """Fetch the bars of one UTC day's file; None when Vision has no such file (404)."""
         return await self._file(symbol, interval, "daily", day.strftime("%Y-%m-%d"))
 
     async def monthly(
         self, symbol: str, interval: Interval | str, year: int, month: int
     ) -> pl.DataFrame | None:
-        """The bars of one calendar month's file; None when Vision has no such file (404)."""
+        """Fetch the bars of one calendar month's file; None when Vision has no such file (404)."""
         if not 1 <= month <= 12:
             raise InvalidInput(f"month {month} is not 1..12; pass a calendar month")
         return await self._file(symbol, interval, "monthly", f"{year:04d}-{month:02d}")

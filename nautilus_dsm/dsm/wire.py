@@ -80,7 +80,7 @@ def raw_frame(klines: list[BinanceKline]) -> pl.DataFrame:
 
 
 def _explain(content: bytes, detail: str, what: str) -> InvalidResponse:
-    """The InvalidResponse of a body the typed decoder refused, located in the payload."""
+    """Return the InvalidResponse of a body the typed decoder refused, located in the payload."""
     match = _PATH_RE.match(detail)
     text = match["detail"] if match else detail
     text = text[:1].lower() + text[1:]

@@ -222,7 +222,7 @@ class RestApi:
 def _klines_params(
     market: MarketType, query: dict[str, str], series: KlineSeries
 ) -> tuple[SymbolSpec, Interval, int, int | None, int | None]:
-    """The checked ``(spec, interval, limit, startTime, endTime)`` of a klines request.
+    """Return the checked ``(spec, interval, limit, startTime, endTime)`` of a klines request.
 
     Raises :class:`_BadRequest` with Binance's error answer, in Binance's order of checks.
     """

@@ -214,7 +214,7 @@ def _month_opens(
 
 
 def _cut(segments: list[tuple[int, int]], cut_lo: int, cut_hi: int) -> list[tuple[int, int]]:
-    """The ``[a, b]`` open-time segments outside ``(cut_lo, cut_hi)``."""
+    """Return the ``[a, b]`` open-time segments outside ``(cut_lo, cut_hi)``."""
     pieces = []
     for a, b in segments:
         if b <= cut_lo or a >= cut_hi:
@@ -230,7 +230,7 @@ def _cut(segments: list[tuple[int, int]], cut_lo: int, cut_hi: int) -> list[tupl
 def _take(
     segments: list[tuple[int, int]], size: int, limit: int | None, from_end: bool
 ) -> np.ndarray:
-    """The open times of ``segments`` (step ``size``): the first/last ``limit`` of them."""
+    """Return the open times of ``segments`` (step ``size``): the first/last ``limit`` of them."""
     remaining = limit
     chunks: list[np.ndarray] = []
     for a, b in reversed(segments) if from_end else segments:

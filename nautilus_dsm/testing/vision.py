@@ -104,7 +104,7 @@ class VisionFiles:
         name: str,
         period: tuple[int, int],
     ) -> bytes | None:
-        """The zip ``name`` of ``period`` (cached), None while the period is open or empty."""
+        """Return the zip ``name`` of ``period`` (cached); None while it is open or empty."""
         start, end = period
         now = self._series.now_ms()
         if end > now:
@@ -140,14 +140,14 @@ class VisionFiles:
         return data
 
     def _vision_member(self, name: str) -> tuple[str, Callable[[str, bytes], bytes] | None]:
-        """The CSV member's file name inside zip ``name`` and the CSV rewrite (faults)."""
+        """Return the CSV member's file name inside zip ``name`` and the CSV rewrite (faults)."""
         faults = self._faults
         member = faults.vision_member_names.get(name, name[: -len(".zip")] + ".csv")
         return member, faults.vision_csv_rewrite
 
 
 def _zip_bytes(member: str, csv: bytes) -> bytes:
-    """A zip holding ``csv`` as ``member`` (deflated, fixed date: the same bytes every time)."""
+    """Build a zip holding ``csv`` as ``member`` (deflated, fixed date: same bytes every time)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         info = zipfile.ZipInfo(member, date_time=_ZIP_DATE)
@@ -167,7 +167,7 @@ def _no_such_key(key: str) -> Response:
 
 
 def _parse_vision_interval(text: str, market: MarketType) -> Interval | None:
-    """The interval of a Vision path: ``1mo`` is the month there, ``1M`` does not exist."""
+    """Parse the interval of a Vision path: ``1mo`` is the month there, ``1M`` does not exist."""
     if text == MONTH_PATH_LABEL:
         return Interval.MONTH_1
     if text == Interval.MONTH_1.value:
