@@ -157,7 +157,7 @@ class UniverseReport:
             "bars_written": self.bars_written,
             "series_months_per_minute": self.series_months_per_minute,
             "bars_per_second": self.bars_per_second,
-            "symbols": [s.to_dict() for s in self.symbols.values()],
+            "symbols": [s.to_dict() for _, s in sorted(self.symbols.items())],
         }
 
     def summary(self) -> str:

@@ -3,6 +3,8 @@ cluster-wide REST budget."""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import signal
 import time
@@ -14,7 +16,10 @@ import msgspec
 
 from nautilus_dsm.catalog.storage import open_catalog
 from nautilus_dsm.common import to_ms
-from nautilus_dsm.distributed import UniverseSelection, ingest_universe
+from nautilus_dsm.distributed import SeriesMonth, UniverseSelection, ingest_universe
+from nautilus_dsm.distributed.plan import series_directory
+from nautilus_dsm.dsm.lock_store import S3LockStore
+from nautilus_dsm.dsm.locks import series_lock
 from tests.scale.conftest import BUCKET, FEB, JAN, MAR, catalog_rows, expected_rows
 
 # SOLUSDT's January hangs; DOGEUSDT is listed in February; LUNAUSDT no longer trades.
@@ -174,3 +179,34 @@ def test_a_series_month_that_fails_is_reported_by_name_and_the_job_goes_on(
     assert report.symbols["BTCUSDT-PERP.BINANCE 1m"].bars == 44_640
     # The client's progress: (done, failed, remaining) at the start and after each task.
     assert seen[0] == (0, 0, 2) and seen[-1] == (1, 1, 0) and len(seen) == 3
+
+
+def test_a_series_held_by_a_live_writer_waits_and_a_dead_writers_lock_is_taken_over(
+    s3: Any, universe_imitation: Any, dask_client: Any, scale_settings: Any
+) -> None:
+    uri = f"s3://{BUCKET}/locked"
+    cat = open_catalog(uri, s3.storage_options)
+    btc = SeriesMonth("BTCUSDT-PERP.BINANCE", "klines", "1m", 0, 0, 0)
+    lock_path = f"{series_directory(cat, btc)}.lock"
+    fs = s3.filesystem()
+    run = functools.partial(
+        ingest_universe, uri, ["BTCUSDT-PERP.BINANCE"], ["1m"], JAN, FEB,
+        settings=scale_settings, storage_options=s3.storage_options, client=dask_client,
+        retries=0, lock_timeout_s=1.0,
+    )  # fmt: skip
+    with series_lock(fs, lock_path, owner="writer-elsewhere"):
+        blocked = run()
+    failure = blocked.failures["klines-BTCUSDT-PERP.BINANCE-1m-2024-01"]
+    assert failure.startswith(
+        "SeriesMonthFailed: klines-BTCUSDT-PERP.BINANCE-1m-2024-01: SeriesLocked: "
+    )
+    assert "owner writer-elsewhere" in failure
+    # A writer that died holding the lock (not renewed for 100 s, TTL 30 s): taken over.
+    dead = json.dumps({"owner": "dead-writer", "pid": 1, "acquired": time.time() - 100,
+                       "renewed": time.time() - 100, "ttl_s": 30.0}).encode()  # fmt: skip
+    assert S3LockStore(fs).create(lock_path, dead) is not None
+    report = run()
+    assert (report.done, report.failed, report.bars_written) == (1, 0, 44_640)
+    assert S3LockStore(fs).read(lock_path) is None  # released by its new holder
+    bars = cat.bars(["BTCUSDT-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL"])
+    assert catalog_rows(bars) == expected_rows(universe_imitation, "BTCUSDT", JAN, FEB)
