@@ -120,3 +120,18 @@ class StreamSubscriptionRejected(StreamError, InvalidInput):
 
 class StreamClosed(StreamError):
     """The stream manager was closed, or the stream unsubscribed, while it was awaited."""
+
+
+class SeriesMonthFailed(DSMError):
+    """A series-month of a distributed ingest failed on its worker (after the engine's retries).
+
+    The message names the task (``klines-BTCUSDT-PERP.BINANCE-1m-2024-01``), the original
+    error's class and text; it travels back to the client as plain text (picklable).
+    """
+
+
+class ConditionalWritesUnsupported(DSMError):
+    """An object store ignores conditional writes (``If-None-Match``): it cannot hold a lock.
+
+    Raised before the first series lock of a bucket is taken, naming the bucket and the fix.
+    """

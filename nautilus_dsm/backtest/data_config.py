@@ -43,9 +43,12 @@ def backtest_data_config(
         )
     protocol: str | None = None
     options: dict | None = None
+    rust_options: dict | None = None
     if isinstance(catalog_path, ParquetDataCatalog):
         protocol = catalog_path.fs_protocol
         options = catalog_path.fs_storage_options or None
+        # The Rust reader spells object-store credentials its own way (catalog/storage.py).
+        rust_options = catalog_path.fs_rust_storage_options or None
         path = catalog_path.path
     else:
         path = catalog_path
@@ -59,6 +62,7 @@ def backtest_data_config(
         catalog_path=path,
         catalog_fs_protocol=protocol,
         catalog_fs_storage_options=options,
+        catalog_fs_rust_storage_options=rust_options,
         data_cls=Bar,
         instrument_id=InstrumentId.from_str(resolved.instrument_id),
         bar_types=[str(bar_type)],

@@ -29,7 +29,7 @@ from nautilus_dsm.catalog.grid import clip, grid_cell, merge_half_open, open_ran
 from nautilus_dsm.catalog.plan import ChunkPlan
 from nautilus_dsm.common import Interval
 from nautilus_dsm.constants import NS_PER_MS
-from nautilus_dsm.dsm.locks import SeriesLock, series_lock
+from nautilus_dsm.dsm.locks import DEFAULT_TTL_S, SeriesLock, series_lock
 
 _log = logging.getLogger(__name__)
 TMP_SUFFIX = ".tmp"
@@ -37,9 +37,15 @@ SIDECAR_SUFFIX = ".gaps.json"  # beside "<start>_<end>.parquet"; the catalog glo
 DEFAULT_LOCK_TIMEOUT_S = 60.0
 
 
-def series_lock_for(cat: ParquetDataCatalog, path: str, what: str, timeout_s: float) -> SeriesLock:
+def series_lock_for(
+    cat: ParquetDataCatalog,
+    path: str,
+    what: str,
+    timeout_s: float,
+    ttl_s: float = DEFAULT_TTL_S,
+) -> SeriesLock:
     """Return the advisory lock ``<path>.lock`` of one series (a bar type or an instrument)."""
-    return series_lock(cat.fs, f"{path}.lock", timeout_s=timeout_s, what=what)
+    return series_lock(cat.fs, f"{path}.lock", timeout_s=timeout_s, ttl_s=ttl_s, what=what)
 
 
 def parquet_files(cat: ParquetDataCatalog, directory: str) -> list[tuple[int, int, str]]:

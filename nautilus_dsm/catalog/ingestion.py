@@ -45,6 +45,7 @@ from nautilus_dsm.common import (
 )
 from nautilus_dsm.common.datasets import Dataset
 from nautilus_dsm.constants import NS_PER_MS
+from nautilus_dsm.dsm.locks import DEFAULT_TTL_S
 from nautilus_dsm.errors import InvalidInput, QualityBelowThreshold, SeriesLocked
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ async def ingest_async(
     on_low_quality: str | None = None,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     datasets: Sequence[Dataset | str] = (Dataset.KLINES,),
+    lock_ttl_s: float = DEFAULT_TTL_S,
 ) -> IngestReport:
     """
     Ingest Binance bars into a Parquet data catalog, resumably and without duplicates.
@@ -115,6 +117,9 @@ async def ingest_async(
         instrument); futures only except klines. Premium-index klines have no Nautilus type
         and are refused. Events are written per month, resumable and exactly once like bars
         (:mod:`nautilus_dsm.catalog.events`).
+    lock_ttl_s : float, default 30
+        Object stores: a bar type's lock not renewed for this long (its writer died) is
+        taken over.
 
     Returns
     -------
@@ -156,6 +161,7 @@ async def ingest_async(
         chunk_ms=chunk_length_ms,
         now_ms=time.time_ns() // NS_PER_MS,
         lock_timeout_s=lock_timeout_s,
+        lock_ttl_s=lock_ttl_s,
         min_completeness=min_completeness,
         on_low_quality=on_low_quality,
     )
@@ -208,6 +214,7 @@ class _Run:
     chunk_ms: int
     now_ms: int
     lock_timeout_s: float
+    lock_ttl_s: float
     min_completeness: float | None
     on_low_quality: str | None
 
@@ -294,7 +301,10 @@ def _as_catalog(catalog: ParquetDataCatalog | str) -> ParquetDataCatalog:
             f"catalog {catalog!r} is neither a ParquetDataCatalog nor a path/URI; "
             "pass e.g. '/data/catalog' or 'memory:///catalog'"
         )
-    return ParquetDataCatalog.from_uri(catalog)
+    from nautilus_dsm.catalog.storage import open_catalog
+
+    # Not ParquetDataCatalog.from_uri: it breaks s3:// URIs (see catalog/storage.py).
+    return open_catalog(catalog)
 
 
 async def _plan_series(run: _Run, instrument_id: str, iv: Interval, ds: Dataset) -> _Series:
@@ -305,7 +315,7 @@ async def _plan_series(run: _Run, instrument_id: str, iv: Interval, ds: Dataset)
     bar_type = bar_type_for_dataset(instrument_id, iv, ds)
     key = str(bar_type)
     directory = cat._make_path(Bar, key)
-    lock = series_lock_for(cat, directory, key, run.lock_timeout_s)
+    lock = series_lock_for(cat, directory, key, run.lock_timeout_s, run.lock_ttl_s)
     first_open = iv.ceil_ms(run.start_ms)
     if cat.fs.exists(directory):
         async with lock:

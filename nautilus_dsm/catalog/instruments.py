@@ -63,10 +63,19 @@ async def instrument_for(
     return found
 
 
-def catalog_instrument(catalog: ParquetDataCatalog, instrument_id: str) -> Instrument | None:
-    """Return the catalog's copy of the instrument, None when it holds none."""
+def catalog_instrument(
+    catalog: ParquetDataCatalog, instrument_id: str, instrument_type: type | None = None
+) -> Instrument | None:
+    """Return the catalog's copy of the instrument, None when it holds none.
+
+    With ``instrument_type`` only that class's directory is read: without it NautilusTrader
+    lists every instrument class's directory, ~40 requests on an object store.
+    """
     try:
-        found = catalog.instruments(instrument_ids=[instrument_id])
+        if instrument_type is not None:
+            found = catalog.query(data_cls=instrument_type, identifiers=[instrument_id])
+        else:
+            found = catalog.instruments(instrument_ids=[instrument_id])
     except (FileNotFoundError, OSError, ValueError):
         return None
     return found[0] if found else None
@@ -113,10 +122,13 @@ async def load_instruments(
     instruments: dict[str, Instrument] = {}
     new: list[Instrument] = []
     for r in resolved:
-        stored = catalog_instrument(cat, r.instrument_id)
-        if stored is not None and r.instrument_id not in with_bars_to_write:
+        needed = r.instrument_id in with_bars_to_write
+        current = await instrument_for(dsm, r.instrument_id, r.market_type) if needed else None
+        stored = catalog_instrument(cat, r.instrument_id, type(current) if current else None)
+        if stored is not None and not needed:
             continue
-        current = await instrument_for(dsm, r.instrument_id, r.market_type)
+        if current is None:
+            current = await instrument_for(dsm, r.instrument_id, r.market_type)
         if stored is None:
             new.append(current)
         else:  # bars are converted with the catalog's copy, as a backtest reads them
@@ -126,7 +138,7 @@ async def load_instruments(
         # Under the instrument's lock, re-read: a concurrent ingest may have written it.
         path = cat._make_path(type(instrument), instrument.id.value)
         async with series_lock_for(cat, path, instrument.id.value, lock_timeout_s):
-            stored = catalog_instrument(cat, instrument.id.value)
+            stored = catalog_instrument(cat, instrument.id.value, type(instrument))
             if stored is None:
                 cat.write_data([instrument])
                 report.instruments_written.append(instrument.id.value)

@@ -15,6 +15,7 @@ from nautilus_dsm.cli.cache import cache
 from nautilus_dsm.cli.demo import demo
 from nautilus_dsm.cli.fetch import fetch
 from nautilus_dsm.cli.ingest import ingest_command
+from nautilus_dsm.cli.ingest_universe import ingest_universe_command
 from nautilus_dsm.cli.instruments import instruments
 from nautilus_dsm.cli.quality import quality
 
@@ -30,7 +31,7 @@ def cli() -> None:
     """Binance klines for NautilusTrader: fetch, check quality, ingest into a catalog."""
 
 
-for _command in (fetch, ingest_command, quality, instruments, cache, demo):
+for _command in (fetch, ingest_command, ingest_universe_command, quality, instruments, cache, demo):
     cli.add_command(_command)
 
 

@@ -24,13 +24,14 @@ __all__ = ["ingest_command"]
 
 
 def _catalog_for(catalog_path: str) -> Any:
-    from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
+    from nautilus_dsm.catalog.storage import open_catalog
 
     if "://" not in catalog_path:
         check_dir_path(Path(catalog_path), "--catalog")
         Path(catalog_path).expanduser().mkdir(parents=True, exist_ok=True)
         catalog_path = str(Path(catalog_path).expanduser())
-    return ParquetDataCatalog.from_uri(catalog_path)
+    # Not ParquetDataCatalog.from_uri, which breaks s3:// (credentials: AWS_* variables).
+    return open_catalog(catalog_path)
 
 
 def _below_threshold(e: QualityBelowThreshold, min_completeness: float, catalog_path: str) -> int:

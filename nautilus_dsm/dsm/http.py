@@ -37,6 +37,7 @@ from nautilus_dsm.dsm.retry_policy import RetryPolicy, backoff_delay, rate_limit
 from nautilus_dsm.dsm.weight_gate import (
     WEIGHT_FRACTION,
     WEIGHT_HEADER,
+    RequestLimiter,
     WeightGate,
     parse_used_weight,
 )
@@ -138,6 +139,7 @@ class HttpTransport:
         concurrency: int,
         verify_tls: bool = True,
         weight_gate: WeightGate | None = None,
+        limiter: RequestLimiter | None = None,
         deadline_s: float = REST_DEADLINE_S,
         breaker_threshold: int = BREAKER_THRESHOLD,
         breaker_cooldown_s: float = BREAKER_COOLDOWN_S,
@@ -156,6 +158,8 @@ class HttpTransport:
         self.concurrency = concurrency
         self.verify_tls = verify_tls
         self.weight_gate = weight_gate
+        # A budget shared with other processes (a cluster's REST weight), taken per try.
+        self.limiter = limiter
         self.counters = TransportCounters()
         self._state: _LoopState | None = None
         # Monotonic deadline before which no request may be sent, and why (for errors).
@@ -327,6 +331,8 @@ class HttpTransport:
                         )
                     raise CircuitOpen(self._exhausted(path, tries, f"{last_error}; {skipped}"))
                 tries += 1
+                if self.limiter is not None:
+                    await self.limiter.acquire()
                 response, value, error = await self._try(
                     state.client, breaker, target, params, parse
                 )

@@ -7,12 +7,15 @@ Two flavours behind one API, :func:`series_lock`:
   killed, so there are no stale locks to clean up; the file itself stays (empty locks are
   harmless and reusing the inode avoids a create/unlink race). The holder writes who it is into
   the file so a waiter can name it.
-- **Object stores and other fsspec file systems** (``memory://``, ``s3://``...): create-if-absent
-  of a small JSON lock object (``open(path, "xb")``) holding an owner id and a timestamp. A
-  holder renews the timestamp every ``ttl_s / 3`` from a daemon thread; a lock not renewed for
-  ``ttl_s`` belongs to a dead process and is taken over. Where the store cannot create
-  exclusively, the lock is written and read back (last writer wins, the loser sees another
-  owner and waits): advisory, good against our own writers, not against a hostile one.
+- **Object stores and other fsspec file systems** (``memory://``, ``s3://``...): a small JSON
+  lock object holding an owner id and a timestamp, created only if absent. A holder renews the
+  timestamp every ``ttl_s / 3`` from a daemon thread, each renewal a swap of the version it
+  wrote last; a lock not renewed for ``ttl_s`` belongs to a dead process and is taken over by
+  a swap of the version judged stale. On S3 these are conditional writes (``If-None-Match`` /
+  ``If-Match``, :mod:`.lock_store`), so exactly one process holds a series at a time, a
+  takeover race has one winner, and a holder presumed dead cannot delete its successor's
+  lock (:attr:`SeriesLock.lost` tells it so). On other stores the swap compares bytes first:
+  advisory, good against our own writers, not against a hostile one.
 
 A second writer waits, polling, up to ``timeout_s``; then :class:`SeriesLocked` names the
 holder, the lock file and the fix. The engine uses no NautilusTrader import here, so the kline
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -30,6 +34,7 @@ import time
 import uuid
 from typing import Any
 
+from nautilus_dsm.dsm.lock_store import LockStore, lock_store_for
 from nautilus_dsm.errors import SeriesLocked
 
 try:
@@ -37,6 +42,7 @@ try:
 except ImportError:  # not POSIX: local files take the create-if-absent flavour too
     fcntl = None  # type: ignore[assignment]
 
+log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_TTL_S = 30.0
 _POLL_S = 0.05
@@ -96,11 +102,22 @@ class SeriesLock:
         self._held = False
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        # Remote flavour: the version of the lock object we wrote last, and whether another
+        # process has taken the lock over since (we were not renewing it in time).
+        self._lock_store: LockStore | None = None
+        self._version: str | None = None
+        self._lost = False
+        self._version_lock = threading.Lock()
 
     @property
     def held(self) -> bool:
         """True while this object holds the lock."""
         return self._held
+
+    @property
+    def lost(self) -> bool:
+        """Object stores: True when another process took the lock over while it was held."""
+        return self._lost
 
     # -- public ------------------------------------------------------------------------------
 
@@ -142,28 +159,19 @@ class SeriesLock:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
             return
-        self._stop.set()
-        if self._renewer is not None:
-            self._renewer.join(timeout=5)
-            self._renewer = None
-        info = self.read_holder()
-        if info is not None and info.get("owner") == self.owner:
-            with contextlib.suppress(FileNotFoundError, OSError):
-                self.fs.rm(self.path)
+        self._release_remote()
 
     def read_holder(self) -> dict[str, Any] | None:
-        """Return what the lock file says about its holder, or None (absent, empty, unreadable)."""
+        """Return what the lock file says about its holder; None if absent, empty, unreadable."""
+        if not _is_local(self.fs):
+            current = self._store().read(self.path)
+            return None if current is None else _parse_holder(current[0])
         try:
-            if _is_local(self.fs):
-                with open(self._local_path(), "rb") as f:
-                    raw = f.read()
-            else:
-                with self.fs.open(self.path, "rb") as f:
-                    raw = f.read()
-            info = json.loads(raw) if raw.strip() else None
-        except (OSError, ValueError):
+            with open(self._local_path(), "rb") as f:
+                raw = f.read()
+        except OSError:
             return None
-        return info if isinstance(info, dict) else None
+        return _parse_holder(raw)
 
     def __enter__(self) -> SeriesLock:
         return self.acquire()
@@ -219,73 +227,98 @@ class SeriesLock:
         self._fd = fd
         return True
 
-    # -- remote: create-if-absent with a TTL -------------------------------------------------
+    # -- remote: conditional create / swap / delete with a TTL (dsm/lock_store.py) -------
+
+    def _store(self) -> LockStore:
+        if self._lock_store is None:
+            self._lock_store = lock_store_for(self.fs)
+        return self._lock_store
 
     def _try_remote(self) -> bool:
-        fs = self.fs
-        parent = self.path.rsplit("/", 1)[0]
-        if parent:
-            with contextlib.suppress(OSError):
-                fs.mkdirs(parent, exist_ok=True)
+        store = self._store()
         self._acquired = time.time()
-        try:
-            with fs.open(self.path, "xb") as f:
-                f.write(self._payload())
-        except FileExistsError:
-            return self._take_over_if_stale()
-        except (ValueError, NotImplementedError):
-            # No exclusive create on this store: write, then read back who won.
-            if fs.exists(self.path) and not self._take_over_if_stale():
-                return False
-            with fs.open(self.path, "wb") as f:
-                f.write(self._payload())
-        info = self.read_holder()
-        return info is not None and info.get("owner") == self.owner
+        version = store.create(self.path, self._payload())
+        if version is None:
+            version = self._take_over_if_stale(store)
+        if version is None:
+            return False
+        with self._version_lock:
+            self._version = version
+            self._lost = False
+        return True
 
-    def _take_over_if_stale(self) -> bool:
-        info = self.read_holder()
+    def _take_over_if_stale(self, store: LockStore) -> str | None:
+        current = store.read(self.path)
+        if current is None:
+            return None  # released meanwhile: the next poll creates it
+        raw, version = current
+        info = _parse_holder(raw)
         if info is None:
-            # Being written right now (or garbage): stale only once it is old by mtime.
+            # Garbage (or being written on a store without atomic writes): stale by mtime.
             try:
-                modified = self.fs.modified(self.path).timestamp()
+                renewed = self.fs.modified(self.path).timestamp()
             except (OSError, NotImplementedError, AttributeError, ValueError):
-                return False
-            if time.time() - modified <= self.ttl_s:
-                return False
+                return None
+            ttl = self.ttl_s
         else:
             renewed = float(info.get("renewed", 0.0))
             ttl = float(info.get("ttl_s", self.ttl_s))
-            if time.time() - renewed <= ttl:
+        if time.time() - renewed <= ttl:
+            return None
+        # Swap only the version judged stale: of two processes taking one stale lock over,
+        # exactly one wins (S3 If-Match), and a lock renewed meanwhile is left alone.
+        return store.replace(self.path, self._payload(), version)
+
+    def _renew_once(self) -> bool:
+        with self._version_lock:
+            if self._version is None or self._lost:
                 return False
-        # Re-read right before removing, so a lock renewed meanwhile is left alone.
-        if self.read_holder() != info:
-            return False
-        with contextlib.suppress(FileNotFoundError, OSError):
-            self.fs.rm(self.path)
-        try:
-            with self.fs.open(self.path, "xb") as f:
-                f.write(self._payload())
-        except FileExistsError:
-            return False
-        except (ValueError, NotImplementedError):
-            with self.fs.open(self.path, "wb") as f:
-                f.write(self._payload())
-        info = self.read_holder()
-        return info is not None and info.get("owner") == self.owner
+            new = self._store().replace(self.path, self._payload(), self._version)
+            if new is None:
+                # Taken over (we were presumed dead): nothing of ours to renew or delete.
+                self._lost = True
+                return False
+            self._version = new
+            return True
 
     def _start_renewer(self) -> None:
         self._stop.clear()
 
         def renew() -> None:
             while not self._stop.wait(self.ttl_s / 3):
-                info = self.read_holder()
-                if info is None or info.get("owner") != self.owner:
-                    return  # taken over (we were presumed dead): nothing of ours to renew
-                with contextlib.suppress(OSError), self.fs.open(self.path, "wb") as f:
-                    f.write(self._payload())
+                with contextlib.suppress(OSError):
+                    if not self._renew_once() and self._lost:
+                        return
 
         self._renewer = threading.Thread(target=renew, name=f"lock-renew {self.path}", daemon=True)
         self._renewer.start()
+
+    def _release_remote(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=5)
+            self._renewer = None
+        with self._version_lock:
+            version, self._version = self._version, None
+            lost = self._lost
+        if lost or version is None:
+            log.warning(
+                "%s lock %s was taken over while held (not renewed within %g s)",
+                self.what,
+                self.path,
+                self.ttl_s,
+            )
+            return
+        with contextlib.suppress(FileNotFoundError, OSError):
+            self._store().delete(self.path, version)
+
+
+def _parse_holder(raw: bytes) -> dict[str, Any] | None:
+    try:
+        info = json.loads(raw) if raw.strip() else None
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def series_lock(

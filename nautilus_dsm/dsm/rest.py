@@ -28,7 +28,7 @@ from nautilus_dsm.dsm.planner import closed_end_ms, decided_without_now
 from nautilus_dsm.dsm.retry_policy import RetryPolicy
 from nautilus_dsm.dsm.schema import empty_frame, parse_rest_klines
 from nautilus_dsm.dsm.validate import Expect
-from nautilus_dsm.dsm.weight_gate import WeightGate
+from nautilus_dsm.dsm.weight_gate import RequestLimiter, WeightGate
 from nautilus_dsm.errors import InvalidInput, InvalidResponse, SourceError, UnknownSymbol
 
 # GET /time: tries and total deadline per try (a measurement that fails falls back, see
@@ -132,6 +132,8 @@ class BinanceRestClient:
         TLS certificate verification.
     clock : Callable[[], int], optional
         Wall-clock "now" in epoch ms deciding which bars are closed (system clock when None).
+    limiter : RequestLimiter, optional
+        A budget shared with other processes (a cluster's REST weight), taken per try.
 
     """
 
@@ -149,6 +151,7 @@ class BinanceRestClient:
         concurrency: int = 4,
         verify_tls: bool = True,
         clock: Callable[[], int] | None = None,
+        limiter: RequestLimiter | None = None,
     ) -> None:
         self.market_type = MarketType.parse(market_type)
         self.base_url = rest_base_url(self.market_type, base_url_http)
@@ -163,6 +166,7 @@ class BinanceRestClient:
             concurrency=concurrency,
             verify_tls=verify_tls,
             weight_gate=self._weight,
+            limiter=limiter,
         )
         # GET /time has its own transport: its own circuit (a hung /time must not open the
         # klines' circuit of the same host), a short deadline and few tries, since a failed
@@ -175,6 +179,7 @@ class BinanceRestClient:
             concurrency=1,
             verify_tls=verify_tls,
             weight_gate=self._weight,
+            limiter=limiter,
         )
         self._time_transport.counters = self._transport.counters
 

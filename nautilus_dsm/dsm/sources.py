@@ -26,6 +26,7 @@ from nautilus_dsm.dsm.http import wall_clock_ms
 from nautilus_dsm.dsm.rest import BinanceRestClient
 from nautilus_dsm.dsm.settings import SourceSettings
 from nautilus_dsm.dsm.vision import VisionClient
+from nautilus_dsm.dsm.weight_gate import RequestLimiter
 from nautilus_dsm.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,9 @@ class MarketSources:
         self._vision: dict[MarketType, VisionClient] = {}
         # Decoded exchangeInfo per market and the clock time (ms) it was fetched at.
         self._exchange_info: dict[MarketType, tuple[dict, int]] = {}
+        # A REST budget shared with other processes (distributed ingestion sets it before
+        # the first request; REST clients take it when created). Vision takes none.
+        self.rest_limiter: RequestLimiter | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -129,6 +133,7 @@ class MarketSources:
                 concurrency=self.max_concurrency,
                 verify_tls=self.verify_tls,
                 clock=self._clock,
+                limiter=self.rest_limiter,
                 **self._knobs,
             )
             self._rest[market_type] = client

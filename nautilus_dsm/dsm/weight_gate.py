@@ -7,6 +7,8 @@ new requests until the next minute instead of walking into a 429. Pure: "now" is
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from nautilus_dsm.constants import MINUTE_MS, SECOND_MS
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
@@ -52,3 +54,15 @@ def parse_used_weight(value: str | None) -> int | None:
         return int(value.strip())
     except ValueError:
         return None
+
+
+class RequestLimiter(Protocol):
+    """A budget shared beyond this process (e.g. across a cluster's workers on one IP).
+
+    :class:`~nautilus_dsm.dsm.http.HttpTransport` awaits :meth:`acquire` before each REST
+    try; one call is one request's share of the budget. Vision downloads take none.
+    """
+
+    async def acquire(self) -> None:
+        """Wait until one more request fits the shared budget."""
+        ...

@@ -53,6 +53,9 @@ class SymbolSpec:
         Typical volume of a 1m bar, in base units (contracts on COIN-M).
     trades_per_minute
         Typical number of trades of a 1m bar.
+    status
+        Binance's status in exchangeInfo (``BREAK`` for a symbol that no longer trades; its
+        history is served all the same).
     """
 
     symbol: str
@@ -65,6 +68,7 @@ class SymbolSpec:
     contract_size: int | None = None
     volume_per_minute: float = 10.0
     trades_per_minute: int = 500
+    status: str = "TRADING"
 
     @property
     def price_precision(self) -> int:
@@ -136,7 +140,7 @@ def _spot_symbol(spec: SymbolSpec) -> dict[str, object]:
     step = _fmt(spec.step_size, 8)
     return {
         "symbol": spec.symbol,
-        "status": "TRADING",
+        "status": spec.status,
         "baseAsset": spec.base_asset,
         "baseAssetPrecision": 8,
         "quoteAsset": spec.quote_asset,
@@ -219,7 +223,7 @@ def _um_symbol(spec: SymbolSpec) -> dict[str, object]:
         "contractType": "PERPETUAL",
         "deliveryDate": PERPETUAL_DELIVERY_MS,
         "onboardDate": spec.listed_ms,
-        "status": "TRADING",
+        "status": spec.status,
         "maintMarginPercent": "2.5000",
         "requiredMarginPercent": "5.0000",
         "baseAsset": spec.base_asset,
@@ -272,7 +276,7 @@ def _cm_symbol(spec: SymbolSpec) -> dict[str, object]:
         "contractType": "PERPETUAL",
         "deliveryDate": PERPETUAL_DELIVERY_MS,
         "onboardDate": spec.listed_ms,
-        "contractStatus": "TRADING",
+        "contractStatus": spec.status,
         "contractSize": spec.contract_size or 1,
         "marginAsset": spec.base_asset,
         "maintMarginPercent": "2.5000",
