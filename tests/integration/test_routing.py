@@ -35,7 +35,7 @@ from nautilus_dsm.data import DSMDataClient
 from nautilus_dsm.factories import DSMLiveDataClientFactory
 from nautilus_dsm.refusals import subscription_refusal
 from nautilus_dsm.testing import BinanceImitation
-from tests.integration.test_data_client import RecordingLogger
+from tests.integration.conftest import RecordingLogger
 
 pytestmark = pytest.mark.timeout(90)
 

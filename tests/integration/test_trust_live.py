@@ -1,6 +1,6 @@
 """Live bars on any clock, through any bad kline: DSMDataClient against a shifted imitation.
 
-Real ``LiveClock``, ``MessageBus`` and ``Cache`` (the harness of ``test_data_client``). The
+Real ``LiveClock``, ``MessageBus`` and ``Cache`` (the harness of ``conftest``). The
 imitation runs ``skew`` ms from the local clock; every published bar is compared, after the
 fact, with the imitation's final kline (``srv.expected``), so a forming bar published as closed
 (partial volume) fails the comparison.
@@ -20,13 +20,13 @@ from nautilus_dsm.common import Interval, MarketType, iso_ms, to_ms
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import DataUnavailable, InvalidResponse
 from nautilus_dsm.testing import BinanceImitation
-from tests.integration.test_data_client import (
+from tests.integration.conftest import (
     SPOT_1S,
     Harness,
-    _subscribe,
     bar_rows,
     build_harness,
     expected_rows,
+    subscribe,
 )
 
 NS = 1_000_000
@@ -92,7 +92,7 @@ async def test_every_live_1s_bar_is_the_final_kline_whatever_the_clock_skew(
     live, skew_ms: int
 ) -> None:
     h = live(skew_ms)
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     await asyncio.gather(*list(h.client._tasks))
     first = await h.next_bar()
     bars = await collect_until(h, first.ts_event // NS - SEC + 3 * SEC, [first])
@@ -111,7 +111,7 @@ async def test_first_live_bar_is_the_one_forming_on_the_exchange_minutes_off_the
 ) -> None:
     h = live(skew_ms)
     before_ms = h.srv.now_ms()
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     await asyncio.gather(*list(h.client._tasks))
     bars = [await h.next_bar()]
     after_ms = h.srv.now_ms()
@@ -132,7 +132,7 @@ async def test_first_live_bar_is_the_one_forming_on_the_exchange_minutes_off_the
 
 async def test_bad_live_kline_is_reported_and_skipped_and_the_stream_goes_on(live) -> None:
     h = live()
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     first = await h.next_bar()
     bad_ms = first.ts_event // NS + SEC  # the bar after the next
     h.srv.faults.rest_bad_kline_open_ms.add(bad_ms)
@@ -159,7 +159,7 @@ async def test_bad_live_kline_is_reported_and_skipped_and_the_stream_goes_on(liv
 
 async def test_transient_unknown_symbol_is_retried_and_nothing_is_lost(live) -> None:
     h = live()
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     first = await h.next_bar()
     h.srv.faults.rest_klines_unknown_symbol = 2  # the next two klines requests answer -1121
 
@@ -182,7 +182,7 @@ async def test_transient_unknown_symbol_is_retried_and_nothing_is_lost(live) -> 
 
 async def test_symbol_gone_from_exchange_info_ends_the_subscription_with_an_error(live) -> None:
     h = live()
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     await h.next_bar()
     task = h.client._pollers[SPOT_1S].task
     assert task is not None
@@ -202,7 +202,7 @@ async def test_symbol_gone_from_exchange_info_ends_the_subscription_with_an_erro
 
 async def test_poller_measures_the_exchange_clock_once_not_per_poll(live) -> None:
     h = live(-400)
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     first = await h.next_bar()
     await collect_until(h, first.ts_event // NS - SEC + 3 * SEC, [first])
 
@@ -239,7 +239,7 @@ async def test_bad_kline_named_by_the_source_is_skipped_alone_after_an_outage_ba
 ) -> None:
     h = live(wrap=NamedBadKlineDSM)
     source: NamedBadKlineDSM = h.client.dsm
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     first = await h.next_bar()
     b1 = first.ts_event // NS
     source.bad_ms = b1 + SEC
