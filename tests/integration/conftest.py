@@ -43,10 +43,14 @@ class RecordingLogger:
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.records: list[tuple[str, str]] = []
+        # Called with every error message (tests await an error as an event).
+        self.on_error: Callable[[str], None] | None = None
 
     def _log(self, level: str, message: str, *args: Any) -> None:
         self.records.append((level, message))
         getattr(self._inner, level)(message, *args)
+        if level == "error" and self.on_error is not None:
+            self.on_error(message)
 
     def debug(self, message: str, *args: Any) -> None:
         self._log("debug", message, *args)
@@ -128,8 +132,12 @@ def build_harness(
         "base_url_vision": srv.url,
         "cache_dir": str(cache_dir),
         "poll_delay_ms": 20,
+        "live_source": "rest",  # the REST poller's tests; stream tests pass "websocket"
+        "health_interval_s": 0,
     }
     settings.update(overrides)
+    if settings["live_source"] == "websocket" and "base_url_ws" not in settings:
+        settings["base_url_ws"] = srv.ws_url + "/{market}/ws"
     config = DSMDataClientConfig(**settings)
     dsm = DataSourceManager.from_config(config.source_config())
     if dsm_wrapper is not None:
@@ -175,9 +183,12 @@ def expected_rows(
     ]
 
 
-def bar_rows(bars: list[Bar]) -> list[tuple[int, str, str, str, str, str]]:
+def bar_rows(bars: list[Bar], live: bool = False) -> list[tuple[int, str, str, str, str, str]]:
+    """``(ts_event, o, h, l, c, v)`` of ``bars``; history bars must have ``ts_init == ts_event``
+    (live bars carry their receipt time, checked by the live tests)."""
     for bar in bars:
-        assert bar.ts_event == bar.ts_init
+        if not live:
+            assert bar.ts_event == bar.ts_init
         assert type(bar) is Bar
     return [
         (b.ts_event, str(b.open), str(b.high), str(b.low), str(b.close), str(b.volume))
@@ -215,6 +226,6 @@ def assert_contiguous_closed_and_true(h: Harness, bars: list[Bar], received_ns: 
     opens_ms = [b.ts_event // NS - 1_000 for b in bars]
     assert [b.ts_event for b in bars] == [bars[0].ts_event + i * step_ns for i in range(len(bars))]
     assert all(b.ts_event <= t for b, t in zip(bars, received_ns, strict=True))  # none forming
-    assert bar_rows(bars) == expected_rows(
+    assert bar_rows(bars, live=True) == expected_rows(
         h.srv, MarketType.SPOT, "BTCUSDT", Interval.SECOND_1, opens_ms[0], opens_ms[-1] + 1_000
     )

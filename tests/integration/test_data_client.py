@@ -589,7 +589,7 @@ async def test_live_source_gap_publishes_real_bars_only_and_logs_error(make_harn
     opens_ms = [b.ts_event // NS - 1_000 for b in bars]
     assert gap_start not in opens_ms and gap_start + 1_000 not in opens_ms
     assert opens_ms == sorted(set(opens_ms))  # in order, each once
-    assert bar_rows(bars) == expected_rows(
+    assert bar_rows(bars, live=True) == expected_rows(
         h.srv, MarketType.SPOT, "BTCUSDT", Interval.SECOND_1, opens_ms[0], opens_ms[-1] + 1_000
     )
     gap_iso = (iso_ms(gap_start), iso_ms(gap_end))
@@ -617,7 +617,7 @@ async def test_live_source_gap_with_synthetic_fallback_is_filled_flat(make_harne
     truth = expected_rows(
         h.srv, MarketType.SPOT, "BTCUSDT", Interval.SECOND_1, opens_ms[0], opens_ms[-1] + 1_000
     )
-    assert bar_rows(real) == truth
+    assert bar_rows(real, live=True) == truth
     assert [r[0] // NS - 1_000 for r in truth] == real_opens
     assert h.client.poller_stats(SPOT_1S)["synthetic"] == 2
     assert [m for m in h.logs.at("warning") if "SYNTHETIC" in m] == [

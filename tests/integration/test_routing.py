@@ -90,6 +90,7 @@ def _dsm_config(srv: Any, cache_dir: Path) -> DSMDataClientConfig:
     return DSMDataClientConfig(
         base_url_http=srv.url,
         base_url_vision=srv.url,
+        base_url_ws=srv.ws_url + "/{market}/ws",  # websocket is the default live source
         cache_dir=str(cache_dir),
         poll_delay_ms=20,
         instrument_provider=DSMInstrumentProviderConfig(load_ids=frozenset({str(SPOT)})),

@@ -221,6 +221,7 @@ def test_node_started_during_an_outage_starts_its_trader_once_binance_is_back(
         base_url_vision=imitation.url,
         cache_dir=str(cache_dir),
         poll_delay_ms=20,
+        live_source="rest",
         timeout_connection=20.0,
         instrument_provider=DSMInstrumentProviderConfig(load_ids=frozenset({SPOT_ID})),
     )
