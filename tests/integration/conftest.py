@@ -43,14 +43,14 @@ class RecordingLogger:
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.records: list[tuple[str, str]] = []
-        # Called with every error message (tests await an error as an event).
-        self.on_error: Callable[[str], None] | None = None
+        # Called with every (level, message) (tests await a log line as an event).
+        self.on_log: Callable[[str, str], None] | None = None
 
     def _log(self, level: str, message: str, *args: Any) -> None:
         self.records.append((level, message))
         getattr(self._inner, level)(message, *args)
-        if level == "error" and self.on_error is not None:
-            self.on_error(message)
+        if self.on_log is not None:
+            self.on_log(level, message)
 
     def debug(self, message: str, *args: Any) -> None:
         self._log("debug", message, *args)

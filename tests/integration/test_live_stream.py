@@ -239,6 +239,43 @@ async def test_exchange_clock_two_seconds_off(ws_live, skew_ms: int) -> None:
     assert h.logs.at("error") == []
 
 
+async def test_health_is_logged_periodically_with_the_same_figures_as_health(ws_live) -> None:
+    h = ws_live(health_interval_s=0.5)
+    await h.client._connect()  # starts the periodic line
+    first, seen = await _start(h)
+    bars, received = [first], [seen]
+    await _collect(h, bars, received, _open_ms(first) + SEC)
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    h.logs.on_log = lambda level, m: lines.put_nowait(m) if m.startswith("health: ") else None
+
+    line = await asyncio.wait_for(lines.get(), timeout=5)
+
+    figures = h.client.health()
+    assert line.startswith("health: 1 subscriptions, ")
+    assert f"ws reconnects {figures['ws_reconnects']}" in line
+    assert "exchange clock offset ms [spot " in line
+    assert figures["bars_published"] >= 2 and figures["bars_streamed"] >= 2
+    assert figures["completeness"] == 1.0 and figures["alerts"] == []
+    assert figures["latency_p50_ms"] is not None and figures["memory_mb"] > 0
+    assert h.logs.at("error") == []
+
+
+async def test_a_symbol_binance_does_not_list_ends_its_stream(ws_live) -> None:
+    unknown = SPOT_1S.from_str("NOPEUSDT.BINANCE-1-SECOND-LAST-EXTERNAL")
+    ended = asyncio.Event()
+    h = ws_live()
+    h.logs.on_log = lambda level, _: ended.set() if level == "error" else None
+
+    subscribe(h, unknown)
+    await asyncio.wait_for(ended.wait(), timeout=10)
+    await asyncio.gather(*list(h.client._tasks))
+
+    [error] = h.logs.at("error")
+    assert error.startswith(f"Cannot subscribe to {unknown}: ")
+    assert h.client.subscribed_bars() == [] and h.client.poller_stats(unknown) is None
+    assert h.client._feed is not None and h.client._feed.streams.streams() == []
+
+
 async def test_unsubscribe_then_resubscribe(ws_live) -> None:
     h = ws_live()
     await _start(h)
