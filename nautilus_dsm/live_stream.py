@@ -23,18 +23,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
-from nautilus_dsm.common import MarketType
+from nautilus_trader.model.data import Bar
+from nautilus_trader.model.objects import Price, Quantity
+
+from nautilus_dsm.common import Interval, MarketType
+from nautilus_dsm.constants import NS_PER_MS
 from nautilus_dsm.dsm.stream_wire import klines_to_frame, stream_name
 from nautilus_dsm.dsm.streams import ClosedKline, KlineStreams, StreamResume, StreamStats
 from nautilus_dsm.polling import PollHost, _publish
 
 if TYPE_CHECKING:
+    from nautilus_trader.model.data import BarType
+    from nautilus_trader.model.instruments import Instrument
+
     from nautilus_dsm.dsm.settings import SourceSettings
     from nautilus_dsm.live_cursor import BarPoller
 
-__all__ = ["DEFAULT_GRACE_MS", "StreamFeed", "grace_ms_for"]
+__all__ = ["DEFAULT_GRACE_MS", "StreamFeed", "grace_ms_for", "kline_bar"]
 
 # How long after a close REST waits for the stream: Binance pushes futures klines every 250 ms,
 # spot every 2 s (1 s for 1s klines), and the closed message can lag the close.
@@ -48,6 +56,43 @@ DEFAULT_GRACE_MS: dict[MarketType, int] = {
 def grace_ms_for(market: MarketType, configured: int | None) -> int:
     """Return the reconciliation grace of ``market``: the configured one, else its default."""
     return DEFAULT_GRACE_MS[market] if configured is None else configured
+
+
+def _exact(text: str, precision: int) -> str:
+    """``text`` with exactly ``precision`` decimals; ValueError unless that is exact."""
+    value = Decimal(text)
+    fixed = value.quantize(Decimal(1).scaleb(-precision))
+    if fixed != value or not value.is_finite() or value < 0:
+        raise ValueError(f"{text!r} is not a non-negative value at {precision} decimals")
+    return format(fixed, "f")
+
+
+def kline_bar(
+    bar_type: BarType, interval: Interval, instrument: Instrument, kline: ClosedKline, ts_init: int
+) -> Bar | None:
+    """Return the bar of one streamed closed kline, or None when it needs the full conversion.
+
+    The fast path (~50x the frame conversion for one kline) for the common case: values on the
+    instrument's precision, open time on the interval grid, OHLC consistent. Anything else
+    returns None and goes through :func:`nautilus_dsm.bars.convert_frame`, which rounds to the
+    tick or reports why the kline cannot be a bar, exactly as for REST.
+    """
+    if interval.floor_ms(kline.open_ms) != kline.open_ms:
+        return None
+    pp, sp = instrument.price_precision, instrument.size_precision
+    try:
+        return Bar(
+            bar_type,
+            Price.from_str(_exact(kline.open, pp)),
+            Price.from_str(_exact(kline.high, pp)),
+            Price.from_str(_exact(kline.low, pp)),
+            Price.from_str(_exact(kline.close, pp)),
+            Quantity.from_str(_exact(kline.volume, sp)),
+            interval.next_open_ms(kline.open_ms) * NS_PER_MS,
+            ts_init,
+        )
+    except (ValueError, ArithmeticError, InvalidOperation):
+        return None
 
 
 class StreamFeed:
@@ -151,6 +196,11 @@ class StreamFeed:
 
     def _publish(self, poller: BarPoller, kline: ClosedKline, received_ns: int) -> None:
         end_ms = poller.interval.next_open_ms(kline.open_ms)
+        assert poller.instrument is not None  # drained only once resolved
+        bar = kline_bar(poller.bar_type, poller.interval, poller.instrument, kline, received_ns)
+        if bar is not None:
+            self._publish_bar(poller, bar, Decimal(kline.close))
+            return
         try:
             _publish(self._host, poller, klines_to_frame([kline]), None, end_ms, received_ns)
         except Exception as e:  # a kline that cannot be a bar: skipped, never retried
@@ -159,3 +209,16 @@ class StreamFeed:
                 f"published and is skipped ({type(e).__name__}: {e})"
             )
             poller.next_open_ms = max(poller.next_open_ms, end_ms)
+
+    def _publish_bar(self, poller: BarPoller, bar: Bar, close: Decimal) -> None:
+        host = self._host
+        local_ns = host._now_ns()
+        local_ms = local_ns // NS_PER_MS
+        # Close -> publish latency on the exchange's clock (bars are stamped by it).
+        shift_ms = host._now_ms(poller.resolved.market_type, local_ms) - local_ms
+        host._handle_data(bar)
+        poller.next_open_ms = bar.ts_event // NS_PER_MS
+        poller.published += 1
+        poller.streamed += 1
+        poller.last_close = close
+        poller.latencies_ms.append((local_ns + shift_ms * NS_PER_MS - bar.ts_event) / NS_PER_MS)
