@@ -313,3 +313,16 @@ async def test_subscriptions_starting_together_cost_one_exchange_info(
     assert all(info is infos[0] for info in infos)
     paths = [r.path for r in imitation.requests]
     assert paths.count("/api/v3/exchangeInfo") == 1
+
+
+async def test_disconnect_closes_the_connections_instead_of_unsubscribing_each_stream(
+    ws_live,
+) -> None:
+    h = ws_live()
+    await _start(h)
+
+    await h.client._disconnect()
+
+    await asyncio.wait_for(_until(lambda: not any(h.srv.ws.subscriptions())), 5)
+    assert [t for _, t in h.srv.ws.stats.requests if "UNSUBSCRIBE" in t] == []
+    assert h.client._feed is None and h.client.poller_stats(SPOT_1S) is None
