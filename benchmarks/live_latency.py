@@ -44,7 +44,7 @@ from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.identifiers import ClientId, TraderId
 
 from nautilus_dsm.common import MarketType
-from nautilus_dsm.config import DSMDataClientConfig
+from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig
 from nautilus_dsm.data import BINANCE_VENUE, DSMDataClient
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.providers import DSMInstrumentProvider
@@ -125,7 +125,9 @@ class Run:
         ]
 
 
-def make_run(name: str, srv: Imitation, cache_dir: str, live_source: str) -> Run:
+def make_run(
+    name: str, srv: Imitation, cache_dir: str, live_source: str, bar_types: list[BarType]
+) -> Run:
     loop = asyncio.get_running_loop()
     clock = LiveClock()
     msgbus = MessageBus(TraderId("BENCH-001"), clock)
@@ -137,6 +139,10 @@ def make_run(name: str, srv: Imitation, cache_dir: str, live_source: str) -> Run
         poll_delay_ms=POLL_DELAY_MS,
         live_source=live_source,
         health_interval_s=0,
+        # As a node does: the instruments are loaded at connect, not by each subscription.
+        instrument_provider=DSMInstrumentProviderConfig(
+            load_ids=frozenset(str(b.instrument_id) for b in bar_types)
+        ),
     )
     dsm = DataSourceManager.from_config(config.source_config())
     provider = DSMInstrumentProvider(dsm.exchange_info, config.instrument_provider, clock)
@@ -157,6 +163,37 @@ def subscribe(run: Run, bar_type: BarType) -> None:
             ts_init=LiveClock().timestamp_ns(),
         )
     )
+
+
+class LoopLag:
+    """How late a 50 ms sleep of the benchmark's event loop wakes (a saturated client lags)."""
+
+    def __init__(self) -> None:
+        self.lags_ms: list[float] = []
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(0.05)
+            self.lags_ms.append((time.perf_counter() - start - 0.05) * 1000)
+
+    def stop(self) -> str:
+        self._task.cancel()
+        lags = self.lags_ms or [0.0]
+        return f"event-loop lag p50 {statistics.median(lags):.1f} ms, max {max(lags):.1f} ms"
+
+
+def steady(run: Run, market: MarketType, after_ns: int) -> list[float]:
+    """Close -> on_bar of the bars closing after ``after_ns`` (past the start-up)."""
+    futures = market is MarketType.FUTURES_USDT
+    return [
+        (t - bar.ts_event) / NS_PER_MS
+        for bar_type, got in run.received.items()
+        if bar_type.instrument_id.symbol.value.endswith("-PERP") == futures
+        for t, bar in got
+        if bar.ts_event > after_ns
+    ]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -230,10 +267,12 @@ async def side_by_side(duration_s: float, tmp: str, truth: BinanceImitation) -> 
     print(f"\n== 1. websocket vs REST poll, side by side, {duration_s:.0f} s ==")
     # One imitation process per client: neither client's traffic slows the other's server.
     servers = [Imitation(), Imitation()]
-    ws = make_run("WS", servers[0], f"{tmp}/ws", "websocket")
-    rest = make_run("REST", servers[1], f"{tmp}/rest", "rest")
     bar_types = [spot_1s("BTCUSDT")] + [perp_1m(s) for s in symbols()[:20]]
+    ws = make_run("WS", servers[0], f"{tmp}/ws", "websocket", bar_types)
+    rest = make_run("REST", servers[1], f"{tmp}/rest", "rest", bar_types)
     try:
+        for run in (ws, rest):
+            await run.client._connect()
         await align_to_minute(duration_s)
         for run in (ws, rest):
             for bar_type in bar_types:
@@ -273,22 +312,35 @@ async def side_by_side(duration_s: float, tmp: str, truth: BinanceImitation) -> 
 async def two_hundred(duration_s: float, tmp: str, truth: BinanceImitation) -> None:
     print(f"\n== 2. 200 subscriptions (100 spot 1s + 100 USD-M 1m), {duration_s:.0f} s ==")
     srv = Imitation()
-    run = make_run("WS200", srv, f"{tmp}/200", "websocket")
     bar_types = [spot_1s(s) for s in symbols()] + [perp_1m(s) for s in symbols()]
+    run = make_run("WS200", srv, f"{tmp}/200", "websocket", bar_types)
     try:
+        await run.client._connect()
         await align_to_minute(duration_s)
+        lag = LoopLag()
+        started_ns = time.time_ns()
         started = time.monotonic()
         for bar_type in bar_types:
             subscribe(run, bar_type)
         await asyncio.sleep(duration_s)
         elapsed_min = (time.monotonic() - started) / 60
         health = run.client.health()
+        lag_line = lag.stop()
         seen = srv.stats()
     finally:
         await run.client._disconnect()
         srv.stop()
     checked = check_exact(run, truth)
     report_latency([run])
+    after = started_ns + 5_000 * NS_PER_MS
+    for market, label in ((MarketType.SPOT, "spot 1s"), (MarketType.FUTURES_USDT, "USD-M 1m")):
+        d = steady(run, market, after)
+        if d:
+            print(
+                f"  {label} after the first 5 s: p50 {statistics.median(d):.1f} ms, p99 "
+                f"{percentile(d, 99):.1f} ms (n={len(d)})"
+            )
+    print(f"  client {lag_line}")
     own = run.delays_ms(MarketType.SPOT, in_client=True)
     own += run.delays_ms(MarketType.FUTURES_USDT, in_client=True)
     print(
