@@ -326,3 +326,31 @@ async def test_disconnect_closes_the_connections_instead_of_unsubscribing_each_s
     await asyncio.wait_for(_until(lambda: not any(h.srv.ws.subscriptions())), 5)
     assert [t for _, t in h.srv.ws.stats.requests if "UNSUBSCRIBE" in t] == []
     assert h.client._feed is None and h.client.poller_stats(SPOT_1S) is None
+
+
+async def test_subscriptions_resolving_together_parse_exchange_info_once(
+    imitation: Any, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nautilus_dsm.providers as providers
+
+    parses: list[str] = []
+    real_parse = providers.parse_exchange_info
+
+    def counting(market, *args, **kwargs):  # type: ignore[no-untyped-def]
+        parses.append(market.value)
+        return real_parse(market, *args, **kwargs)
+
+    monkeypatch.setattr(providers, "parse_exchange_info", counting)
+    dsm = DataSourceManager.create(
+        "binance", base_url_http=imitation.url, base_url_vision=imitation.url, cache_dir=cache_dir
+    )
+    provider = providers.DSMInstrumentProvider(dsm.exchange_info)
+    try:
+        found = await asyncio.gather(
+            *(provider.instrument_for(i) for i in ["BTCUSDT.BINANCE", "ETHUSDT.BINANCE"] * 25)
+        )
+    finally:
+        await dsm.aclose()
+
+    assert [str(i.id) for i in found[:2]] == ["BTCUSDT.BINANCE", "ETHUSDT.BINANCE"]
+    assert parses == ["spot"]  # one parse of the one exchangeInfo
