@@ -3,6 +3,7 @@
     uv run python examples/live_node.py                      # Binance (needs internet)
     uv run python examples/live_node.py --offline            # the local Binance imitation
     uv run python examples/live_node.py --offline --bars 60 --history 120
+    uv run python examples/live_node.py --offline --live-source rest   # REST polling instead
 
 An actor requests the last ``--history`` bars of ``--history-bar-type``, subscribes to
 ``--bar-type`` and stops the node after ``--bars`` live bars, printing each bar and the delay
@@ -102,6 +103,8 @@ def node_config(
     load_ids: frozenset[str],
     poll_delay_ms: int,
     cache_dir: str | None = None,
+    base_url_ws: str | None = None,
+    live_source: str = "websocket",
 ) -> TradingNodeConfig:
     """A node with the DSM data client (``base_url`` = the imitation, or None for Binance).
 
@@ -115,6 +118,8 @@ def node_config(
             "DSM": DSMDataClientConfig(
                 base_url_http=base_url,
                 base_url_vision=base_url,
+                base_url_ws=base_url_ws,
+                live_source=live_source,
                 cache_dir=cache_dir,
                 poll_delay_ms=poll_delay_ms,
                 instrument_provider=DSMInstrumentProviderConfig(load_ids=load_ids),
@@ -156,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--poll-delay-ms", type=int, default=250, help="delay after a close before polling"
     )
+    parser.add_argument(
+        "--live-source", choices=("websocket", "rest"), default="websocket", help="live bars from"
+    )
     args = parser.parse_args(argv)
 
     bar_type = BarType.from_str(args.bar_type)
@@ -165,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with ExitStack() as stack:
         base_url = None
+        base_url_ws = None
         cache_dir = None
         label = ""
         if args.offline:
@@ -173,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             cache_dir = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="nautilus-dsm-live-synthetic-")
             )
-            base_url = stack.enter_context(BinanceImitation()).url
+            srv = stack.enter_context(BinanceImitation(ws=True))
+            base_url, base_url_ws = srv.url, srv.ws_url + "/{market}/ws"
             label = "[SYNTHETIC] "
             print(SYNTHETIC_BANNER)
             print(f"imitation at {base_url}, synthetic cache at {cache_dir}")
@@ -181,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         node = TradingNode(
-            config=node_config(base_url, ids, args.poll_delay_ms, cache_dir), loop=loop
+            config=node_config(
+                base_url, ids, args.poll_delay_ms, cache_dir, base_url_ws, args.live_source
+            ),
+            loop=loop,
         )
         node.add_data_client_factory("DSM", DSMLiveDataClientFactory)
         node.build()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
+from msgspec.structs import force_setattr
 from nautilus_trader.common.config import InstrumentProviderConfig, NautilusConfig
 from nautilus_trader.live.config import LiveDataClientConfig
 
@@ -13,6 +17,7 @@ _SOURCE_KEYWORDS = (
     "market_type",
     "base_url_http",
     "base_url_vision",
+    "base_url_ws",
     "cache_dir",
     "min_completeness",
     "on_low_quality",
@@ -74,13 +79,14 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
     Configuration for ``DSMDataClient``.
 
     The engine settings (``market_type``, ``base_url_http``, ``base_url_vision``,
-    ``cache_dir``, ``min_completeness``, ``on_low_quality``, ``max_concurrency``,
+    ``base_url_ws``, ``cache_dir``, ``min_completeness``, ``on_low_quality``, ``max_concurrency``,
     ``use_vision``, ``verify_tls``, ``max_retries``, ``timeout_s``, ``deadline_s``; or all of
     them at once as ``source``) are checked by :class:`DSMSourceConfig`'s rules when the config
     is built, and :meth:`source_config` returns them resolved: the client, the factory's
     shared engine and the client's startup log line all read them there. The other fields
-    (``poll_delay_ms``, ``synthetic_fallback``, ``timeout_connection``, the instrument
-    provider, and the inherited ``handle_revised_bars`` and ``routing``) configure the client.
+    (``live_source``, ``reconcile_grace_ms``, ``health_interval_s``, ``poll_delay_ms``,
+    ``synthetic_fallback``, ``timeout_connection``, the instrument provider, and the inherited
+    ``handle_revised_bars`` and ``routing``) configure the client.
 
     Parameters
     ----------
@@ -93,6 +99,20 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
         the market's path (``/api/v3``, ``/fapi/v1``, ``/dapi/v1``) is appended.
     base_url_vision : str, optional
         Binance Vision host override (``https://data.binance.vision`` when None).
+    base_url_ws : str or dict, optional
+        Websocket kline-stream endpoint override: one URL, a template with ``{market}``
+        (``spot``, ``futures/um``, ``futures/cm``), or a dict market -> URL. None: Binance's.
+    live_source : {"websocket", "rest"}, default "websocket"
+        Where live bars come from: Binance's kline streams (closed klines only, ``x == true``)
+        with REST reconciliation behind them, or ``"rest"``: REST polling at each close plus
+        ``poll_delay_ms``.
+    reconcile_grace_ms : int, optional
+        Behind a stream: how long after a bar's close (exchange time) REST fetches it when the
+        stream has not delivered it. None: 1500 ms on futures, 3000 ms on spot (Binance pushes
+        spot klines every 2 s).
+    health_interval_s : float, default 60.0
+        Seconds between the client's health log lines (0 turns the line off; ``health()``
+        always answers).
     cache_dir : str, optional
         Parquet cache directory; None: ``$NAUTILUS_DSM_CACHE_DIR`` if set, else the user cache
         dir.
@@ -142,6 +162,10 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
     market_type: str | None = None
     base_url_http: str | None = None
     base_url_vision: str | None = None
+    base_url_ws: str | tuple[tuple[str, str], ...] | None = None
+    live_source: Literal["websocket", "rest"] = "websocket"
+    reconcile_grace_ms: int | None = None
+    health_interval_s: float = 60.0
     cache_dir: str | None = None
     min_completeness: float = 0.95
     on_low_quality: str = "raise"
@@ -160,6 +184,7 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
 
     def __post_init__(self) -> None:
         # A node refuses a bad setting when its config is built, not at the first request.
+        self._check_live()
         if self.source is not None:
             fields = type(self).__struct_defaults__
             names = type(self).__struct_fields__
@@ -174,10 +199,38 @@ class DSMDataClientConfig(LiveDataClientConfig, frozen=True):
         else:
             # Validated by the engine's rules, named as the user wrote them.
             try:
-                self.source_config()
+                resolved = self.source_config()
             except InvalidInput as e:
                 text = str(e).replace("DSMSourceConfig.", "DSMDataClientConfig.")
                 raise InvalidInput(text) from None
+            # A dict of URLs becomes the engine's hashable (market, url) pairs.
+            force_setattr(self, "base_url_ws", resolved.base_url_ws)
+
+    def _check_live(self) -> None:
+        if self.live_source not in ("websocket", "rest"):
+            raise InvalidInput(
+                f"DSMDataClientConfig.live_source {self.live_source!r} is not 'websocket' or "
+                "'rest'; use 'websocket' (streams with REST reconciliation, the default) or "
+                "'rest' (REST polling)"
+            )
+        grace = self.reconcile_grace_ms
+        if grace is not None and (
+            isinstance(grace, bool) or not isinstance(grace, int) or grace < 0
+        ):
+            raise InvalidInput(
+                f"DSMDataClientConfig.reconcile_grace_ms must be a whole number of ms >= 0 or "
+                f"None, was {grace!r}; e.g. 1500"
+            )
+        every = self.health_interval_s
+        if (
+            isinstance(every, bool)
+            or not isinstance(every, int | float)
+            or not 0 <= every < math.inf
+        ):
+            raise InvalidInput(
+                f"DSMDataClientConfig.health_interval_s must be >= 0 seconds, was {every!r}; "
+                "e.g. 60 (0 turns the periodic line off)"
+            )
 
     def source_config(self) -> DSMSourceConfig:
         """

@@ -2,11 +2,15 @@
 
 Historical requests go through the data-source manager (cache -> Binance Vision -> REST) and are
 answered exactly once, with an empty list and a logged error on any failure (planning and
-answering: :mod:`nautilus_dsm.requests`). Live bar subscriptions poll REST once per bar close and
-publish each closed kline exactly once, in order, backfilling what an outage missed before any
-newer bar (:mod:`nautilus_dsm.polling`). Source outages (and an instrument lookup failing at
-subscribe time) are retried with backoff; a kline that cannot be a bar (e.g. stamped off the
-interval grid) is logged as an error and skipped, never retried forever.
+answering: :mod:`nautilus_dsm.requests`). Live bar subscriptions come from Binance's kline
+streams (``live_source="websocket"``, the default: closed klines only, REST reconciliation behind
+them, :mod:`nautilus_dsm.live_stream`) or from REST polling once per bar close
+(``live_source="rest"``, :mod:`nautilus_dsm.polling`); either way each closed kline is published
+exactly once, in order, backfilling what an outage missed before any newer bar (one cursor per
+series, :mod:`nautilus_dsm.live_cursor`). ``health()`` returns the live figures and the client
+logs them every ``health_interval_s`` (:mod:`nautilus_dsm.health`). Source outages (and an
+instrument lookup failing at subscribe time) are retried with backoff; a kline that cannot be a
+bar (e.g. stamped off the interval grid) is logged as an error and skipped, never retried.
 
 Clients built by the factory share one data-source manager per configuration; it is closed
 when the last client holding it disconnects (:mod:`nautilus_dsm.dsm.holders`). In synchronous
@@ -14,8 +18,9 @@ mode (the BacktestNode download engine runs each coroutine under its own ``async
 manager's connections are closed at the end of every coroutine, since they belong to that
 coroutine's event loop.
 
-Bars are stamped at their close (``ts_event = ts_init = open + interval``), use the instrument's
-price and size precision, and are plain ``Bar`` objects.
+Bars are stamped at their close (``ts_event = open + interval``); history keeps ``ts_init =
+ts_event``, live bars carry ``ts_init`` = the node clock when the bar was received. They use the
+instrument's price and size precision, and are plain ``Bar`` objects.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ from nautilus_dsm.constants import NS_PER_MS
 from nautilus_dsm.dsm.holders import acquire_dsm, release_dsm
 from nautilus_dsm.errors import DSMError, InvalidInput, SourceError, UnknownSymbol
 from nautilus_dsm.funding_requests import FundingRequestsMixin
+from nautilus_dsm.health import FetchTally, HealthMixin, process_rss_bytes
+from nautilus_dsm.live_stream import StreamFeed
 from nautilus_dsm.logs import install_log_bridge
 from nautilus_dsm.polling import BarPoller, not_trading, poll_bars, retry_delay_s
 from nautilus_dsm.refusals import RefusalsMixin
@@ -76,7 +83,7 @@ BINANCE_VENUE = Venue(VENUE)
 DEFAULT_CLIENT_ID = "DSM"
 
 
-class DSMDataClient(FundingRequestsMixin, RefusalsMixin, LiveMarketDataClient):
+class DSMDataClient(FundingRequestsMixin, HealthMixin, RefusalsMixin, LiveMarketDataClient):
     """
     A NautilusTrader live market data client for Binance klines, backed by the DSM engine.
 
@@ -145,9 +152,14 @@ class DSMDataClient(FundingRequestsMixin, RefusalsMixin, LiveMarketDataClient):
         acquire_dsm(dsm)
         self._holds_dsm = True
         self._pollers: dict[BarType, BarPoller] = {}
+        self._feed: StreamFeed | None = None  # the kline streams, opened at the first one
+        self._tally = FetchTally()
+        self._rss_start = process_rss_bytes()
+        self._health_task: asyncio.Task | None = None
         self._logger.info(
-            f"config: {_describe(self._source)}, poll_delay_ms={config.poll_delay_ms}, "
-            f"synthetic_fallback={config.synthetic_fallback}",
+            f"config: {_describe(self._source)}, live_source={config.live_source}, "
+            f"reconcile_grace_ms={config.reconcile_grace_ms}, "
+            f"poll_delay_ms={config.poll_delay_ms}, synthetic_fallback={config.synthetic_fallback}",
             LogColor.BLUE,
         )
         if config.synthetic_fallback:
@@ -171,6 +183,10 @@ class DSMDataClient(FundingRequestsMixin, RefusalsMixin, LiveMarketDataClient):
             "synthetic": poller.synthetic,
             "next_open_ms": poller.next_open_ms,
             "latencies_ms": list(poller.latencies_ms),
+            "streamed": poller.streamed,
+            "reconciled": poller.reconciled,
+            "gaps_backfilled": poller.gaps_backfilled,
+            "duplicates": poller.duplicates,
         }
 
     def _now_ns(self) -> int:
@@ -223,6 +239,11 @@ class DSMDataClient(FundingRequestsMixin, RefusalsMixin, LiveMarketDataClient):
         self._send_all_instruments_to_data_engine()
         # Probe the bar fast path now (a small parquet round trip), not inside the first answer.
         warm_up()
+        every_s = self._config.health_interval_s
+        if every_s > 0 and not self._is_sync and self._health_task is None:
+            self._health_task = asyncio.get_running_loop().create_task(
+                self._log_health(every_s), name="dsm-health"
+            )
 
     async def _load_instruments_retrying(self) -> None:
         """Initialise the instrument provider, retrying a source failure until the deadline.
@@ -269,8 +290,17 @@ class DSMDataClient(FundingRequestsMixin, RefusalsMixin, LiveMarketDataClient):
             return
 
     async def _disconnect(self) -> None:
+        if self._feed is not None:
+            # Closing the connections ends every stream at once (one UNSUBSCRIBE per stream
+            # would take 25 s for 100 streams at Binance's message rate).
+            feed, self._feed = self._feed, None
+            await feed.close()
         for bar_type in list(self._pollers):
             await self._stop_poller(bar_type)
+        if self._health_task is not None:
+            self._health_task.cancel()
+            await asyncio.wait([self._health_task])
+            self._health_task = None
         if self._holds_dsm:
             self._holds_dsm = False
             # A manager shared with other clients stays open until its last holder leaves.
@@ -470,10 +500,20 @@ class DSMDataClient(FundingRequestsMixin, RefusalsMixin, LiveMarketDataClient):
             next_open_ms=interval.floor_ms(now_ms),  # the forming bar is the first published
             anchor_local_ms=local_ms,
         )
+        self._pollers[bar_type] = poller
         poller.task = asyncio.get_running_loop().create_task(
             poll_bars(self, poller), name=f"dsm-poll-{bar_type}"
         )
-        self._pollers[bar_type] = poller
+        if self._config.live_source == "websocket":
+            if self._feed is None:
+                self._feed = StreamFeed(self, self._source, self._config.reconcile_grace_ms)
+            await self._feed.attach(poller)  # registers the stream before any yield
+            self._logger.info(
+                f"Streaming {bar_type} from the bar opening {iso_ms(poller.next_open_ms)} "
+                f"(REST reconciles what has not arrived {poller.delay_ms} ms after a close)",
+                LogColor.BLUE,
+            )
+            return
         self._logger.info(
             f"Polling {bar_type} from the bar opening {iso_ms(poller.next_open_ms)} "
             f"(poll_delay_ms={self._config.poll_delay_ms})",
@@ -487,10 +527,13 @@ class DSMDataClient(FundingRequestsMixin, RefusalsMixin, LiveMarketDataClient):
         poller = self._pollers.pop(bar_type, None)
         if poller is None or poller.task is None:
             return
+        if self._feed is not None:
+            await self._feed.detach(poller)  # nothing streamed is published after this
         poller.task.cancel()
         await asyncio.wait([poller.task])
         self._logger.info(
-            f"Stopped polling {bar_type} after {poller.published} bars "
+            f"Stopped {'streaming' if poller.wake is not None else 'polling'} {bar_type} after "
+            f"{poller.published} bars "
             f"({poller.synthetic} synthetic, {poller.skipped} bad klines skipped)"
         )
 
@@ -498,6 +541,8 @@ class DSMDataClient(FundingRequestsMixin, RefusalsMixin, LiveMarketDataClient):
         """Drop a subscription whose poller cannot go on (called from the poller itself)."""
         if self._pollers.get(poller.bar_type) is poller:
             del self._pollers[poller.bar_type]
+        if self._feed is not None:
+            self.create_task(self._feed.detach(poller), log_msg=f"stop streaming {poller.bar_type}")
         self._remove_subscription_bars(poller.bar_type)
 
 

@@ -17,25 +17,30 @@ the clocks, the logger, publishing, and ending the subscription.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from dataclasses import dataclass, field
-from decimal import Decimal
+import contextlib
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import polars as pl
 from nautilus_trader.common.enums import LogColor
+from nautilus_trader.model.data import Bar
 
 from nautilus_dsm.bars import convert_frame
-from nautilus_dsm.common import Interval, MarketType, ResolvedInstrument, from_ms, iso, iso_ms
+from nautilus_dsm.common import MarketType, from_ms, iso, iso_ms
 from nautilus_dsm.constants import NS_PER_MS
 from nautilus_dsm.dsm.synthetic import missing_open_times_ms
 from nautilus_dsm.errors import DSMError, InvalidInput, InvalidResponse, UnknownSymbol
 from nautilus_dsm.gaps import describe_invalid, fill_synthetic, format_runs, missing_runs
-from nautilus_dsm.parsing import TRADING
+from nautilus_dsm.live_cursor import (
+    BarPoller,
+    frame_end_ms,
+    not_closed_wait_s,
+    not_trading,
+    retry_delay_s,
+)
 
 if TYPE_CHECKING:
-    from nautilus_trader.model.data import BarType
     from nautilus_trader.model.identifiers import InstrumentId
     from nautilus_trader.model.instruments import Instrument
 
@@ -54,124 +59,10 @@ __all__ = [
     "retry_delay_s",
 ]
 
-# Retry schedule of source errors (seconds): short enough for 1s bars, bounded for long outages.
-_RETRY_BASE_S = 0.1
-_RETRY_MAX_S = 5.0
-# How often to re-poll when a bar is due but Binance has not closed it yet.
-_NOT_YET_CLOSED_S = 0.05
-_NOT_YET_CLOSED_MAX_S = 2.0
 # A bad kline (a payload that fails validation, or one nothing can parse) gets this many tries,
 # then it is reported and skipped: it would fail the same way forever. Outages are retried as
 # long as they last.
 BAD_KLINE_TRIES = 3
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure policy and state
-# ---------------------------------------------------------------------------------------------
-
-
-def retry_delay_s(failures: int) -> float:
-    """Return the backoff before retry number ``failures`` (1-based): doubling, capped."""
-    return min(_RETRY_BASE_S * 2 ** (failures - 1), _RETRY_MAX_S)
-
-
-def not_closed_wait_s(interval: Interval, waits: int) -> float:
-    """Return the wait before re-polling a due bar not closed yet (``waits``: 1-based).
-
-    Growing with each wait, capped so a due bar is re-polled at least 4 times per interval
-    (1s bars: every <= 250 ms).
-    """
-    max_wait_s = (
-        _NOT_YET_CLOSED_MAX_S
-        if interval.is_month
-        else min(_NOT_YET_CLOSED_MAX_S, interval.fixed_ms / 4_000)
-    )
-    return min(_NOT_YET_CLOSED_S * waits, max_wait_s)
-
-
-def frame_end_ms(frame: pl.DataFrame, interval: Interval) -> int:
-    """Return the open time after the frame's last bar; a row off the grid counts as its bar."""
-    last_open_ms = int(frame["open_time"].dt.epoch("ms")[-1])
-    return interval.next_open_ms(interval.floor_ms(last_open_ms))
-
-
-def not_trading(instrument: Instrument) -> str | None:
-    """Return why ``instrument`` has no live klines (its exchangeInfo status), or None.
-
-    Instruments without the raw exchangeInfo dict (built elsewhere) are taken as trading.
-    """
-    info = instrument.info
-    if not isinstance(info, dict):
-        return None
-    # Spot and USDT-M report `status`, COIN-M `contractStatus` (as parsing.skip_reason reads).
-    status = info.get("status", info.get("contractStatus"))
-    if status is None or status == TRADING:
-        return None
-    return (
-        f"{instrument.id} has status {status!r} on Binance, not {TRADING}: it has no live "
-        "klines, only its history is available (request_bars)"
-    )
-
-
-@dataclass
-class BarPoller:
-    """One live subscription's state, polled by one sequential task per bar type.
-
-    One task, sequential, so that a slow response never publishes twice.
-    """
-
-    bar_type: BarType
-    interval: Interval
-    resolved: ResolvedInstrument
-    instrument: Instrument | None  # resolved by the poll loop (retried while the source is down)
-    next_open_ms: int  # open time of the next bar to publish
-    # Local clock at subscription: the first bar is re-anchored to the exchange's forming bar
-    # at that moment once its clock is measured (None once anchored).
-    anchor_local_ms: int | None = None
-    skip_ms: dict[int, str] = field(default_factory=dict)  # bad klines to skip: open -> why
-    narrow_until_ms: int | None = None  # fetch one bar at a time up to here (finding a bad one)
-    skipped: int = 0
-    last_close: Decimal | None = None
-    task: asyncio.Task | None = None
-    published: int = 0
-    synthetic: int = 0
-    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
-    # The loop's counters: source failures in a row, tries of a bad kline, not-closed waits.
-    failures: int = 0
-    bad_tries: int = 0
-    waits: int = 0
-
-    def due_ms(self, delay_ms: int) -> int:
-        """Return when the next bar can be fetched: its close plus ``delay_ms``."""
-        return self.interval.next_open_ms(self.next_open_ms) + delay_ms
-
-    def window_end_ms(self, now_ms: int) -> tuple[int, bool]:
-        """Return the end (exclusive open time) of the next fetch and whether it was cut short.
-
-        The end is up to now, but short of a bad kline; a cut-short end does not grow with time.
-        """
-        interval = self.interval
-        # On the grid: the bars this window can hold are exactly those it names.
-        natural = max(interval.floor_ms(now_ms), interval.next_open_ms(self.next_open_ms))
-        end_ms = natural
-        if self.narrow_until_ms is not None:
-            if self.next_open_ms >= self.narrow_until_ms:
-                self.narrow_until_ms = None
-            else:
-                end_ms = min(end_ms, interval.next_open_ms(self.next_open_ms))
-        self.skip_ms = {t: w for t, w in self.skip_ms.items() if t >= self.next_open_ms}
-        if self.skip_ms:
-            end_ms = min(end_ms, min(self.skip_ms))
-        return end_ms, end_ms < natural
-
-    def skip_next(self) -> int:
-        """Go on from the bar after ``next_open_ms`` (a bad kline); return the skipped open."""
-        skipped = self.next_open_ms
-        self.skip_ms.pop(skipped, None)
-        self.next_open_ms = self.interval.next_open_ms(skipped)
-        self.skipped += 1
-        return skipped
 
 
 class PollHost(Protocol):
@@ -199,6 +90,8 @@ class PollHost(Protocol):
 
     def _end_subscription(self, poller: BarPoller) -> None: ...
 
+    def _record_fetch(self, report: Any, seconds: float) -> None: ...
+
 
 # ---------------------------------------------------------------------------------------------
 # The loop
@@ -218,21 +111,47 @@ async def poll_bars(host: PollHost, poller: BarPoller) -> None:
     if not await _resolve_instrument(host, poller):
         return
     await _anchor_to_exchange_time(host, poller)
+    poller.expected_from_ms = poller.next_open_ms
+    if poller.drain is not None:  # streamed bars that arrived while starting
+        poller.drain()
     while await _poll_once(host, poller):
         pass
+
+
+async def _wait_until_due(host: PollHost, poller: BarPoller) -> None:
+    """Wait until REST is due for the bar at the cursor (exchange time): close + delay.
+
+    Behind a stream (``poller.wake`` set) the due time is re-read whenever the stream moves the
+    cursor, and is "now" once the stream jumped past the cursor (:meth:`BarPoller.due_now`).
+    """
+    market = poller.resolved.market_type
+    delay_ms = host._config.poll_delay_ms if poller.delay_ms is None else poller.delay_ms
+    while True:
+        if poller.wake is not None:
+            poller.wake.clear()
+        if poller.due_now():
+            return
+        due_ms = poller.due_ms(delay_ms)
+        now_ms = await host.dsm.exchange_now_ms(market)  # measures only when due
+        if due_ms <= now_ms:
+            return
+        wait_s = (due_ms - now_ms) / 1000
+        if poller.wake is None:
+            await asyncio.sleep(wait_s)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(poller.wake.wait(), wait_s)
 
 
 async def _poll_once(host: PollHost, poller: BarPoller) -> bool:
     """Wait until the next bar is due, fetch up to now, publish; False when the stream ends."""
     market = poller.resolved.market_type
-    due_ms = poller.due_ms(host._config.poll_delay_ms)
-    now_ms = await host.dsm.exchange_now_ms(market)  # measures only when due
-    if due_ms > now_ms:
-        await asyncio.sleep((due_ms - now_ms) / 1000)
+    await _wait_until_due(host, poller)
     end_ms, cut = poller.window_end_ms(host._now_ms(market))
     if end_ms <= poller.next_open_ms:  # the next bar is a known bad kline
         _skip_bad_kline(host, poller, poller.skip_ms[poller.next_open_ms])
         return True
+    started = time.monotonic()
     try:
         result = await host.dsm.fetch(
             poller.resolved.instrument_id,
@@ -246,6 +165,7 @@ async def _poll_once(host: PollHost, poller: BarPoller) -> bool:
         raise
     except Exception as e:
         return await _on_fetch_error(host, poller, e, end_ms)
+    host._record_fetch(result.report, time.monotonic() - started)
     poller.bad_tries = 0
     await _on_fetched(host, poller, result.frame, result.report, end_ms, cut)
     return True
@@ -311,6 +231,8 @@ async def _on_fetched(
     )
     if not frame.is_empty():
         _publish_or_skip(host, poller, frame, report)
+        if poller.drain is not None:  # the stream's bars that continue the cursor now
+            poller.drain()
     if poller.failures:
         host._logger.info(
             f"{poller.bar_type}: source back after {poller.failures} failed attempts; "
@@ -478,8 +400,18 @@ def _publish_or_skip(host: PollHost, poller: BarPoller, frame: pl.DataFrame, rep
 
 
 def _publish(
-    host: PollHost, poller: BarPoller, frame: pl.DataFrame, report: Any, end_ms: int
+    host: PollHost,
+    poller: BarPoller,
+    frame: pl.DataFrame,
+    report: Any,
+    end_ms: int,
+    received_ns: int | None = None,
 ) -> None:
+    """Publish a frame's bars from the cursor on; ``received_ns`` set: one streamed kline.
+
+    Live bars carry ``ts_init`` = the node clock when they were received (the stream message,
+    or the REST answer); ``ts_event`` is the close.
+    """
     bar_type = poller.bar_type
     assert poller.instrument is not None  # resolved before the first fetch
     frame = _report_missing(host, poller, frame, report, end_ms)
@@ -497,17 +429,41 @@ def _publish(
     local_ms = local_ns // NS_PER_MS
     shift_ms = host._now_ms(poller.resolved.market_type, local_ms) - local_ms
     now_ns = local_ns + shift_ms * NS_PER_MS
-    for bar in bars:
+    ts_init = local_ns if received_ns is None else received_ns
+    behind_stream = poller.wake is not None and received_ns is None
+    for converted in bars:
+        bar = Bar(
+            converted.bar_type,
+            converted.open,
+            converted.high,
+            converted.low,
+            converted.close,
+            converted.volume,
+            converted.ts_event,
+            ts_init,
+        )
         host._handle_data(bar)
         # Advance per bar: whatever happens next, a published bar is never published again.
         poller.next_open_ms = bar.ts_event // NS_PER_MS  # the close is the next bar's open
         poller.published += 1
         poller.latencies_ms.append((now_ns - bar.ts_event) / NS_PER_MS)
-    poller.next_open_ms = end_ms
+    if received_ns is not None:
+        poller.streamed += len(bars)
+    elif behind_stream:
+        poller.reconciled += len(bars)
+        if poller.gap_open and bars:
+            poller.gaps_backfilled += 1
+            poller.gap_open = False
+    poller.next_open_ms = max(poller.next_open_ms, end_ms)
     if valid.any():
         poller.last_close = frame["close"][int(np.flatnonzero(valid)[-1])]
     if len(bars) > 1:
         host._logger.info(f"{bar_type}: published {len(bars)} bars (backfill)", LogColor.BLUE)
+    elif behind_stream and bars:
+        host._logger.debug(
+            f"{bar_type}: the bar closing {iso_ms(bars[0].ts_event // NS_PER_MS)} was not "
+            "streamed in time; published from REST"
+        )
 
 
 def _report_missing(

@@ -85,6 +85,10 @@ class DSMInstrumentProvider(InstrumentProvider):
             resolve_path(config.filter_callable) if config.filter_callable else None
         )
         self._skipped: dict[str, SkippedSymbol] = {}
+        # The last parse of each (market, include_non_trading), kept with the exchangeInfo it
+        # came from: while the manager serves the same (TTL-cached) copy, it is not parsed
+        # again (200 subscriptions resolving their instruments would parse it 200 times).
+        self._parsed: dict[tuple[MarketType, bool], tuple[Any, ParsedExchangeInfo]] = {}
 
     @property
     def skipped(self) -> list[SkippedSymbol]:
@@ -194,9 +198,15 @@ class DSMInstrumentProvider(InstrumentProvider):
         ts_init = self._clock.timestamp_ns()
         results = []
         for market, info in zip(markets, infos, strict=True):
+            key = (market, include_non_trading)
+            memo = self._parsed.get(key)
+            if memo is not None and memo[0] is info:
+                results.append(memo[1])
+                continue
             parsed = parse_exchange_info(
                 market, info, ts_init, include_non_trading=include_non_trading
             )
+            self._parsed[key] = (info, parsed)
             self._record_skipped(parsed)
             results.append(parsed)
         return results

@@ -43,6 +43,12 @@ class SourceSettings(msgspec.Struct, frozen=True, kw_only=True):
         the market's path (``/api/v3``, ``/fapi/v1``, ``/dapi/v1``) is appended.
     base_url_vision : str, optional
         Binance Vision host override (``https://data.binance.vision`` when None).
+    base_url_ws : str or mapping, optional
+        Websocket kline-stream endpoint override (testnets, mirrors, the imitation): one URL
+        for every market, a template with ``{market}`` (``spot``, ``futures/um``,
+        ``futures/cm``), or a mapping market -> URL (stored as sorted ``(market, url)`` pairs;
+        markets it omits keep Binance's). None: Binance's (``wss://stream.binance.com:9443/ws``,
+        ``wss://fstream.binance.com/market/ws``, ``wss://dstream.binance.com/ws``).
     cache_dir : str, optional
         Parquet cache root; None: ``$NAUTILUS_DSM_CACHE_DIR`` if set, else the user cache dir
         (a folder per host set when a base URL is overridden).
@@ -79,6 +85,7 @@ class SourceSettings(msgspec.Struct, frozen=True, kw_only=True):
     market_type: MarketType | None = None
     base_url_http: str | None = None
     base_url_vision: str | None = None
+    base_url_ws: str | tuple[tuple[str, str], ...] | None = None
     cache_dir: str | None = None
     min_completeness: float = 0.95
     on_low_quality: Literal["raise", "warn"] = "raise"
@@ -102,6 +109,7 @@ class SourceSettings(msgspec.Struct, frozen=True, kw_only=True):
             force_setattr(self, "market_type", MarketType.parse(self.market_type))
         check_base_url(self.base_url_http, "base_url_http")
         check_base_url(self.base_url_vision, "base_url_vision")
+        force_setattr(self, "base_url_ws", _check_ws_urls(self.base_url_ws, owner))
         if self.cache_dir is not None:
             force_setattr(self, "cache_dir", _check_cache_dir(self.cache_dir, owner))
         force_setattr(self, "min_completeness", _check_fraction(self.min_completeness, owner))
@@ -153,9 +161,49 @@ class SourceSettings(msgspec.Struct, frozen=True, kw_only=True):
         """Return a copy with ``changes`` applied (validated like a new instance)."""
         return msgspec.structs.replace(self, **changes)
 
+    @property
+    def ws_urls(self) -> str | dict[str, str] | None:
+        """``base_url_ws`` as :func:`~nautilus_dsm.dsm.stream_connection.ws_base_url` takes it."""
+        if isinstance(self.base_url_ws, tuple):
+            return dict(self.base_url_ws)
+        return self.base_url_ws
+
     def as_kwargs(self) -> dict[str, Any]:
         """Every field as a keyword argument (``market_type`` as the enum)."""
         return {name: getattr(self, name) for name in self.__struct_fields__}
+
+
+def _check_ws_urls(value: object, owner: str) -> str | tuple[tuple[str, str], ...] | None:
+    """Validate ``base_url_ws`` for every market; a mapping becomes hashable sorted pairs."""
+    from collections.abc import Mapping
+
+    from nautilus_dsm.dsm.stream_connection import ws_base_url
+
+    if value is None:
+        return None
+    if isinstance(value, Mapping) or (
+        isinstance(value, list | tuple) and not isinstance(value, str)
+    ):
+        try:
+            pairs = dict(value.items() if isinstance(value, Mapping) else value)
+            normalised = tuple(
+                sorted((MarketType.parse(k).value, str(url)) for k, url in pairs.items())
+            )
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(
+                f"{owner}base_url_ws {value!r} is not a mapping market -> URL ({e}); pass e.g. "
+                "{'spot': 'wss://stream.binance.com:9443/ws'} or one URL / a '{market}' template"
+            ) from None
+        for market in MarketType:
+            ws_base_url(market, dict(normalised))
+        return normalised
+    if not isinstance(value, str):
+        raise InvalidInput(
+            f"{owner}base_url_ws {value!r} is not a URL; pass e.g. 'ws://127.0.0.1:9000/{{market}}/ws'"
+        )
+    for market in MarketType:
+        ws_base_url(market, value)
+    return value
 
 
 def _not_int(value: object) -> bool:

@@ -13,6 +13,7 @@ listing lookup and the per-period chain.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Self
@@ -93,6 +94,7 @@ class MarketSources:
         # A REST budget shared with other processes (distributed ingestion sets it before
         # the first request; REST clients take it when created). Vision takes none.
         self.rest_limiter: RequestLimiter | None = None
+        self._info_inflight: dict[MarketType, asyncio.Future[dict]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -190,7 +192,9 @@ class MarketSources:
         """Return the market's decoded ``exchangeInfo``, refetched once ``exchange_info_ttl_s`` old.
 
         When the refresh fails, the previous copy is served (with a warning) rather than
-        failing a running node over metadata that is merely older than the TTL.
+        failing a running node over metadata that is merely older than the TTL. Concurrent
+        callers share one request (200 subscriptions starting together cost one exchangeInfo,
+        not 200: on spot it weighs 20).
         """
         # Any market: instrument metadata is not bars, and providers may load several markets.
         market = MarketType.parse(market_type)
@@ -198,6 +202,16 @@ class MarketSources:
         now_ms = self._clock()  # an age: the local clock measures it (an offset cancels out)
         if cached is not None and now_ms - cached[1] < self.exchange_info_ttl_s * 1000:
             return cached[0]
+        inflight = self._info_inflight.get(market)
+        if inflight is None or inflight.done():
+            inflight = asyncio.ensure_future(self._refresh_exchange_info(market, cached, now_ms))
+            self._info_inflight[market] = inflight
+        # Shielded: one caller cancelled does not cancel the request the others wait for.
+        return await asyncio.shield(inflight)
+
+    async def _refresh_exchange_info(
+        self, market: MarketType, cached: tuple[dict, int] | None, now_ms: int
+    ) -> dict:
         try:
             info = await self.rest_client(market).exchange_info()
         except SourceError as exc:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -79,6 +80,9 @@ class WsConfig:
     ping_timeout_s: float = 60.0
     max_age_s: float = 24 * 3600.0
     port: int = 0
+    # True: the closed message goes out at the first push tick after the close (as Binance's,
+    # 0..cadence late, ~cadence/2 on average); False: right at the close.
+    closed_on_cadence: bool = False
 
 
 @dataclass
@@ -405,13 +409,17 @@ class KlineStreamServer:
             symbol, interval = key
             loop = asyncio.get_running_loop()
             now = self._imitation.now_ms()
+            period = cadence_s(conn.market, interval)
+            # On cadence, each stream ticks at its own phase (stable per name), so closed
+            # messages of streams subscribed together are not late by one shared amount.
+            phase = zlib.crc32(name.encode()) % 1000 / 1000 if self.config.closed_on_cadence else 1
             stream = _Stream(
                 name,
                 conn.market,
                 symbol,
                 interval,
                 interval.floor_ms(now),
-                loop.time() + cadence_s(conn.market, interval),
+                loop.time() + period * phase,
             )
             self._streams[(conn.market, name)] = stream
         stream.subscribers.add(conn)
@@ -435,15 +443,21 @@ class KlineStreamServer:
             now_loop = loop.time()
             now = self._imitation.now_ms()
             wait = 1.0
+            on_cadence = self.config.closed_on_cadence
             for stream in list(self._streams.values()):
                 current = stream.interval.floor_ms(now)
-                if current > stream.open_ms:
+                tick = stream.next_push <= now_loop
+                closed = current > stream.open_ms
+                if closed and (tick or not on_cadence):
                     await self._push_closed(stream, current, now)
-                if stream.next_push <= now_loop:
-                    await self._push_forming(stream, now)
+                if tick:
+                    if not (closed and on_cadence):  # this tick carried the closed message
+                        await self._push_forming(stream, now)
                     period = cadence_s(stream.market, stream.interval)
                     stream.next_push = max(stream.next_push + period, now_loop + period / 2)
                 close_in = (stream.interval.next_open_ms(stream.open_ms) - now) / 1000
+                if on_cadence:
+                    close_in = wait  # closes go out on ticks: no wake at the close itself
                 wait = min(wait, stream.next_push - now_loop, close_in)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

@@ -65,6 +65,7 @@ def main(log_dir: Path) -> int:
                         base_url_http=srv.url,
                         base_url_vision=srv.url,
                         cache_dir=str(log_dir / "cache"),
+                        live_source="rest",
                         instrument_provider=DSMInstrumentProviderConfig(
                             load_ids=frozenset({"BTCUSDT.BINANCE"})
                         ),

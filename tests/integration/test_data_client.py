@@ -1,15 +1,12 @@
 """DSMDataClient against the Binance imitation, with a real LiveClock, MessageBus and Cache.
 
-The harness registers the two endpoints the client talks to (``DataEngine.process`` for
-published data, ``DataEngine.response`` for request answers) and records every message the
-client logs, so each test asserts exactly what was answered, published and logged.
+The harness (``conftest``) records what the client publishes, answers and logs, so each test
+asserts exactly what was answered, published and logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -21,15 +18,9 @@ import pytest
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.component import LiveClock, MessageBus
 from nautilus_trader.core.uuid import UUID4
-from nautilus_trader.data.messages import (
-    DataResponse,
-    RequestBars,
-    RequestInstrument,
-    SubscribeBars,
-    UnsubscribeBars,
-)
+from nautilus_trader.data.messages import RequestInstrument
 from nautilus_trader.model.data import Bar, BarType
-from nautilus_trader.model.identifiers import ClientId, InstrumentId, TraderId
+from nautilus_trader.model.identifiers import InstrumentId, TraderId
 from nautilus_trader.model.instruments import Instrument
 
 from nautilus_dsm.common import Interval, MarketType, iso_ms, to_ms
@@ -39,167 +30,22 @@ from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import DataUnavailable, InvalidInput, SourceError
 from nautilus_dsm.factories import dsm_holders
 from nautilus_dsm.providers import DSMInstrumentProvider
+from tests.integration.conftest import (
+    CLIENT_ID,
+    NS,
+    SPOT_1M,
+    SPOT_1S,
+    Harness,
+    assert_contiguous_closed_and_true,
+    bar_rows,
+    expected_rows,
+    subscribe,
+    unsubscribe,
+)
 
-CLIENT_ID = ClientId("DSM")
-SPOT_1M = BarType.from_str("BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL")
-SPOT_1S = BarType.from_str("BTCUSDT.BINANCE-1-SECOND-LAST-EXTERNAL")
 DAY = datetime(2024, 1, 2, tzinfo=UTC)
 DAY_MS = to_ms(DAY)
 MIN_MS = 60_000
-NS = 1_000_000
-
-
-# ---------------------------------------------------------------------------------------------
-# Harness
-# ---------------------------------------------------------------------------------------------
-
-
-class RecordingLogger:
-    """Forwards to the client's Nautilus logger and keeps ``(level, message)`` for asserts."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.records: list[tuple[str, str]] = []
-
-    def _log(self, level: str, message: str, *args: Any) -> None:
-        self.records.append((level, message))
-        getattr(self._inner, level)(message, *args)
-
-    def debug(self, message: str, *args: Any) -> None:
-        self._log("debug", message, *args)
-
-    def info(self, message: str, *args: Any) -> None:
-        self._log("info", message, *args)
-
-    def warning(self, message: str, *args: Any) -> None:
-        self._log("warning", message, *args)
-
-    def error(self, message: str, *args: Any) -> None:
-        self._log("error", message, *args)
-
-    def exception(self, message: str, ex: BaseException) -> None:
-        self._log("exception", message, ex)
-
-    def at(self, level: str) -> list[str]:
-        return [m for lv, m in self.records if lv == level]
-
-
-@dataclass
-class Harness:
-    client: DSMDataClient
-    cache: Cache
-    clock: LiveClock
-    srv: Any
-    logs: RecordingLogger
-    published: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-    responses: asyncio.Queue[DataResponse] = field(default_factory=asyncio.Queue)
-
-    async def request_bars(
-        self,
-        bar_type: BarType,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        limit: int = 0,
-    ) -> DataResponse:
-        """Send a request through the public API; return its single answer (asserted single)."""
-        request = RequestBars(
-            bar_type=bar_type,
-            start=pd.Timestamp(start) if start is not None else None,
-            end=pd.Timestamp(end) if end is not None else None,
-            limit=limit,
-            client_id=CLIENT_ID,
-            venue=BINANCE_VENUE,
-            callback=None,
-            request_id=UUID4(),
-            ts_init=self.clock.timestamp_ns(),
-            params=None,
-        )
-        self.client.request_bars(request)
-        response = await asyncio.wait_for(self.responses.get(), timeout=30)
-        await asyncio.gather(*list(self.client._tasks))  # the request task has finished ...
-        assert self.responses.empty()  # ... and answered exactly once
-        assert response.correlation_id == request.id
-        return response
-
-    async def next_bar(self, timeout: float = 10.0) -> Bar:
-        while True:
-            item = await asyncio.wait_for(self.published.get(), timeout=timeout)
-            if isinstance(item, Bar):
-                return item
-
-
-def build_harness(
-    srv: Any,
-    cache_dir: Path,
-    dsm_wrapper: Callable[[Any], Any] | None = None,
-    **overrides: Any,
-) -> Harness:
-    """A client on a real LiveClock, MessageBus and Cache against ``srv``, capturing what it
-    publishes and answers (shared by every live-client test module)."""
-    loop = asyncio.get_running_loop()
-    clock = LiveClock()
-    msgbus = MessageBus(TraderId("TESTER-001"), clock)
-    cache = Cache()
-    settings: dict[str, Any] = {
-        "base_url_http": srv.url,
-        "base_url_vision": srv.url,
-        "cache_dir": str(cache_dir),
-        "poll_delay_ms": 20,
-    }
-    settings.update(overrides)
-    config = DSMDataClientConfig(**settings)
-    dsm = DataSourceManager.from_config(config.source_config())
-    if dsm_wrapper is not None:
-        dsm = dsm_wrapper(dsm)
-    provider = DSMInstrumentProvider(dsm.exchange_info, config.instrument_provider, clock)
-    client = DSMDataClient(loop, dsm, msgbus, cache, clock, provider, config)
-    logs = RecordingLogger(client._logger)
-    client._logger = logs
-    harness = Harness(client, cache, clock, srv, logs)
-    msgbus.register("DataEngine.process", harness.published.put_nowait)
-    msgbus.register("DataEngine.response", harness.responses.put_nowait)
-    return harness
-
-
-@pytest.fixture
-async def make_harness(imitation: Any, cache_dir: Path) -> AsyncIterator[Callable[..., Harness]]:
-    made: list[Harness] = []
-
-    def make(dsm_wrapper: Callable[[Any], Any] | None = None, **overrides: Any) -> Harness:
-        harness = build_harness(imitation, cache_dir, dsm_wrapper, **overrides)
-        made.append(harness)
-        return harness
-
-    yield make
-    for harness in made:
-        await harness.client._disconnect()
-
-
-def expected_rows(
-    srv: Any, market: MarketType, symbol: str, interval: Interval, start_ms: int, end_ms: int
-) -> list[tuple[int, str, str, str, str, str]]:
-    """The imitation's truth as ``(ts_close_ns, o, h, l, c, v)`` at 8 decimals (spot BTCUSDT)."""
-    frame = srv.expected(market, symbol, interval, start_ms, end_ms)
-    step = interval.fixed_ms
-    return [
-        (
-            (r["open_time_ms"] + step) * NS,
-            *(f"{r[c]:.8f}" for c in ("open", "high", "low", "close", "volume")),
-        )
-        for r in frame.with_columns(
-            pl.col("open_time").dt.epoch("ms").alias("open_time_ms")
-        ).iter_rows(named=True)
-    ]
-
-
-def bar_rows(bars: list[Bar]) -> list[tuple[int, str, str, str, str, str]]:
-    for bar in bars:
-        assert bar.ts_event == bar.ts_init
-        assert type(bar) is Bar
-    return [
-        (b.ts_event, str(b.open), str(b.high), str(b.low), str(b.close), str(b.volume))
-        for b in bars
-    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,46 +313,11 @@ async def test_request_instrument_coin_m_is_inverse(make_harness) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _subscribe(h: Harness, bar_type: BarType) -> None:
-    h.client.subscribe_bars(
-        SubscribeBars(
-            bar_type=bar_type,
-            client_id=CLIENT_ID,
-            venue=BINANCE_VENUE,
-            command_id=UUID4(),
-            ts_init=h.clock.timestamp_ns(),
-        )
-    )
-
-
-async def _unsubscribe(h: Harness, bar_type: BarType) -> None:
-    h.client.unsubscribe_bars(
-        UnsubscribeBars(
-            bar_type=bar_type,
-            client_id=CLIENT_ID,
-            venue=BINANCE_VENUE,
-            command_id=UUID4(),
-            ts_init=h.clock.timestamp_ns(),
-        )
-    )
-    await asyncio.gather(*list(h.client._tasks))
-
-
-def _assert_contiguous_closed_and_true(h: Harness, bars: list[Bar], received_ns: list[int]) -> None:
-    step_ns = 1_000 * NS
-    opens_ms = [b.ts_event // NS - 1_000 for b in bars]
-    assert [b.ts_event for b in bars] == [bars[0].ts_event + i * step_ns for i in range(len(bars))]
-    assert all(b.ts_event <= t for b, t in zip(bars, received_ns, strict=True))  # none forming
-    assert bar_rows(bars) == expected_rows(
-        h.srv, MarketType.SPOT, "BTCUSDT", Interval.SECOND_1, opens_ms[0], opens_ms[-1] + 1_000
-    )
-
-
 async def test_subscribe_1s_bars_publishes_each_closed_bar_once_in_order(make_harness) -> None:
     h = make_harness()
     before_ms = h.clock.timestamp_ms()
 
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     await asyncio.gather(*list(h.client._tasks))  # the subscription is active
     after_ms = h.clock.timestamp_ms()
     bars, received = [], []
@@ -517,13 +328,13 @@ async def test_subscribe_1s_bars_publishes_each_closed_bar_once_in_order(make_ha
     # the first bar published is the one forming when the subscription became active
     first_open_ms = bars[0].ts_event // NS - 1_000
     assert Interval.SECOND_1.floor_ms(before_ms) <= first_open_ms <= after_ms
-    _assert_contiguous_closed_and_true(h, bars, received)
+    assert_contiguous_closed_and_true(h, bars, received)
     assert h.logs.at("error") == []
 
 
 async def test_outage_is_backfilled_in_order_without_gap_or_duplicate(make_harness) -> None:
     h = make_harness()
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     bars, received = [await h.next_bar()], [h.clock.timestamp_ns()]
 
     h.srv.pause()
@@ -535,7 +346,7 @@ async def test_outage_is_backfilled_in_order_without_gap_or_duplicate(make_harne
         received.append(h.clock.timestamp_ns())
 
     assert len(bars) >= 5
-    _assert_contiguous_closed_and_true(h, bars, received)
+    assert_contiguous_closed_and_true(h, bars, received)
     paused = [b for b in bars if bars[0].ts_event < b.ts_event <= resumed_ms * NS]
     assert len(paused) >= 2  # bars that closed during the outage arrived, in order, once
     assert h.logs.at("error") == []
@@ -564,7 +375,7 @@ class FlakyDSM:
 async def test_source_errors_are_retried_with_backoff_then_backfilled(make_harness) -> None:
     h = make_harness(dsm_wrapper=FlakyDSM)
     flaky: FlakyDSM = h.client.dsm
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     bars, received = [await h.next_bar()], [h.clock.timestamp_ns()]
 
     flaky.failures = 5  # 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s of backoff: bars close meanwhile
@@ -574,7 +385,7 @@ async def test_source_errors_are_retried_with_backoff_then_backfilled(make_harne
         bars.append(await h.next_bar(timeout=10))
         received.append(h.clock.timestamp_ns())
 
-    _assert_contiguous_closed_and_true(h, bars, received)
+    assert_contiguous_closed_and_true(h, bars, received)
     retries = [m for m in h.logs.at("warning") if "retrying in" in m]
     assert [m.split("attempt ")[1].split(",")[0] for m in retries] == ["1", "2", "3", "4", "5"]
     assert [m.split("retrying in ")[1].split("s;")[0] for m in retries] == [
@@ -621,7 +432,7 @@ class OffGridDSM:
 async def test_live_kline_off_the_grid_is_skipped_not_retried(make_harness) -> None:
     h = make_harness(dsm_wrapper=OffGridDSM)
     source: OffGridDSM = h.client.dsm
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     bars, received = [await h.next_bar()], [h.clock.timestamp_ns()]
     slot_ms = bars[0].ts_event // NS  # the next bar's open
     source.slot_ms = slot_ms
@@ -631,7 +442,7 @@ async def test_live_kline_off_the_grid_is_skipped_not_retried(make_harness) -> N
         received.append(h.clock.timestamp_ns())
 
     assert source.injected.is_set()
-    _assert_contiguous_closed_and_true(h, bars, received)  # the real bar of that slot is there
+    assert_contiguous_closed_and_true(h, bars, received)  # the real bar of that slot is there
     bad_time = iso_ms(slot_ms + 500)
     [error] = h.logs.at("error")
     assert error.startswith(f"{SPOT_1S}: 1 of ")  # of the rows that poll returned
@@ -657,7 +468,7 @@ async def test_live_frame_that_cannot_convert_is_skipped_and_polling_goes_on(
 ) -> None:
     h = make_harness(dsm_wrapper=UnconvertibleDSM)
     source: UnconvertibleDSM = h.client.dsm
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     bars = [await h.next_bar()]
     slot_ms = bars[0].ts_event // NS
     source.slot_ms = slot_ms
@@ -708,7 +519,7 @@ async def test_subscribe_while_instrument_lookup_fails_retries_then_delivers(
     h.client.dsm.failures = 3
     before_ms = h.clock.timestamp_ms()
 
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     await asyncio.gather(*list(h.client._tasks))
     bars, received = [await h.next_bar()], [h.clock.timestamp_ns()]
     bars.append(await h.next_bar())
@@ -716,7 +527,7 @@ async def test_subscribe_while_instrument_lookup_fails_retries_then_delivers(
 
     # nothing missed: the first bar is the one forming when the subscription was made
     assert bars[0].ts_event // NS - 1_000 == Interval.SECOND_1.floor_ms(before_ms)
-    _assert_contiguous_closed_and_true(h, bars, received)
+    assert_contiguous_closed_and_true(h, bars, received)
     lookups = [m for m in h.logs.at("warning") if "instrument lookup failed" in m]
     assert [m.split("; bars from")[0] for m in lookups] == [
         f"{SPOT_1S}: instrument lookup failed (SourceError: exchangeInfo down (test)); "
@@ -732,7 +543,7 @@ async def test_subscribe_unknown_symbol_ends_the_subscription(make_harness) -> N
     h = make_harness()
     bar_type = BarType.from_str("FOOBARUSDT.BINANCE-1-SECOND-LAST-EXTERNAL")
 
-    _subscribe(h, bar_type)
+    subscribe(h, bar_type)
     await asyncio.gather(*list(h.client._tasks))
     poller_task = h.client._pollers[bar_type].task
     await poller_task
@@ -749,8 +560,8 @@ async def test_subscribe_unknown_symbol_ends_the_subscription(make_harness) -> N
 async def test_unsubscribe_before_subscribe_ran_starts_no_poller(make_harness) -> None:
     h = make_harness()
 
-    _subscribe(h, SPOT_1S)
-    await _unsubscribe(h, SPOT_1S)  # both commands queued before either ran
+    subscribe(h, SPOT_1S)
+    await unsubscribe(h, SPOT_1S)  # both commands queued before either ran
 
     assert h.client.poller_stats(SPOT_1S) is None
     assert h.client.subscribed_bars() == []
@@ -760,7 +571,7 @@ async def test_unsubscribe_before_subscribe_ran_starts_no_poller(make_harness) -
 
 async def _stream_across_gap(h: Harness) -> tuple[list[Bar], int, int]:
     """Subscribe; remove the forming bar and the next from the source; collect past the gap."""
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     bars = [await h.next_bar()]
     gap_start = bars[-1].ts_event // NS  # the open of the bar forming now
     gap_end = gap_start + 2_000
@@ -778,7 +589,7 @@ async def test_live_source_gap_publishes_real_bars_only_and_logs_error(make_harn
     opens_ms = [b.ts_event // NS - 1_000 for b in bars]
     assert gap_start not in opens_ms and gap_start + 1_000 not in opens_ms
     assert opens_ms == sorted(set(opens_ms))  # in order, each once
-    assert bar_rows(bars) == expected_rows(
+    assert bar_rows(bars, live=True) == expected_rows(
         h.srv, MarketType.SPOT, "BTCUSDT", Interval.SECOND_1, opens_ms[0], opens_ms[-1] + 1_000
     )
     gap_iso = (iso_ms(gap_start), iso_ms(gap_end))
@@ -806,7 +617,7 @@ async def test_live_source_gap_with_synthetic_fallback_is_filled_flat(make_harne
     truth = expected_rows(
         h.srv, MarketType.SPOT, "BTCUSDT", Interval.SECOND_1, opens_ms[0], opens_ms[-1] + 1_000
     )
-    assert bar_rows(real) == truth
+    assert bar_rows(real, live=True) == truth
     assert [r[0] // NS - 1_000 for r in truth] == real_opens
     assert h.client.poller_stats(SPOT_1S)["synthetic"] == 2
     assert [m for m in h.logs.at("warning") if "SYNTHETIC" in m] == [
@@ -817,10 +628,10 @@ async def test_live_source_gap_with_synthetic_fallback_is_filled_flat(make_harne
 
 async def test_unsubscribe_stops_publication(make_harness) -> None:
     h = make_harness()
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     await h.next_bar()
 
-    await _unsubscribe(h, SPOT_1S)
+    await unsubscribe(h, SPOT_1S)
 
     assert h.client.poller_stats(SPOT_1S) is None
     while not h.published.empty():  # a bar published before the unsubscribe took effect
@@ -833,7 +644,7 @@ async def test_subscribe_two_minute_bars_logs_error_naming_the_fix(make_harness)
     h = make_harness()
     bar_type = BarType.from_str("BTCUSDT.BINANCE-2-MINUTE-LAST-EXTERNAL")
 
-    _subscribe(h, bar_type)
+    subscribe(h, bar_type)
     await asyncio.gather(*list(h.client._tasks))
 
     errors = h.logs.at("error")
@@ -931,7 +742,7 @@ async def test_subscribe_after_history_of_a_non_trading_symbol_is_refused(make_h
     await h.request_bars(SPOT_1M, DAY, datetime(2024, 1, 2, 1, tzinfo=UTC))
     assert h.cache.instrument(SPOT_1M.instrument_id) is not None  # loaded for the history
 
-    _subscribe(h, SPOT_1M)
+    subscribe(h, SPOT_1M)
     await asyncio.gather(*list(h.client._tasks))
 
     assert h.logs.at("error") == [
@@ -950,7 +761,7 @@ async def test_subscribe_non_trading_symbol_found_by_the_provider_is_refused(
     await provider.instrument_for(SPOT_1M.instrument_id, include_non_trading=True)
     assert h.cache.instrument(SPOT_1M.instrument_id) is None  # the poller looks it up
 
-    _subscribe(h, SPOT_1M)
+    subscribe(h, SPOT_1M)
     await asyncio.gather(*list(h.client._tasks))
     poller = h.client._pollers.get(SPOT_1M)
     if poller is not None:

@@ -3,7 +3,7 @@
 Every unsupported subscription logs exactly one error and records no subscription; every
 unsupported request logs exactly one error and is answered once, empty (the requester never
 waits forever); unsubscribing what was refused is a quiet no-op. No ``NotImplementedError``
-reaches the user. The client is the harness of ``test_data_client`` (real LiveClock,
+reaches the user. The client is the harness of ``conftest`` (real LiveClock,
 MessageBus, Cache; the client's log recorded).
 """
 
@@ -55,10 +55,8 @@ from nautilus_trader.model.enums import BookType
 from nautilus_trader.model.identifiers import ClientId, InstrumentId
 
 from nautilus_dsm.data import BINANCE_VENUE
-from tests.integration import test_data_client
 
 pytestmark = pytest.mark.timeout(60)
-make_harness = test_data_client.make_harness
 
 CLIENT_ID = ClientId("DSM")
 SPOT = InstrumentId.from_str("BTCUSDT.BINANCE")

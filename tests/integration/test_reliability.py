@@ -44,16 +44,13 @@ from nautilus_dsm.errors import (
 )
 from nautilus_dsm.testing import BinanceImitation
 from nautilus_dsm.testing import server as imitation_server
-from tests.integration import test_data_client
-from tests.integration.test_data_client import (  # the data-client harness, reused
+from tests.integration.conftest import (  # the data-client harness, reused
     SPOT_1S,
     Harness,
-    _assert_contiguous_closed_and_true,
-    _subscribe,
-    _unsubscribe,
+    assert_contiguous_closed_and_true,
+    subscribe,
+    unsubscribe,
 )
-
-make_harness = test_data_client.make_harness  # the fixture, under its own name
 
 UM = MarketType.FUTURES_USDT
 SPOT = MarketType.SPOT
@@ -988,16 +985,16 @@ async def test_live_answers_slower_than_the_bar_publish_each_bar_once_in_order(
 ) -> None:
     h = make_harness()
     h.srv.faults.latency_s = 1.2  # every answer outlasts the 1 s bar: the next one is due first
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     bars, received = [], []
     while len(bars) < 5:
         bars.append(await h.next_bar(timeout=20))
         received.append(h.clock.timestamp_ns())
 
-    await _unsubscribe(h, SPOT_1S)
+    await unsubscribe(h, SPOT_1S)
     late = _drain_bars(h)  # published by the poll that was in flight at the unsubscribe
 
-    _assert_contiguous_closed_and_true(h, bars, received)
+    assert_contiguous_closed_and_true(h, bars, received)
     everything = [b.ts_event for b in bars + late]
     assert everything == [everything[0] + i * 1_000_000_000 for i in range(len(everything))]
     # Polls really overlapped bar closes: at least one answer carried several bars at once.
@@ -1009,7 +1006,7 @@ async def test_live_5xx_for_several_bars_is_backfilled_in_order_without_gap_or_d
     make_harness: Any,
 ) -> None:
     h = make_harness()
-    _subscribe(h, SPOT_1S)
+    subscribe(h, SPOT_1S)
     bars, received = [await h.next_bar()], [h.clock.timestamp_ns()]
 
     h.srv.faults.rest_5xx = 1_000_000  # every REST answer is 503 ...
@@ -1020,7 +1017,7 @@ async def test_live_5xx_for_several_bars_is_backfilled_in_order_without_gap_or_d
         bars.append(await h.next_bar(timeout=20))
         received.append(h.clock.timestamp_ns())
 
-    _assert_contiguous_closed_and_true(h, bars, received)
+    assert_contiguous_closed_and_true(h, bars, received)
     during = [b for b in bars if bars[0].ts_event < b.ts_event <= resumed_ms * 1_000_000]
     assert len(during) >= 2  # bars that closed during the outage arrived once, in order
     assert 503 in [r.status for r in h.srv.requests]

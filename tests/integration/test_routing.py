@@ -35,7 +35,7 @@ from nautilus_dsm.data import DSMDataClient
 from nautilus_dsm.factories import DSMLiveDataClientFactory
 from nautilus_dsm.refusals import subscription_refusal
 from nautilus_dsm.testing import BinanceImitation
-from tests.integration.test_data_client import RecordingLogger
+from tests.integration.conftest import RecordingLogger
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -90,6 +90,7 @@ def _dsm_config(srv: Any, cache_dir: Path) -> DSMDataClientConfig:
     return DSMDataClientConfig(
         base_url_http=srv.url,
         base_url_vision=srv.url,
+        base_url_ws=srv.ws_url + "/{market}/ws",  # websocket is the default live source
         cache_dir=str(cache_dir),
         poll_delay_ms=20,
         instrument_provider=DSMInstrumentProviderConfig(load_ids=frozenset({str(SPOT)})),

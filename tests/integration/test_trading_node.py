@@ -51,6 +51,7 @@ def _settings(srv: Any, cache_dir: Path) -> dict[str, Any]:
         "base_url_vision": srv.url,
         "cache_dir": str(cache_dir),
         "poll_delay_ms": 20,
+        "live_source": "rest",  # these nodes test the REST poller (streams: test_routing)
     }
 
 

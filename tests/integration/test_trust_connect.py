@@ -31,7 +31,6 @@ from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig
 from nautilus_dsm.dsm.rest import BinanceRestClient
 from nautilus_dsm.errors import InvalidInput, SourceError
 from nautilus_dsm.factories import DSMLiveDataClientFactory, dsm_for_config
-from tests.integration import test_data_client
 
 CLIENT_ID = ClientId("DSM")
 SPOT_ID = "BTCUSDT.BINANCE"
@@ -39,8 +38,6 @@ LIVE = BarType.from_str("BTCUSDT.BINANCE-1-SECOND-LAST-EXTERNAL")
 EXCHANGE_INFO = "/api/v3/exchangeInfo"
 NS = 1_000_000
 pytestmark = pytest.mark.timeout(60)
-# The DSMDataClient harness of test_data_client (real LiveClock, MessageBus, Cache, logs).
-make_harness = test_data_client.make_harness
 
 
 def failed_exchange_info(srv: Any) -> int:
@@ -224,6 +221,7 @@ def test_node_started_during_an_outage_starts_its_trader_once_binance_is_back(
         base_url_vision=imitation.url,
         cache_dir=str(cache_dir),
         poll_delay_ms=20,
+        live_source="rest",
         timeout_connection=20.0,
         instrument_provider=DSMInstrumentProviderConfig(load_ids=frozenset({SPOT_ID})),
     )
