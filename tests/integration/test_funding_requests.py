@@ -1,6 +1,6 @@
 """``DSMDataClient.request_funding_rates``: funding history through the engine, answered once.
 
-The harness of ``test_data_client`` (real LiveClock, MessageBus, Cache, the imitation over
+The harness of ``tests/integration/conftest.py`` (real LiveClock, MessageBus, Cache, the imitation over
 HTTP). Funding subscriptions stay refused (the live streams are rebuilt apart).
 """
 
@@ -19,10 +19,8 @@ from nautilus_trader.model.identifiers import ClientId, InstrumentId
 
 from nautilus_dsm.common import MarketType, to_ms
 from nautilus_dsm.data import BINANCE_VENUE
-from tests.integration import test_data_client
 
 pytestmark = pytest.mark.timeout(60)
-make_harness = test_data_client.make_harness
 PERP = InstrumentId.from_str("BTCUSDT-PERP.BINANCE")
 INVERSE = InstrumentId.from_str("BTCUSD-PERP.BINANCE")
 START, END = datetime(2024, 3, 14, tzinfo=UTC), datetime(2024, 3, 16, tzinfo=UTC)
