@@ -97,11 +97,13 @@ def health_figures(
     """Return the client's health figures (plain numbers, JSON-able).
 
     Completeness is the share of the bars owed since each subscription started (up to its
-    cursor) that were published; bar success the share of bars taken up that became bars
+    cursor) that were published from the source (SYNTHETIC fills, ``synthetic_fallback``, do
+    not count: they are counted apart, as ``bars_synthetic``); bar success the share of bars taken up that became bars
     (not skipped as bad klines).
     """
     pollers = list(pollers)
     published = sum(p.published for p in pollers)
+    synthetic = sum(p.synthetic for p in pollers)
     skipped = sum(p.skipped for p in pollers)
     owed = sum(
         p.interval.count(p.expected_from_ms, p.next_open_ms)
@@ -114,12 +116,13 @@ def health_figures(
     return {
         "subscriptions": len(pollers),
         "bars_published": published,
+        "bars_synthetic": synthetic,
         "bars_streamed": sum(p.streamed for p in pollers),
         "bars_late_reconciled": sum(p.reconciled for p in pollers),
         "gaps_backfilled": sum(p.gaps_backfilled for p in pollers),
         "duplicates_dropped": sum(p.duplicates for p in pollers),
         "bad_klines_skipped": skipped,
-        "completeness": published / owed if owed else 1.0,
+        "completeness": (published - synthetic) / owed if owed else 1.0,
         "bar_success": published / (published + skipped) if published + skipped else 1.0,
         "ws_reconnects": ws_reconnects,
         "rest_weight_per_min": rest_weight_per_min,
@@ -172,7 +175,7 @@ def health_line(figures: dict[str, Any]) -> str:
         f"health: {f['subscriptions']} subscriptions, {f['bars_published']} bars published "
         f"({f['bars_streamed']} streamed, {f['bars_late_reconciled']} late and reconciled by "
         f"REST, {f['gaps_backfilled']} gaps backfilled, {f['duplicates_dropped']} duplicates "
-        f"dropped), completeness {f['completeness']:.1%}, ws reconnects {f['ws_reconnects']}, "
+        f"dropped, {f['bars_synthetic']} SYNTHETIC), completeness {f['completeness']:.1%}, ws reconnects {f['ws_reconnects']}, "
         f"REST weight/min {weight}, close->publish p50 {ms(f['latency_p50_ms'])} ms p99 "
         f"{ms(f['latency_p99_ms'])} ms, exchange clock offset ms [{offsets or '-'}], cache hit "
         f"rate {rate}, memory {f['memory_mb']:g} MB ({f['memory_growth_mb']:+g} MB)"

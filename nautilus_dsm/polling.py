@@ -240,7 +240,9 @@ async def _on_fetched(
             LogColor.GREEN,
         )
         poller.failures = 0
-    if not frame.is_empty():
+    if not frame.is_empty() or end_ms <= poller.next_open_ms:
+        # Published, or overtaken: the stream published the window's bars while this fetch
+        # was awaited (the cursor is past it), so there is nothing to wait for or skip.
         poller.waits = 0
         return
     market = poller.resolved.market_type
@@ -252,7 +254,7 @@ async def _on_fetched(
             f"{poller.bar_type}: the source has no bars for {n} open times: "
             f"{format_runs([(poller.next_open_ms, end_ms, n)])}"
         )
-        poller.next_open_ms = end_ms
+        poller.next_open_ms = max(poller.next_open_ms, end_ms)  # never back
         return
     # Due but not closed at the source yet: re-poll soon, never publish forming bars.
     poller.waits += 1

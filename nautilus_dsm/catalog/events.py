@@ -34,6 +34,7 @@ from nautilus_dsm.catalog.grid import diff_closed
 from nautilus_dsm.common import Interval, from_ms, to_ms
 from nautilus_dsm.common.datasets import Dataset
 from nautilus_dsm.constants import NS_PER_MS
+from nautilus_dsm.dsm.locks import DEFAULT_TTL_S
 
 if TYPE_CHECKING:
     from nautilus_trader.model.instruments import Instrument
@@ -129,12 +130,13 @@ async def ingest_event_series(
     end_ms: int,
     *,
     lock_timeout_s: float,
+    lock_ttl_s: float = DEFAULT_TTL_S,
     policy: tuple[float | None, str | None],
     report: IngestReport,
 ) -> None:
     """Write the series' events of ``[start_ms, end_ms)`` that no file covers; re-check gaps."""
     directory = cat._make_path(series.data_cls, series.instrument_id)
-    lock = series_lock_for(cat, directory, series.key, lock_timeout_s)
+    lock = series_lock_for(cat, directory, series.key, lock_timeout_s, lock_ttl_s)
     report.events_written.setdefault(series.key, 0)
     if series.interval is not None:
         start_ms, end_ms = series.interval.ceil_ms(start_ms), series.interval.ceil_ms(end_ms)

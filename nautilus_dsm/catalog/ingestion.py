@@ -145,6 +145,14 @@ async def ingest_async(
         instrument_ids, intervals, start, end, chunk
     )
     bar_sets, event_sets = _checked_datasets(datasets, resolved)
+    if Dataset.INDEX_PRICE_KLINES in event_sets and len(parsed_intervals) > 1:
+        # IndexPriceUpdate has no interval in the catalog: one instrument's updates are one
+        # series, so a second interval would read as already ingested (or mix two cadences).
+        raise InvalidInput(
+            f"index_price_klines are IndexPriceUpdate series without an interval in the "
+            f"catalog: ingest them at one interval, not {[iv.value for iv in parsed_intervals]}"
+            "; run the index dataset once with the interval you want"
+        )
     cat = _as_catalog(catalog)
     owns_dsm = dsm is None
     if dsm is None:
@@ -188,7 +196,8 @@ async def ingest_async(
         for e in events:
             await ingest_event_series(
                 cat, dsm, e, instruments[e.instrument_id], start_ms, min(end_ms, run.now_ms),
-                lock_timeout_s=lock_timeout_s, policy=(min_completeness, on_low_quality),
+                lock_timeout_s=lock_timeout_s, lock_ttl_s=lock_ttl_s,
+                policy=(min_completeness, on_low_quality),
                 report=report,
             )  # fmt: skip
     except QualityBelowThreshold as e:

@@ -66,8 +66,13 @@ def ingest_datasets_option[F: Callable[..., Any]](fn: F) -> F:
 
 
 def interval_for_dataset(dataset: str, interval: str | None) -> str | None:
-    """Return the interval a dataset needs (None for funding); refuse a missing one."""
+    """Return the interval a dataset needs (None for funding); refuse a missing or stray one."""
     if Dataset.parse(dataset) is Dataset.FUNDING_RATES:
+        if interval is not None:
+            raise InvalidInput(
+                "--interval does not apply to --dataset funding (funding events fall on the "
+                "funding boundaries); drop --interval"
+            )
         return None
     if interval is None:
         raise InvalidInput(f"--interval is required for --dataset {dataset}, e.g. --interval 1m")

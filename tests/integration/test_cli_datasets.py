@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
+import pytest
 from click.testing import CliRunner, Result
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
@@ -81,6 +82,22 @@ def test_fetch_without_interval_for_klines_is_exit_2(imitation, cache_dir, tmp_p
     assert result.exit_code == 2
     assert result.stderr == (
         "error: --interval is required for --dataset klines, e.g. --interval 1m\n"
+    )
+    assert imitation.requests == []
+
+
+@pytest.mark.parametrize("command", ["fetch", "quality"])
+def test_an_interval_with_funding_is_exit_2_before_io(imitation, cache_dir, tmp_path, command):
+    out = ["--out", str(tmp_path / "x.parquet")] if command == "fetch" else []
+    result = _invoke(
+        command, "BTCUSDT-PERP.BINANCE", "--dataset", "funding", "--interval", "1h",
+        "--start", "2024-01-01", "--end", "2024-01-02", *out, *_sources(imitation, cache_dir),
+    )  # fmt: skip
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --interval does not apply to --dataset funding (funding events fall on the "
+        "funding boundaries); drop --interval\n"
     )
     assert imitation.requests == []
 

@@ -227,6 +227,13 @@ def test_ingest_refuses_premium_and_spot_funding_before_io(tmp_path):
         ingest(str(tmp_path / "c"), [LINEAR], ["1h"], START, END, datasets=["premium"])
     with pytest.raises(InvalidInput, match="exists only on the futures markets"):
         ingest(str(tmp_path / "c"), ["BTCUSDT.BINANCE"], ["1h"], START, END, datasets=["funding"])
+    with pytest.raises(InvalidInput) as index:
+        ingest(str(tmp_path / "c"), [LINEAR], ["1m", "1h"], START, END, datasets=["index"])
+    assert str(index.value) == (
+        "index_price_klines are IndexPriceUpdate series without an interval in the catalog: "
+        "ingest them at one interval, not ['1m', '1h']; run the index dataset once with the "
+        "interval you want"
+    )
     assert not (tmp_path / "c").exists()
 
 

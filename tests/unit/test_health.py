@@ -69,6 +69,14 @@ def test_figures_sum_the_subscriptions() -> None:
     assert health_alerts(f) == []
 
 
+def test_synthetic_fills_do_not_count_as_complete() -> None:
+    f = _figures([_poller(100, 100, synthetic=10)])
+
+    assert f["bars_published"] == 100 and f["bars_synthetic"] == 10
+    assert f["completeness"] == 0.9
+    assert health_alerts(f) == ["completeness 90.0% < 95%"]
+
+
 def test_every_threshold_has_its_alert() -> None:
     tally = FetchTally()
     for _ in range(20):  # warm
@@ -104,7 +112,8 @@ def test_the_line_names_every_figure() -> None:
 
     assert line == (
         "health: 1 subscriptions, 3 bars published (2 streamed, 1 late and reconciled by REST, "
-        "0 gaps backfilled, 0 duplicates dropped), completeness 100.0%, ws reconnects 2, REST "
+        "0 gaps backfilled, 0 duplicates dropped, 0 SYNTHETIC), completeness 100.0%, ws reconnects 2, "
+        "REST "
         "weight/min 14, close->publish p50 150 ms p99 199 ms, exchange clock offset ms "
         "[spot -3], cache hit rate -, memory 100 MB (+0 MB)"
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from nautilus_trader.model.data import BarType
 
 from nautilus_dsm.common import Interval, MarketType, resolve_instrument
@@ -77,3 +79,39 @@ def test_grace_defaults_per_market_and_the_configured_one_wins() -> None:
     }
     assert grace_ms_for(MarketType.FUTURES_COIN, None) == 1_500
     assert grace_ms_for(MarketType.SPOT, 0) == 0
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def error(self, message: str, *_: object) -> None:
+        self.lines.append(("error", message))
+
+    def info(self, message: str, *_: object) -> None:
+        self.lines.append(("info", message))
+
+    def warning(self, message: str, *_: object) -> None:
+        self.lines.append(("warning", message))
+
+
+async def test_a_rest_answer_overtaken_by_the_stream_never_moves_the_cursor_back() -> None:
+    import polars as pl
+
+    from nautilus_dsm import polling
+
+    log = _Log()
+    host = SimpleNamespace(_logger=log, _now_ms=lambda *_: T0 + 10 * SEC)
+    c = _cursor(T0 + 2 * SEC)
+    c.narrow_until_ms = T0 + 5 * SEC  # isolating a bad kline: one bar per REST fetch
+    end_ms, cut = c.window_end_ms(T0 + 10 * SEC)
+    assert end_ms == T0 + 3 * SEC and cut
+    c.next_open_ms = T0 + 4 * SEC  # meanwhile the stream published T0+2s and T0+3s
+    frame = pl.DataFrame({"open_time": [T0 + 2 * SEC]}).with_columns(
+        pl.from_epoch("open_time", time_unit="ms")
+    )
+
+    await polling._on_fetched(host, c, frame, None, end_ms, cut)  # type: ignore[arg-type]
+
+    assert c.next_open_ms == T0 + 4 * SEC
+    assert log.lines == []  # no "the source has no bars" for bars the stream published
