@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -266,9 +267,16 @@ class BadPayloadRest(BinanceRestClient):
     bad_ms = 0
 
     async def klines(
-        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, now_ms: int | None = None
+        self,
+        symbol: str,
+        interval: str,
+        start_ms: int,
+        end_ms: int,
+        *,
+        now_ms: int | None = None,
+        **kwargs: Any,
     ) -> pl.DataFrame:
-        frame = await super().klines(symbol, interval, start_ms, end_ms, now_ms=now_ms)
+        frame = await super().klines(symbol, interval, start_ms, end_ms, now_ms=now_ms, **kwargs)
         if self.bad_ms in [to_ms(t) for t in frame["open_time"]]:
             raise InvalidResponse("open 'abc' (test)", open_times_ms=(self.bad_ms,))
         return frame
