@@ -209,8 +209,11 @@ def infer_intervals(times_ms: list[int], known: list[int | None]) -> list[int | 
 
     An event's interval is the one that ended at it: the hours since the previous boundary,
     when that spacing is one of :data:`ALLOWED_INTERVAL_HOURS` (a longer one is a gap, not an
-    interval); otherwise the spacing to the next boundary, then the nearest known interval.
-    ``known`` values (Vision's) are kept. Pure.
+    interval) -- unless that spacing is a whole multiple of the spacing that follows and the
+    one before agrees with it (or there is none): then events are missing between the two
+    (4 h funding with 04:00 missing), which is reported as a gap rather than hidden as two
+    interval changes. Without a previous boundary an event takes its successor's interval,
+    then the nearest known one. ``known`` values (Vision's) are kept. Pure.
     """
     n = len(times_ms)
     out = list(known)
@@ -221,9 +224,20 @@ def infer_intervals(times_ms: list[int], known: list[int | None]) -> list[int | 
         hours, rest = divmod(abs(times_ms[i] - times_ms[j]), HOUR_MS)
         return hours if rest == 0 and hours in ALLOWED_INTERVAL_HOURS else None
 
+    before = [spacing(i, i - 1) for i in range(n)]  # hours since the previous boundary
     for i in range(n):
-        if out[i] is None:
-            out[i] = spacing(i, i - 1) or spacing(i, i + 1)
+        if out[i] is not None or before[i] is None:
+            continue
+        hours = before[i]
+        left = (known[i - 1] or before[i - 1]) if i > 0 else None
+        right = before[i + 1] if i + 1 < n else None
+        missing = (
+            right is not None and hours > right and hours % right == 0 and left in (None, right)
+        )
+        out[i] = right if missing else hours
+    for i in reversed(range(n)):  # no previous boundary: the successor's interval
+        if out[i] is None and i + 1 < n:
+            out[i] = out[i + 1] if before[i + 1] is not None else spacing(i, i + 1)
     for i in range(n):  # still unknown (isolated by gaps): the nearest known interval
         if out[i] is None:
             near = [(abs(i - j), out[j]) for j in range(n) if out[j] is not None]

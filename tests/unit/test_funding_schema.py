@@ -71,7 +71,19 @@ def test_infer_intervals_from_spacing_across_a_change_and_a_gap():
     times = [0, 8 * H, 16 * H, 20 * H, 24 * H, 40 * H]  # 8h, then 4h, then a 16h gap
     assert infer_intervals(times, [None] * 6) == [8, 8, 8, 4, 4, 4]
     assert infer_intervals([0], [None]) == [None]
-    assert infer_intervals([0, 8 * H], [None, 4]) == [8, 4]
+    assert infer_intervals([0, 8 * H], [None, 4]) == [4, 4]  # Vision: 4 h; 04:00 missing
+
+
+def test_one_missing_event_between_equal_spacings_is_a_gap_not_two_interval_changes():
+    # 4 h funding, 04:00 missing: the 8 h spacing is a missing event, not 4 h -> 8 h -> 4 h.
+    times = [0, 8 * H, 12 * H, 16 * H, 20 * H]
+    assert infer_intervals(times, [None] * 5) == [4, 4, 4, 4, 4]
+    # 08:00 missing: the same (an 8 h interval could not end at 12:00 anyway).
+    times = [0, 4 * H, 12 * H, 16 * H, 20 * H]
+    assert infer_intervals(times, [None] * 5) == [4, 4, 4, 4, 4]
+    # A real change keeps its new spacing on both sides of the next event.
+    times = [0, 4 * H, 8 * H, 16 * H, 24 * H]
+    assert infer_intervals(times, [None] * 5) == [4, 4, 4, 8, 8]
 
 
 def _frame(rows):
