@@ -29,7 +29,8 @@ from nautilus_dsm.catalog.grid import clip, grid_cell, merge_half_open, open_ran
 from nautilus_dsm.catalog.plan import ChunkPlan
 from nautilus_dsm.common import Interval
 from nautilus_dsm.constants import NS_PER_MS
-from nautilus_dsm.dsm.locks import DEFAULT_TTL_S, SeriesLock, series_lock
+from nautilus_dsm.dsm.locks import DEFAULT_TTL_S, SeriesLock, check_current_lock, series_lock
+from nautilus_dsm.errors import SeriesLocked
 
 _log = logging.getLogger(__name__)
 TMP_SUFFIX = ".tmp"
@@ -84,6 +85,11 @@ def write_file_atomic(catalog: ParquetDataCatalog, directory: str, name: str, ta
         row_group_size=catalog.max_rows_per_group,
         use_dictionary=False,
     )
+    try:
+        check_current_lock()  # the commit: only while this writer still holds the series
+    except SeriesLocked:
+        catalog.fs.rm(tmp)
+        raise
     catalog.fs.mv(tmp, final)
     return final
 

@@ -25,6 +25,7 @@ cache can take the same locks as catalog ingestion.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -108,6 +109,8 @@ class SeriesLock:
         self._version: str | None = None
         self._lost = False
         self._version_lock = threading.Lock()
+        self._renewed_mono = 0.0  # monotonic time of the last write of our lock object
+        self._tokens: list[contextvars.Token[SeriesLock | None]] = []
 
     @property
     def held(self) -> bool:
@@ -116,8 +119,26 @@ class SeriesLock:
 
     @property
     def lost(self) -> bool:
-        """Object stores: True when another process took the lock over while it was held."""
-        return self._lost
+        """Object stores: True once the lock may belong to another process.
+
+        That is when another process took it over, or when it went unrenewed for its TTL
+        (renewals failing: another process may take it over at any moment, so a writer must
+        stop before that can happen rather than find out after).
+        """
+        if self._lost:
+            return True
+        remote = self._held and self._fd is None
+        return remote and time.monotonic() - self._renewed_mono >= self.ttl_s
+
+    def check_held(self) -> None:
+        """Raise :class:`SeriesLocked` when this lock was lost (see :attr:`lost`)."""
+        if self.lost:
+            raise SeriesLocked(
+                f"{self.what} lock {self.path} was lost while writing (not renewed within "
+                f"{self.ttl_s:g} s, or taken over): stopped before the next write so two "
+                "writers never commit to one series. Re-run: the ingest resumes",
+                path=self.path,
+            )
 
     # -- public ------------------------------------------------------------------------------
 
@@ -174,18 +195,29 @@ class SeriesLock:
         return _parse_holder(raw)
 
     def __enter__(self) -> SeriesLock:
-        return self.acquire()
+        self.acquire()
+        self._tokens.append(_CURRENT.set(self))
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        self.release()
+        self._exit()
 
     async def __aenter__(self) -> SeriesLock:
         import asyncio
 
         # Waiting polls and sleeps: off the event loop, so other tasks keep running.
-        return await asyncio.to_thread(self.acquire)
+        await asyncio.to_thread(self.acquire)
+        # Set here, in the caller's task: writes in the `async with` body can check it.
+        self._tokens.append(_CURRENT.set(self))
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._exit()
+
+    def _exit(self) -> None:
+        if self._tokens:
+            with contextlib.suppress(ValueError):  # reset from another context: leave it
+                _CURRENT.reset(self._tokens.pop())
         self.release()
 
     # -- local: flock ------------------------------------------------------------------------
@@ -245,6 +277,7 @@ class SeriesLock:
         with self._version_lock:
             self._version = version
             self._lost = False
+            self._renewed_mono = time.monotonic()
         return True
 
     def _take_over_if_stale(self, store: LockStore) -> str | None:
@@ -279,6 +312,7 @@ class SeriesLock:
                 self._lost = True
                 return False
             self._version = new
+            self._renewed_mono = time.monotonic()
             return True
 
     def _start_renewer(self) -> None:
@@ -311,6 +345,23 @@ class SeriesLock:
             return
         with contextlib.suppress(FileNotFoundError, OSError):
             self._store().delete(self.path, version)
+
+
+_CURRENT: contextvars.ContextVar[SeriesLock | None] = contextvars.ContextVar(
+    "nautilus_dsm_series_lock", default=None
+)
+
+
+def check_current_lock() -> None:
+    """Raise :class:`SeriesLocked` when the series lock held by this context was lost.
+
+    Writers call it before each commit (a catalog file's rename): a writer whose object-store
+    lock went unrenewed for its TTL or was taken over stops instead of writing beside the new
+    holder. Without a lock in this context it does nothing.
+    """
+    lock = _CURRENT.get()
+    if lock is not None:
+        lock.check_held()
 
 
 def _parse_holder(raw: bytes) -> dict[str, Any] | None:
