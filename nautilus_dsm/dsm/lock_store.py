@@ -95,15 +95,23 @@ class S3LockStore:
         probe = f"{bucket}/.nautilus-dsm-probe-{uuid.uuid4().hex}"
         first = self._put_if_absent(probe, b"1")
         second = self._put_if_absent(probe, b"2")
+        honours_none_match = first is not None and second is None
+        # A takeover swaps the stale lock with If-Match: a store that ignores it would let
+        # two processes taking over one stale lock both win.
+        honours_match = not honours_none_match or self.replace(probe, b"3", '"0"') is None
         with contextlib.suppress(OSError):
             self.fs.call_s3("delete_object", Bucket=bucket, Key=self._split(probe)[1])
-        if first is None or second is not None:
-            raise ConditionalWritesUnsupported(
-                f"the object store of bucket {bucket!r} ignores If-None-Match (a second "
-                "exclusive create succeeded), so it cannot keep one writer per series; use a "
-                "store with conditional writes (AWS S3, MinIO, GCS and R2 have them) or run "
-                "one writer per catalog"
-            )
+        for honoured, header, what in (
+            (honours_none_match, "If-None-Match", "a second exclusive create"),
+            (honours_match, "If-Match", "a swap with a wrong ETag"),
+        ):
+            if not honoured:
+                raise ConditionalWritesUnsupported(
+                    f"the object store of bucket {bucket!r} ignores {header} ({what} "
+                    "succeeded), so it cannot keep one writer per series; use a store with "
+                    "conditional writes (AWS S3, MinIO, GCS and R2 have them) or run one "
+                    "writer per catalog"
+                )
         _verified.add(where)
 
     def _split(self, path: str) -> tuple[str, str]:

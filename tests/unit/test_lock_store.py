@@ -47,3 +47,28 @@ def test_a_store_ignoring_if_none_match_is_refused_before_any_lock_is_written() 
     assert "data/bar/X.lock" not in fs.objects  # the probe is removed, no lock was written
     assert fs.objects == {}
     assert [m for m, _ in fs.calls] == ["put_object", "put_object", "delete_object"]
+
+
+class HonoursOnlyNoneMatch(IgnoresConditions):
+    """Exclusive creates work; If-Match is ignored (the takeover swap would race)."""
+
+    endpoint_url = "http://half-conditional-s3.invalid"
+
+    def call_s3(self, method: str, **kw: Any) -> dict[str, Any]:
+        if method == "put_object" and kw.get("IfNoneMatch") == "*" and kw["Key"] in self.objects:
+            self.calls.append((method, kw["Key"]))
+            raise OSError("PreconditionFailed: At least one of the pre-conditions failed (412)")
+        return super().call_s3(method, **kw)
+
+
+def test_a_store_ignoring_if_match_is_refused_before_any_lock_is_written() -> None:
+    fs = HonoursOnlyNoneMatch()
+    with pytest.raises(ConditionalWritesUnsupported) as caught:
+        S3LockStore(fs).create("catalogs/data/bar/X.lock", b"owner")
+    assert str(caught.value) == (
+        "the object store of bucket 'catalogs' ignores If-Match (a swap with a wrong ETag "
+        "succeeded), so it cannot keep one writer per series; use a store with conditional "
+        "writes (AWS S3, MinIO, GCS and R2 have them) or run one writer per catalog"
+    )
+    assert fs.objects == {}
+    assert [m for m, _ in fs.calls] == ["put_object", "put_object", "put_object", "delete_object"]
