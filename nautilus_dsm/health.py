@@ -98,8 +98,8 @@ def health_figures(
 
     Completeness is the share of the bars owed since each subscription started (up to its
     cursor) that were published from the source (SYNTHETIC fills, ``synthetic_fallback``, do
-    not count: they are counted apart, as ``bars_synthetic``); bar success the share of bars taken up that became bars
-    (not skipped as bad klines).
+    not count: they are counted apart, as ``bars_synthetic``); bar success the share of bars
+    taken up that became bars (not skipped as bad klines).
     """
     pollers = list(pollers)
     published = sum(p.published for p in pollers)
@@ -175,7 +175,8 @@ def health_line(figures: dict[str, Any]) -> str:
         f"health: {f['subscriptions']} subscriptions, {f['bars_published']} bars published "
         f"({f['bars_streamed']} streamed, {f['bars_late_reconciled']} late and reconciled by "
         f"REST, {f['gaps_backfilled']} gaps backfilled, {f['duplicates_dropped']} duplicates "
-        f"dropped, {f['bars_synthetic']} SYNTHETIC), completeness {f['completeness']:.1%}, ws reconnects {f['ws_reconnects']}, "
+        f"dropped, {f['bars_synthetic']} SYNTHETIC), completeness {f['completeness']:.1%}, "
+        f"ws reconnects {f['ws_reconnects']}, "
         f"REST weight/min {weight}, close->publish p50 {ms(f['latency_p50_ms'])} ms p99 "
         f"{ms(f['latency_p99_ms'])} ms, exchange clock offset ms [{offsets or '-'}], cache hit "
         f"rate {rate}, memory {f['memory_mb']:g} MB ({f['memory_growth_mb']:+g} MB)"
