@@ -239,7 +239,13 @@ class PerpLiveMixin:
         if kind == "funding_rates":
             poll.last_funding = None  # a new subscriber gets the current rate once
         if poll.task is None:
-            instrument = await self._instrument(instrument_id)  # type: ignore[attr-defined]
+            try:
+                instrument = await self._instrument(instrument_id)  # type: ignore[attr-defined]
+            except DSMError as e:  # not listed: end the subscription rather than never deliver
+                self._logger.error(f"Cannot subscribe to {_WHAT[kind]} for {instrument_id}: {e}")
+                getattr(self, f"_remove_subscription_{kind}")(instrument_id)
+                await self._perp_remove(kind, instrument_id)
+                return
             if poll.task is None and poll.kinds:
                 poll.task = self._loop.create_task(self._perp_run(poll, instrument))
 

@@ -209,3 +209,20 @@ async def test_spot_is_refused_with_one_error_before_any_request(
     ]
     assert getattr(h.client, f"subscribed_{kind}")() == []
     assert [r for r in srv.requests if "premiumIndex" in r.path] == []
+
+
+async def test_unlisted_perpetual_ends_the_subscription_with_one_error(clocked, cache_dir) -> None:
+    srv, _ = clocked
+    h = _harness(clocked, cache_dir)
+    nope = InstrumentId.from_str("NOPEUSDT-PERP.BINANCE")
+
+    _send(h, "mark_prices", nope)
+    await asyncio.gather(*list(h.client._tasks))
+
+    errors = h.logs.at("error")
+    assert len(errors) == 1
+    assert errors[0].startswith("Cannot subscribe to mark prices for NOPEUSDT-PERP.BINANCE: ")
+    assert "NOPEUSDT" in errors[0]
+    assert h.client.subscribed_mark_prices() == []
+    assert h.client._perp_polls() == {}
+    assert [r for r in srv.requests if "premiumIndex" in r.path] == []
