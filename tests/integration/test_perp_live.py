@@ -226,3 +226,21 @@ async def test_unlisted_perpetual_ends_the_subscription_with_one_error(clocked, 
     assert h.client.subscribed_mark_prices() == []
     assert h.client._perp_polls() == {}
     assert [r for r in srv.requests if "premiumIndex" in r.path] == []
+
+
+async def test_a_failing_poll_warns_once_per_streak_and_recovers(clocked, cache_dir) -> None:
+    srv, _ = clocked
+    h = build_harness(srv, cache_dir, max_retries=1)  # one try a poll: each 503 fails it
+    h.client.PERP_POLL_S = 0.02
+    await h.client._instrument(PERP)  # exchangeInfo before the faults
+    srv.faults.rest_5xx = 3
+    _send(h, "mark_prices", PERP)
+
+    (mark,) = await _collect(h, MarkPriceUpdate, 1)
+
+    warnings = h.logs.at("warning")
+    assert len(warnings) == 1
+    assert warnings[0].startswith("BTCUSDT-PERP.BINANCE premiumIndex poll failed: ")
+    assert "BTCUSDT-PERP.BINANCE premiumIndex poll recovered" in h.logs.at("info")
+    assert len([r for r in srv.requests if r.path.endswith("/premiumIndex")]) == 4
+    assert mark.ts_event == BEFORE * 1_000_000
