@@ -285,6 +285,10 @@ class PerpLiveMixin:
                 if not failing:
                     self._logger.warning(f"{instrument.id} premiumIndex poll failed: {e}")
                 failing = True
+            except Exception as e:  # a bug must not end the subscription silently
+                if not failing:
+                    self._logger.exception(f"{instrument.id} premiumIndex poll failed", e)
+                failing = True
             else:
                 if failing:
                     self._logger.info(f"{instrument.id} premiumIndex poll recovered")
