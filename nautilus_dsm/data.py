@@ -60,6 +60,7 @@ from nautilus_dsm.funding_requests import FundingRequestsMixin
 from nautilus_dsm.health import FetchTally, HealthMixin, process_rss_bytes
 from nautilus_dsm.live_stream import StreamFeed
 from nautilus_dsm.logs import install_log_bridge
+from nautilus_dsm.perp_live import PerpLiveMixin
 from nautilus_dsm.polling import BarPoller, not_trading, poll_bars, retry_delay_s
 from nautilus_dsm.refusals import RefusalsMixin
 from nautilus_dsm.requests import (
@@ -83,7 +84,9 @@ BINANCE_VENUE = Venue(VENUE)
 DEFAULT_CLIENT_ID = "DSM"
 
 
-class DSMDataClient(FundingRequestsMixin, HealthMixin, RefusalsMixin, LiveMarketDataClient):
+class DSMDataClient(
+    FundingRequestsMixin, PerpLiveMixin, HealthMixin, RefusalsMixin, LiveMarketDataClient
+):
     """
     A NautilusTrader live market data client for Binance klines, backed by the DSM engine.
 
@@ -297,6 +300,7 @@ class DSMDataClient(FundingRequestsMixin, HealthMixin, RefusalsMixin, LiveMarket
             await feed.close()
         for bar_type in list(self._pollers):
             await self._stop_poller(bar_type)
+        await self._stop_perp_polls()
         if self._health_task is not None:
             self._health_task.cancel()
             await asyncio.wait([self._health_task])

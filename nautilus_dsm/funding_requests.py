@@ -8,9 +8,8 @@ Vision monthly ``fundingRate`` -> REST) and answered once with ``FundingRateUpda
 ``next_funding_ns``, ``ts_event`` the boundary); a ``limit`` keeps the latest ``limit`` rows.
 Any failure answers empty with one logged error: a request never hangs.
 
-Live funding *subscriptions* (``subscribe_funding_rates``, mark and index price streams) are not
-served here: they belong to the websocket streams, rebuilt separately; they stay refused with
-the refusal naming NautilusTrader's Binance client.
+Live funding *subscriptions* (``subscribe_funding_rates``, mark and index prices) are served by
+:mod:`nautilus_dsm.perp_live` (REST ``premiumIndex``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """What ``DSMDataClient`` does not serve, refused with one error that names what to use instead.
 
 The client serves EXTERNAL Binance kline bars (LAST price) and Binance instruments. Every other
-subscription or request NautilusTrader may route to it (quotes, trades, order books, mark,
-index and funding prices, instrument status and close, options, custom data) is refused here:
+subscription or request NautilusTrader may route to it (quotes, trades, order books,
+instrument status and close, options, custom data) is refused here (mark, index and funding
+prices of futures are served by :mod:`nautilus_dsm.perp_live`):
 
 - a subscription logs exactly one error and records no subscription (so the data engine never
   sends an unsubscribe for it, and a later subscriber is told again);
@@ -26,11 +27,8 @@ from nautilus_trader.model.enums import AggregationSource, PriceType
 SERVES_BARS = "DSMDataClient serves EXTERNAL Binance kline bars (LAST)"
 SERVES = f"{SERVES_BARS} and Binance instruments"
 BINANCE_CLIENT = 'NautilusTrader\'s BinanceDataClient (client_id=ClientId("BINANCE"))'
-MARK_STREAM = (
-    f"subscribe to mark prices with {BINANCE_CLIENT} on a futures account_type "
-    "(USDT_FUTURES or COIN_FUTURES)"
-)
-_WITH_MARK = f"{MARK_STREAM}, whose BinanceFuturesMarkPriceUpdate carries index and funding_rate"
+# Mark, index and funding prices are served live by PerpLiveMixin (nautilus_dsm/perp_live.py).
+MARK_STREAM = "subscribe_mark_prices with this client (MarkPriceUpdate each second, futures)"
 _NO_OPTIONS = "Binance options are not served (DSMDataClient covers spot, USD-M and COIN-M futures)"
 _NO_BOOK_HISTORY = (
     f"Binance publishes no order book history; request a snapshot from {BINANCE_CLIENT} "
@@ -58,9 +56,6 @@ _SUBSCRIBE_INSTEAD = {
     "trade_ticks": f"subscribe to trade ticks with {BINANCE_CLIENT}",
     "order_book_deltas": f"subscribe to order books with {BINANCE_CLIENT}",
     "order_book_depth": f"subscribe to order books with {BINANCE_CLIENT}",
-    "mark_prices": MARK_STREAM,
-    "index_prices": f"Binance publishes the index price with the mark price: {_WITH_MARK}",
-    "funding_rates": f"Binance publishes the funding rate with the mark price: {_WITH_MARK}",
     "instrument_status": (
         "NautilusTrader's BinanceDataClient does not publish instrument status either "
         "(instrument definitions: subscribe_instrument)"
@@ -175,8 +170,9 @@ def bar_type_refusal(bar_type: BarType) -> str | None:
     price = spec.price_type
     if price == PriceType.MARK:
         return (
-            f"{bar_type} aggregates MARK prices; {SERVES_BARS} for now: use {last}; "
-            f"live mark prices: {MARK_STREAM}"
+            f"{bar_type} aggregates MARK prices; {SERVES_BARS}, not MARK bars (neither live "
+            f"nor requested): use {last}; live mark prices: {MARK_STREAM}; MARK bar history: "
+            "ingest it into a catalog (nautilus-dsm ingest --dataset mark)"
         )
     if price != PriceType.LAST:
         return (
@@ -248,18 +244,6 @@ class RefusalsMixin:
         """Refuse an order book depth subscription: use ``BinanceDataClient``."""
         self._refuse_subscription("order_book_depth", command.instrument_id)
 
-    def subscribe_mark_prices(self, command: Any) -> None:
-        """Refuse a mark-price subscription: use ``BinanceDataClient`` (futures)."""
-        self._refuse_subscription("mark_prices", command.instrument_id)
-
-    def subscribe_index_prices(self, command: Any) -> None:
-        """Refuse an index-price subscription: it comes with Binance's mark price."""
-        self._refuse_subscription("index_prices", command.instrument_id)
-
-    def subscribe_funding_rates(self, command: Any) -> None:
-        """Refuse a funding-rate subscription: it comes with Binance's mark price."""
-        self._refuse_subscription("funding_rates", command.instrument_id)
-
     def subscribe_instrument_status(self, command: Any) -> None:
         """Refuse an instrument-status subscription: no Binance client publishes it."""
         self._refuse_subscription("instrument_status", command.instrument_id)
@@ -313,18 +297,6 @@ class RefusalsMixin:
 
     def unsubscribe_order_book_depth(self, command: Any) -> None:
         """Do nothing (debug log): an order book depth subscription is refused, never recorded."""
-        self._ignore_unsubscribe(command)
-
-    def unsubscribe_mark_prices(self, command: Any) -> None:
-        """Do nothing (debug log): a mark-price subscription is refused, never recorded."""
-        self._ignore_unsubscribe(command)
-
-    def unsubscribe_index_prices(self, command: Any) -> None:
-        """Do nothing (debug log): an index-price subscription is refused, never recorded."""
-        self._ignore_unsubscribe(command)
-
-    def unsubscribe_funding_rates(self, command: Any) -> None:
-        """Do nothing (debug log): a funding-rate subscription is refused, never recorded."""
         self._ignore_unsubscribe(command)
 
     def unsubscribe_instrument_status(self, command: Any) -> None:

@@ -1,7 +1,7 @@
 """``DSMDataClient.request_funding_rates``: funding history through the engine, answered once.
 
 The harness of ``tests/integration/conftest.py`` (real LiveClock, MessageBus, Cache, the imitation over
-HTTP). Funding subscriptions stay refused (the live streams are rebuilt apart).
+HTTP). Funding subscriptions: ``tests/integration/test_perp_live.py``.
 """
 
 from __future__ import annotations

@@ -30,11 +30,8 @@ from nautilus_trader.data.messages import (
     RequestTradeTicks,
     SubscribeBars,
     SubscribeData,
-    SubscribeFundingRates,
-    SubscribeIndexPrices,
     SubscribeInstrumentClose,
     SubscribeInstrumentStatus,
-    SubscribeMarkPrices,
     SubscribeOptionGreeks,
     SubscribeOrderBook,
     SubscribeQuoteTicks,
@@ -66,10 +63,7 @@ END = pd.Timestamp(datetime(2024, 1, 2, 1, tzinfo=UTC))
 
 SERVES = "DSMDataClient serves EXTERNAL Binance kline bars (LAST) and Binance instruments"
 BINANCE = 'NautilusTrader\'s BinanceDataClient (client_id=ClientId("BINANCE"))'
-MARK_STREAM = (
-    f"subscribe to mark prices with {BINANCE} on a futures account_type "
-    "(USDT_FUTURES or COIN_FUTURES)"
-)
+MARK_STREAM = "subscribe_mark_prices with this client (MarkPriceUpdate each second, futures)"
 TICKS_NOTE = (
     "; INTERNAL bars are aggregated from ticks: route them there too, or aggregate DSM bars "
     '(e.g. BTCUSDT.BINANCE-5-MINUTE-LAST-INTERNAL@1-MINUTE-EXTERNAL with client_id=ClientId("DSM"))'
@@ -155,28 +149,6 @@ SUBSCRIPTIONS: dict[str, tuple[str, Callable[[], Any], str, str]] = {
         f"Cannot subscribe to order book depth for BTCUSDT.BINANCE: {SERVES}; subscribe to "
         f"order books with {BINANCE}",
         "subscribed_order_book_depth",
-    ),
-    "mark_prices": (
-        "subscribe_mark_prices",
-        lambda: _cmd(SubscribeMarkPrices, PERP),
-        f"Cannot subscribe to mark prices for BTCUSDT-PERP.BINANCE: {SERVES}; {MARK_STREAM}",
-        "subscribed_mark_prices",
-    ),
-    "index_prices": (
-        "subscribe_index_prices",
-        lambda: _cmd(SubscribeIndexPrices, PERP),
-        f"Cannot subscribe to index prices for BTCUSDT-PERP.BINANCE: {SERVES}; Binance "
-        f"publishes the index price with the mark price: {MARK_STREAM}, whose "
-        "BinanceFuturesMarkPriceUpdate carries index and funding_rate",
-        "subscribed_index_prices",
-    ),
-    "funding_rates": (
-        "subscribe_funding_rates",
-        lambda: _cmd(SubscribeFundingRates, PERP),
-        f"Cannot subscribe to funding rates for BTCUSDT-PERP.BINANCE: {SERVES}; Binance "
-        f"publishes the funding rate with the mark price: {MARK_STREAM}, whose "
-        "BinanceFuturesMarkPriceUpdate carries index and funding_rate",
-        "subscribed_funding_rates",
     ),
     "instrument_status": (
         "subscribe_instrument_status",
@@ -376,8 +348,9 @@ BAR_REFUSALS = {
     ),
     MARK: (
         "BTCUSDT-PERP.BINANCE-1-MINUTE-MARK-EXTERNAL aggregates MARK prices; DSMDataClient "
-        "serves EXTERNAL Binance kline bars (LAST) for now: use "
-        f"BTCUSDT-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL; live mark prices: {MARK_STREAM}"
+        "serves EXTERNAL Binance kline bars (LAST), not MARK bars (neither live nor requested): "
+        f"use BTCUSDT-PERP.BINANCE-1-MINUTE-LAST-EXTERNAL; live mark prices: {MARK_STREAM}; "
+        "MARK bar history: ingest it into a catalog (nautilus-dsm ingest --dataset mark)"
     ),
     INTERNAL: (
         "BTCUSDT.BINANCE-1-MINUTE-LAST-INTERNAL is INTERNAL (aggregated by NautilusTrader); "
