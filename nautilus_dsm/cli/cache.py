@@ -35,7 +35,9 @@ __all__ = ["cache", "selection_of"]
 
 _NO_REQUESTS = (*REQUEST_BOUNDS, *PROGRESS_OPTIONS)
 _MARKET_HELP = "Only this market (default: every market)."
-INFO_HEADER = ("market", "symbol", "interval", "files", "provisional", "bytes", "first", "last")
+INFO_HEADER = (
+    "dataset", "market", "symbol", "interval", "files", "provisional", "bytes", "first", "last",
+)  # fmt: skip
 
 
 @click.group()
@@ -145,6 +147,7 @@ def _selection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _plan_rows(plan: CachePlan) -> list[tuple[str, ...]]:
     return [
         (
+            e.get("dataset", "klines"),
             e["market"],
             e["symbol"],
             e["interval"],

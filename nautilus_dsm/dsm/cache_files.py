@@ -181,6 +181,8 @@ def _interval_dirs(root: Path, provider_dir: str = PROVIDER_DIR) -> list[tuple[P
 #: The cache folders of the kline-shaped datasets: klines' ``binance`` first, then the mark,
 #: index and premium-index price klines' ``binance-<dataset>`` beside it.
 DATASET_DIRS: tuple[str, ...] = tuple(d.cache_dir for d in Dataset if d.is_kline)
+#: The funding cache's folder, and the interval column its months show.
+FUNDING_DIR, FUNDING_INTERVAL = Dataset.FUNDING_RATES.cache_dir, "-"
 
 
 def list_periods(
@@ -196,8 +198,45 @@ def list_periods(
     """
     selection = selection or CacheSelection()
     out: list[CachedPeriod] = []
-    for provider_dir in DATASET_DIRS if provider_dirs is None else provider_dirs:
+    dirs = DATASET_DIRS if provider_dirs is None else provider_dirs
+    for provider_dir in dirs:
         out += _list_provider(root, selection, provider_dir)
+    if PROVIDER_DIR in dirs:  # the funding months go with the klines cache
+        out += _list_funding(root, selection)
+    return out
+
+
+def _list_funding(root: Path, selection: CacheSelection) -> list[CachedPeriod]:
+    # Funding months (<market>/<symbol>/YYYY-MM.parquet) have no interval ("-"); only complete
+    # months are cached, so a gaps-only selection never picks one.
+    out: list[CachedPeriod] = []
+    for market_dir, symbol_dir in _symbol_dirs(root, FUNDING_DIR):
+        if not selection.has_series(market_dir.name, symbol_dir.name, FUNDING_INTERVAL):
+            continue
+        for entry in _entries(symbol_dir):
+            name = entry.name
+            if not (entry.is_file(follow_symlinks=False) and name.endswith(".parquet")):
+                continue
+            try:
+                size = entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
+            key = name.removesuffix(".parquet")
+            if len(key) != 7:
+                continue  # not a month file (a temporary)
+            out.append(
+                CachedPeriod(
+                    market_dir.name,
+                    symbol_dir.name,
+                    FUNDING_INTERVAL,
+                    key,
+                    False,
+                    size,
+                    Path(entry.path),
+                    None,
+                    FUNDING_DIR,
+                )
+            )
     return out
 
 

@@ -112,7 +112,14 @@ def sidecar_interval(name: str) -> str | None:
 
 
 def period_bounds(key: str) -> tuple[int, int]:
-    """Return ``[start_ms, end_ms)`` of a cache key: a UTC day (``YYYY-MM-DD``) or a year."""
+    """Return ``[start_ms, end_ms)`` of a cache key: a UTC day (``YYYY-MM-DD``), month or year."""
+    if len(key) == 7:  # YYYY-MM: a funding month
+        year, month = int(key[:4]), int(key[5:])
+        nxt = (year + month // 12, month % 12 + 1)
+        return (
+            to_ms(datetime(year, month, 1, tzinfo=UTC)),
+            to_ms(datetime(*nxt, 1, tzinfo=UTC)),
+        )
     if len(key) == 4:
         year = int(key)
         return (

@@ -116,6 +116,7 @@ def test_clear_shows_the_plan_before_asking_and_declining_exits_0(filled: Path) 
         f"{_bytes(filled, 'spot')} bytes, of every market / every symbol / 1h under {filled}:"
     )
     assert lines[1].split() == [
+        "dataset",
         "market",
         "symbol",
         "interval",
@@ -125,7 +126,7 @@ def test_clear_shows_the_plan_before_asking_and_declining_exits_0(filled: Path) 
         "first",
         "last",
     ]
-    assert lines[2].split()[:5] == ["spot", "BTCUSDT", "1h", "2", "0"]
+    assert lines[2].split()[:6] == ["klines", "spot", "BTCUSDT", "1h", "2", "0"]
     assert lines[3:] == ["delete them? [y/N]: n", "nothing deleted"]
     assert _entries(filled, "--interval", "1h")[0][3] == 2
 
@@ -299,3 +300,31 @@ def test_selection_covers_the_mark_price_cache_beside_the_klines_cache(
         _entries(cache_dir)
         == [("futures_usdt", "BTCUSDT", "1h", 1, "2024-01-01", "2024-01-01")] * 2
     )
+
+
+def test_funding_months_are_listed_and_cleared_like_any_cached_period(
+    imitation: object, cache_dir: Path, tmp_path: Path
+) -> None:
+    url = imitation.url  # type: ignore[attr-defined]
+    source = ["--base-url-http", url, "--base-url-vision", url, "--cache-dir", str(cache_dir)]
+    result = _invoke(
+        "fetch", "BTCUSDT-PERP.BINANCE", "--dataset", "funding", "--start", "2024-01-01",
+        "--end", "2024-03-01", *source, "--out", str(tmp_path / "f.parquet"), "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = json.loads(_invoke("cache", "info", "--cache-dir", str(cache_dir), "--json").stdout)
+    assert [(e["dataset"], e["interval"], e["files"], e["first"], e["last"]) for e in info["entries"]] == [
+        ("funding_rates", "-", 2, "2024-01", "2024-02")
+    ]  # fmt: skip
+    assert _entries(cache_dir, "--interval", "1m") == []  # funding has no interval
+
+    cleared = _invoke(
+        "cache", "clear", "--cache-dir", str(cache_dir), "--start", "2024-02-01", "--end",
+        "2024-02-02", "--yes",
+    )  # fmt: skip
+
+    assert cleared.exit_code == 0, cleared.output
+    assert cleared.stdout.splitlines()[0].startswith("will delete 1 cached file(s)")
+    assert cleared.stdout.splitlines()[-1].startswith("removed 1 cached file(s)")
+    funding = cache_dir / "binance-funding_rates" / "futures_usdt" / "BTCUSDT"
+    assert sorted(p.name for p in funding.iterdir()) == ["2024-01.parquet"]

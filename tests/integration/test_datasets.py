@@ -361,6 +361,7 @@ def test_cache_info_and_clear_cover_the_dataset_caches(srv, cache_dir):
 
     info = dsm.cache.info()
     assert [(e["interval"], e.get("dataset")) for e in info["entries"]] == [
+        ("-", "funding_rates"),  # a funding month has no interval
         ("1h", None),
         ("1h", "mark_price_klines"),
     ]
