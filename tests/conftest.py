@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -92,3 +94,40 @@ def _no_user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ["XDG_CACHE_HOME"] = old
     if old_root is not None:
         os.environ["NAUTILUS_DSM_CACHE_DIR"] = old_root
+
+
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is still pending on ``loop``, let it unwind, then close the loop.
+
+    A node leaves tasks behind (its actors' executor workers among them). Closing the loop
+    over them makes the garbage collector log "Task was destroyed but it is pending!" later,
+    in whichever test happens to be running, where it lands in that test's ``caplog``.
+    """
+    if loop.is_closed():
+        return
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh event loop for a TradingNode, closed with nothing left pending."""
+    loop = asyncio.new_event_loop()
+    try:
+        yield loop
+    finally:
+        close_loop(loop)
+
+
+def dsm_messages(records: list[logging.LogRecord]) -> list[str]:
+    """The messages of ``nautilus_dsm``'s own loggers among ``records`` (caplog's).
+
+    Exact assertions on what the package logged must not depend on what the interpreter, asyncio
+    or NautilusTrader logged meanwhile.
+    """
+    return [r.getMessage() for r in records if r.name.split(".")[0] == "nautilus_dsm"]

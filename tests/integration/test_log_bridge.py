@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from nautilus_dsm.logs import component_for
+from tests.conftest import dsm_messages
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,4 +64,4 @@ def test_records_still_propagate_to_the_applications_handlers(caplog):
     install_log_bridge()
     with caplog.at_level(logging.WARNING, logger="nautilus_dsm"):
         logging.getLogger("nautilus_dsm.dsm.vision").warning("checksum mismatch")
-    assert [r.getMessage() for r in caplog.records] == ["checksum mismatch"]
+    assert dsm_messages(caplog.records) == ["checksum mismatch"]

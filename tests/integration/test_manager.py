@@ -22,6 +22,7 @@ from nautilus_dsm.errors import (
     UnknownSymbol,
 )
 from nautilus_dsm.testing import BinanceImitation
+from tests.conftest import dsm_messages
 
 UM = MarketType.FUTURES_USDT
 SPOT = MarketType.SPOT
@@ -283,9 +284,10 @@ async def test_warn_policy_logs_and_returns(imitation, cache_dir: Path, caplog) 
             )
 
     assert result.frame.height == 1410
-    assert [r.name for r in caplog.records] == ["nautilus_dsm.dsm.manager"]
-    assert "completeness 97.92%" in caplog.records[0].getMessage()
-    assert result.report.warnings == [caplog.records[0].getMessage()]
+    [warning] = [r for r in caplog.records if r.name.startswith("nautilus_dsm")]
+    assert warning.name == "nautilus_dsm.dsm.manager"
+    assert "completeness 97.92%" in warning.getMessage()
+    assert result.report.warnings == [warning.getMessage()]
 
 
 async def test_unknown_symbol_is_one_error_before_any_vision_request(
@@ -741,7 +743,7 @@ async def test_exchange_info_refresh_failure_serves_the_old_copy_with_a_warning(
     await dsm.aclose()
 
     assert served is first
-    [message] = [r.getMessage() for r in caplog.records]
+    [message] = dsm_messages(caplog.records)
     assert message.startswith(
         "exchangeInfo of SPOT could not be refreshed (Binance SPOT REST /api/v3/exchangeInfo "
         "failed after 1 tries; "

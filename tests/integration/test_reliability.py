@@ -44,6 +44,7 @@ from nautilus_dsm.errors import (
 )
 from nautilus_dsm.testing import BinanceImitation
 from nautilus_dsm.testing import server as imitation_server
+from tests.conftest import dsm_messages
 from tests.integration.conftest import (  # the data-client harness, reused
     SPOT_1S,
     Harness,
@@ -578,9 +579,9 @@ async def test_corrupt_cache_file_is_detected_deleted_and_refetched(
     assert repaired.report.sources == src(cache=2880, vision=1440)
     assert (repaired.report.cache_hits, repaired.report.cache_misses) == (2, 1)
     assert dsm.cache.corrupt == 1
-    assert [r.getMessage().split(" is ")[0] for r in caplog.records] == [f"cache file {path}"]
+    [message] = dsm_messages(caplog.records)
+    assert message.split(" is ")[0] == f"cache file {path}"
     # Moved aside under the root (quarantined for inspection), not deleted.
-    message = caplog.records[0].getMessage()
     assert f"; moved to {cache_dir / 'quarantine' / 'binance' / 'futures_usdt'}" in message
     assert message.endswith(", the period will be fetched again")
     assert paths(imitation, "/data/") == [

@@ -54,14 +54,6 @@ def srv() -> Iterator[Any]:
         yield server
 
 
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    if not loop.is_closed():
-        loop.close()
-
-
 class Plan(Actor):
     """Runs ``plan(self)`` on start and keeps every bar, historical bar and callback."""
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pytest
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.common.component import LiveClock, MessageBus
@@ -35,14 +33,6 @@ LOAD_IDS = frozenset({"BTCUSDT.BINANCE", "BTCUSD-PERP.BINANCE"})
 HISTORY = BarType.from_str("BTCUSD-PERP.BINANCE-1-HOUR-LAST-EXTERNAL")
 LIVE = BarType.from_str("BTCUSDT.BINANCE-1-SECOND-LAST-EXTERNAL")
 NS = 1_000_000
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    if not loop.is_closed():
-        loop.close()
 
 
 def _settings(srv: Any, cache_dir: Path) -> dict[str, Any]:

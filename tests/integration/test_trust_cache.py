@@ -28,6 +28,7 @@ from nautilus_dsm.dsm.cache import KlineCache
 from nautilus_dsm.dsm.cache_state import PeriodGap, PeriodState
 from nautilus_dsm.dsm.manager import DataSourceManager
 from nautilus_dsm.errors import QualityBelowThreshold
+from tests.conftest import dsm_messages
 
 UM = MarketType.FUTURES_USDT
 M1 = Interval.MINUTE_1
@@ -509,7 +510,7 @@ async def test_cache_entry_failing_validation_is_quarantined_and_refetched(
     assert (dsm.cache.corrupt, dsm.cache.quarantined) == (1, 1)
     [moved] = list((cache_dir / "quarantine").rglob("2024-01-02.parquet.*"))
     assert moved.parent == cache_dir / "quarantine" / "binance" / "futures_usdt" / "BTCUSDT" / "1m"
-    assert [r.getMessage() for r in caplog.records] == [
+    assert dsm_messages(caplog.records) == [
         f"cache file {victim} is {why}; moved to {moved}, the period will be fetched again"
     ]
     assert vision(imitation) == daily("2024-01-02")

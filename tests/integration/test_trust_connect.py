@@ -14,7 +14,7 @@ failed connect attempt and the tests stay short.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,14 +203,6 @@ class LiveBars(Actor):
         if len(self.bars) == self.config.n_bars:
             self.unsubscribe_bars(bar.bar_type, client_id=CLIENT_ID)
             self.done.set()
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    if not loop.is_closed():
-        loop.close()
 
 
 def test_node_started_during_an_outage_starts_its_trader_once_binance_is_back(

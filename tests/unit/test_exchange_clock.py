@@ -16,6 +16,7 @@ from nautilus_dsm.dsm.exchange_clock import (
 )
 from nautilus_dsm.dsm.planner import MAX_CLOCK_SKEW_MS, SETTLE_MS, decided_without_now
 from nautilus_dsm.errors import SourceError
+from tests.conftest import dsm_messages
 
 DAY = 86_400_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -122,7 +123,7 @@ async def test_unreachable_server_time_falls_back_to_the_local_clock_with_a_warn
 
     assert now == local[0]
     assert (clock.offset_ms, clock.synced, exchange.calls) == (0, False, 1)
-    assert [r.getMessage() for r in caplog.records] == [
+    assert dsm_messages(caplog.records) == [
         "Binance SPOT server time could not be read (time down (test)); using the local clock "
         "as exchange time (offset 0); closed bars are decided by it until the next try"
     ]
@@ -154,7 +155,7 @@ async def test_offset_beyond_100_ms_is_logged_at_warning(caplog: pytest.LogCaptu
         await small.ensure()
         await large.ensure()
 
-    assert [r.getMessage() for r in caplog.records] == [
+    assert dsm_messages(caplog.records) == [
         "Binance SPOT clock is -101 ms from the local clock (round trip 0 ms); closed bars are "
         "decided by exchange time, so nothing forming is served, but check the machine's time "
         "sync (NTP)"
@@ -209,7 +210,7 @@ async def test_a_local_clock_step_either_way_is_measured_again_before_the_interv
     assert clock.offset_ms == -step_ms
     assert now == T0 + 2_000  # exchange time, unmoved by the step
     assert clock.step_ms() == 0  # measured against the new base
-    assert caplog.records[0].getMessage() == (
+    assert dsm_messages(caplog.records)[0] == (
         f"Binance SPOT: the local clock stepped {step_ms:+d} ms since the exchange time was last "
         "measured (NTP step, VM resume?); measuring the offset again before deciding closed bars"
     )
