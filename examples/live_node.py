@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             loop.run_until_complete(_run(node, actor, timeout_s, ids))
         finally:
+            # dispose() closes a stopped loop with the actors' executor tasks still pending
+            node.kernel.cancel_all_tasks()
             node.dispose()
 
         print(f"{label}history: {len(actor.history)} bars of {history_bar_type}")

@@ -9,6 +9,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,6 +123,17 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
         yield loop
     finally:
         close_loop(loop)
+
+
+def dispose_node(node: Any) -> None:
+    """Dispose of a stopped ``TradingNode`` leaving no task pending on its loop.
+
+    ``TradingNode.dispose`` closes a loop that is not running with its actors' executor workers
+    still pending; the garbage collector later logs "Task was destroyed but it is pending!" into
+    whichever test runs then. NautilusTrader's own ``cancel_all_tasks`` unwinds them first.
+    """
+    node.kernel.cancel_all_tasks()
+    node.dispose()
 
 
 def dsm_messages(records: list[logging.LogRecord]) -> list[str]:

@@ -254,8 +254,15 @@ class SeriesLock:
             os.close(fd)
             raise
         self._acquired = time.time()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, self._payload(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, self._payload(), 0)
+        except OSError:
+            # A full disk or a read-only remount: give the flock back with the descriptor, or
+            # it stays held by nobody and the series' next writer here waits out its timeout.
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise
         self._fd = fd
         return True
 

@@ -94,6 +94,8 @@ def main(log_dir: Path) -> int:
         try:
             loop.run_until_complete(scenario())
         finally:
+            # dispose() closes a stopped loop with the actors' executor tasks still pending
+            node.kernel.cancel_all_tasks()
             node.dispose()
             loop.close()
             # The file writer is buffered; a process ending right after a node keeps the tail

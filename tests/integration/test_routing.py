@@ -35,6 +35,7 @@ from nautilus_dsm.data import DSMDataClient
 from nautilus_dsm.factories import DSMLiveDataClientFactory
 from nautilus_dsm.refusals import subscription_refusal
 from nautilus_dsm.testing import BinanceImitation
+from tests.conftest import dispose_node
 from tests.integration.conftest import RecordingLogger
 
 pytestmark = pytest.mark.timeout(90)
@@ -143,7 +144,7 @@ def _run(node: TradingNode, loop: asyncio.AbstractEventLoop, done: Callable[[], 
     try:
         loop.run_until_complete(scenario())
     finally:
-        node.dispose()
+        dispose_node(node)
 
 
 def _by_source(bars: list[Bar]) -> tuple[dict[int, Bar], dict[int, Bar]]:

@@ -27,6 +27,7 @@ from nautilus_dsm.common import Interval, MarketType, to_ms
 from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig
 from nautilus_dsm.data import DSMDataClient
 from nautilus_dsm.factories import DSMLiveDataClientFactory, dsm_for_config, dsm_holders
+from tests.conftest import dispose_node
 
 CLIENT_ID = ClientId("DSM")
 LOAD_IDS = frozenset({"BTCUSDT.BINANCE", "BTCUSD-PERP.BINANCE"})
@@ -80,7 +81,7 @@ def test_register_with_factory_and_config_object(imitation, cache_dir, loop) -> 
         assert client.dsm is dsm_for_config(config)  # the shared, cached engine
         assert client.dsm.base_url_http == imitation.url
     finally:
-        node.dispose()
+        dispose_node(node)
 
 
 def test_register_with_importable_config(imitation, cache_dir, loop) -> None:
@@ -97,7 +98,7 @@ def test_register_with_importable_config(imitation, cache_dir, loop) -> None:
         assert client._config.base_url_http == imitation.url
         assert client._config.poll_delay_ms == 20
     finally:
-        node.dispose()
+        dispose_node(node)
 
 
 def test_register_from_json_node_config(imitation, cache_dir, loop) -> None:
@@ -130,7 +131,7 @@ def test_register_from_json_node_config(imitation, cache_dir, loop) -> None:
         )
         assert client._market_type is MarketType.FUTURES_COIN
     finally:
-        node.dispose()
+        dispose_node(node)
 
 
 def test_factory_shares_engine_and_provider_per_config(imitation, cache_dir, loop) -> None:
@@ -260,7 +261,7 @@ def test_trading_node_history_and_live_bars(imitation, cache_dir, loop) -> None:
     try:
         loop.run_until_complete(scenario())
     finally:
-        node.dispose()
+        dispose_node(node)
 
     # Instruments loaded on connect: COIN-M is inverse with the contract size as multiplier.
     by_id = {str(i.id): i for i in instruments}

@@ -31,6 +31,7 @@ from nautilus_dsm.config import DSMDataClientConfig, DSMInstrumentProviderConfig
 from nautilus_dsm.dsm.rest import BinanceRestClient
 from nautilus_dsm.errors import InvalidInput, SourceError
 from nautilus_dsm.factories import DSMLiveDataClientFactory, dsm_for_config
+from tests.conftest import dispose_node
 
 CLIENT_ID = ClientId("DSM")
 SPOT_ID = "BTCUSDT.BINANCE"
@@ -253,7 +254,7 @@ def test_node_started_during_an_outage_starts_its_trader_once_binance_is_back(
     try:
         loop.run_until_complete(scenario())
     finally:
-        node.dispose()
+        dispose_node(node)
 
     assert seen["started_during_outage"] is False  # the trader waited for the connection
     assert seen["instruments"] == [SPOT_ID]

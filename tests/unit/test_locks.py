@@ -141,3 +141,23 @@ def test_object_store_lock_renewed_while_held_is_not_stale() -> None:
         with pytest.raises(SeriesLocked):
             series_lock(fs, path, timeout_s=0, owner="B", ttl_s=0.3).acquire()
     assert renewed > first
+
+
+def test_a_holder_record_that_cannot_be_written_leaves_the_lock_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk fails the holder record after flock succeeded: the lock must not stay held by
+    # an orphan descriptor (the next writer of the series in this process would wait it out).
+    real_pwrite = os.pwrite
+
+    def full(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    lock = series_lock(None, tmp_path / "s.lock", timeout_s=0.0)
+    with pytest.raises(OSError, match="No space left on device"):
+        lock.acquire()
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+
+    with series_lock(None, tmp_path / "s.lock", timeout_s=0.0) as again:
+        assert again.read_holder()["pid"] == os.getpid()
